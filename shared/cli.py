@@ -1,0 +1,93 @@
+"""Admin CLI: ``python -m shared.cli {migrate,create-tenant,create-key,revoke-key,ensure-dev-key}``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from shared.config import Settings
+from shared.db import queries
+from shared.db.migrate import upgrade
+from shared.db.session import make_engine, make_sessionmaker, transaction
+from shared.errors import AtelierError
+
+DEV_TENANT = "dev"
+KEY_FILE_MODE = 0o600
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atelier", description="Atelier administration")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply database migrations up to head")
+    tenant = sub.add_parser("create-tenant", help="create a tenant")
+    tenant.add_argument("name")
+    tenant.add_argument("--max-active-jobs", type=int, default=None, help="quota of queued + running jobs")
+    key = sub.add_parser("create-key", help="mint an API key for a tenant; prints it once")
+    key.add_argument("--tenant", required=True)
+    key.add_argument("--label", default="")
+    revoke = sub.add_parser("revoke-key", help="revoke keys by their display prefix")
+    revoke.add_argument("prefix")
+    dev = sub.add_parser("ensure-dev-key", help="make sure a working dev key is stored in a file")
+    dev.add_argument("--path", type=Path, required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one admin command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    if args.command == "migrate":
+        upgrade(settings)
+        print("database is at head")
+        return 0
+    engine = make_engine(settings, pool_size=1)
+    factory = make_sessionmaker(engine)
+    try:
+        with transaction(factory) as session:
+            if args.command == "create-tenant":
+                tenant = queries.create_tenant(session, name=args.name)
+                if args.max_active_jobs is not None:
+                    tenant.max_active_jobs = args.max_active_jobs
+                print(f"tenant {tenant.name} {tenant.id}")
+            elif args.command == "create-key":
+                tenant = queries.get_tenant_by_name(session, name=args.tenant)
+                _row, raw = queries.create_api_key(session, tenant_id=tenant.id, label=args.label)
+                print(raw)
+            elif args.command == "revoke-key":
+                count = queries.revoke_api_key(session, prefix=args.prefix)
+                print(f"revoked {count} key(s)")
+                return 0 if count else 1
+            elif args.command == "ensure-dev-key":
+                print(_ensure_dev_key(session, args.path))
+    except AtelierError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _ensure_dev_key(session: Session, path: Path) -> str:
+    if path.is_file():
+        existing = path.read_text().strip()
+        if existing and queries.authenticate(session, raw_key=existing) is not None:
+            return existing
+    try:
+        tenant = queries.get_tenant_by_name(session, name=DEV_TENANT)
+    except AtelierError:
+        tenant = queries.create_tenant(session, name=DEV_TENANT)
+    _row, raw = queries.create_api_key(session, tenant_id=tenant.id, label="dev key (make up)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_FILE_MODE)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(raw + "\n")
+    return raw
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Atelier settings: one pydantic-settings object, env prefix ATELIER_, built at each entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".atelier")
+
+
+class Settings(BaseSettings):
+    """Every runtime knob of Atelier. Build it once per process and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="ATELIER_", extra="ignore")
+
+    environment: Literal["dev", "test", "production"] = "dev"
+    data_dir: Path = DEFAULT_DATA_DIR
+
+    # --- connections -------------------------------------------------------
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/atelier"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # --- storage -----------------------------------------------------------
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_dir: Path | None = None  # local backend; defaults to <data_dir>/objects
+    s3_endpoint: str = "127.0.0.1:9000"  # host:port, as the minio SDK wants it
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: str = "minioadmin"
+    s3_bucket: str = "atelier"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    presign_expiry_s: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+    storage_retry_deadline_s: float = Field(default=120.0, gt=0)
+
+    # --- leases, heartbeats, reconciler -------------------------------------
+    lease_s: float = Field(default=60.0, gt=0)
+    heartbeat_s: float = Field(default=10.0, gt=0)
+    reconcile_period_s: float = Field(default=15.0, gt=0)
+    resend_grace_s: float = Field(default=30.0, ge=0)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    metrics_flush_s: float = Field(default=2.0, gt=0)
+    visibility_timeout_s: int = Field(default=48 * 3600, ge=60)
+    beat_schedule_file: Path | None = None  # defaults to <data_dir>/celerybeat-schedule
+
+    # --- limits -------------------------------------------------------------
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    max_upload_files: int = Field(default=10_000, gt=0)
+    max_unpacked_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    max_compression_ratio: float = Field(default=200.0, gt=1)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    max_style_size: int = Field(default=2048, ge=32)
+    page_size_max: int = Field(default=200, ge=1)
+
+    # --- worker -------------------------------------------------------------
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    worker_name: str | None = None
+    torch_home: Path | None = None  # where torchvision weights are cached
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _strip_scheme(cls, value: str) -> str:
+        """Accept http://host:port too; the minio SDK wants host:port."""
+        for prefix in ("http://", "https://"):
+            if value.startswith(prefix):
+                return value[len(prefix) :].rstrip("/")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.environment == "production" and self.storage_backend == "s3" and self.s3_secret_key == "minioadmin":
+            raise ValueError("ATELIER_S3_SECRET_KEY must be changed from the default in production")
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError("ATELIER_HEARTBEAT_S must be shorter than ATELIER_LEASE_S")
+        return self
+
+    @property
+    def objects_dir(self) -> Path:
+        """Root of the local object store."""
+        return self.storage_dir or (self.data_dir / "objects")
+
+    @property
+    def beat_schedule_path(self) -> Path:
+        """Where celery beat keeps its schedule state (never committed)."""
+        return self.beat_schedule_file or (self.data_dir / "celerybeat-schedule")

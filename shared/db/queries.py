@@ -1,0 +1,605 @@
+"""Every SQL statement Atelier runs. API-side functions scope by tenant; runner-side
+functions are fenced by the job's ``attempt`` (the lease's fencing token)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, literal, or_, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.orm import Session
+
+from shared.db.models import ApiKey, Artifact, Job, Metric, Tenant, Upload
+from shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
+from shared.jobs.states import TERMINAL_STATES, JobState
+from shared.security import display_prefix, hash_key, new_api_key
+
+ACTIVE_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
+
+
+# --- tenants and keys ---------------------------------------------------------------
+
+
+def create_tenant(session: Session, *, name: str) -> Tenant:
+    """Create a tenant; Conflict if the name is taken."""
+    if session.scalar(select(Tenant).where(Tenant.name == name)) is not None:
+        raise Conflict(f"tenant {name!r} already exists", field="name")
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    session.flush()
+    return tenant
+
+
+def get_tenant_by_name(session: Session, *, name: str) -> Tenant:
+    """The tenant called ``name``."""
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise NotFound(f"tenant {name!r} not found", field="name")
+    return tenant
+
+
+def create_api_key(session: Session, *, tenant_id: uuid.UUID, label: str = "") -> tuple[ApiKey, str]:
+    """Mint a key; returns the row and the raw key, which is never stored."""
+    raw = new_api_key()
+    key = ApiKey(tenant_id=tenant_id, prefix=display_prefix(raw), key_hash=hash_key(raw), label=label)
+    session.add(key)
+    session.flush()
+    return key, raw
+
+
+def authenticate(session: Session, *, raw_key: str) -> uuid.UUID | None:
+    """The tenant a live key belongs to, or None.
+
+    The lookup is by the key's SHA-256: the database compares hashes, never secrets, so
+    timing reveals nothing about the key.
+    """
+    row = session.execute(
+        select(ApiKey.tenant_id).where(ApiKey.key_hash == hash_key(raw_key), ApiKey.revoked_at.is_(None))
+    ).first()
+    return row[0] if row else None
+
+
+def revoke_api_key(session: Session, *, prefix: str) -> int:
+    """Revoke every live key with this display prefix; returns how many."""
+    result = session.execute(
+        update(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None)).values(revoked_at=func.now())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- jobs: API side -----------------------------------------------------------------
+
+
+def create_job(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    job_type: str,
+    params: dict[str, Any],
+    queue: str,
+    total: int,
+    max_attempts: int,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    """Insert a queued job; with an idempotency key, a repeat returns the first job.
+
+    Returns (job, created). A repeated key with a different body is a Conflict.
+    """
+    active = session.scalar(
+        select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.state.in_(ACTIVE_STATES))
+    )
+    limit = session.scalar(select(Tenant.max_active_jobs).where(Tenant.id == tenant_id))
+    if limit is not None and active is not None and active >= limit:
+        raise TooManyRequests(f"tenant has {active} queued or running jobs; the limit is {limit}")
+    values = {
+        "id": uuid.uuid4(),
+        "tenant_id": tenant_id,
+        "type": job_type,
+        "params": params,
+        "queue": queue,
+        "progress_total": total,
+        "max_attempts": max_attempts,
+        "idempotency_key": idempotency_key,
+    }
+    stmt = insert(Job).values(**values)
+    if idempotency_key is not None:
+        stmt = stmt.on_conflict_do_nothing(constraint="uq_jobs_tenant_idempotency")
+    inserted = session.execute(stmt.returning(Job.id)).scalar()
+    if inserted is not None:
+        return get_job(session, tenant_id=tenant_id, job_id=inserted), True
+    existing = session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key))
+    if existing is None:  # pragma: no cover - the conflicting row was deleted meanwhile
+        raise Conflict("idempotency key collided with a vanished job; retry")
+    if existing.type != job_type or existing.params != params:
+        raise Conflict("Idempotency-Key was already used for a different request", field="Idempotency-Key")
+    return existing, False
+
+
+def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    """The caller's job; NotFound for anyone else's."""
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def get_job_unscoped(session: Session, *, job_id: uuid.UUID) -> Job | None:
+    """A job by id, for the runtime (which acts for the system, not a tenant)."""
+    return session.get(Job, job_id)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a cursor-paginated listing."""
+
+    items: list[Any]
+    next_cursor: str | None
+
+
+def _encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        stamp, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(stamp), uuid.UUID(row_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("cursor is not a cursor this API returned", field="cursor") from exc
+
+
+def list_jobs(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    state: str | None,
+    job_type: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    """Newest first; the cursor is the (created_at, id) of the last row seen."""
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if state is not None:
+        query = query.where(Job.state == state)
+    if job_type is not None:
+        query = query.where(Job.type == job_type)
+    if cursor is not None:
+        created_at, row_id = _decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < row_id)))
+    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+    return Page(items=rows, next_cursor=next_cursor)
+
+
+def request_cancel(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    """Cancel a queued job at once; ask a running one to stop at its next step."""
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id).with_for_update())
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    if job.state == JobState.QUEUED:
+        job.state = JobState.CANCELLED.value
+        job.cancel_requested = True
+        job.finished_at = func.now()
+    elif job.state == JobState.RUNNING:
+        job.cancel_requested = True
+    elif job.state in (JobState.SUCCEEDED, JobState.FAILED):
+        raise Conflict(f"job {job_id} already {job.state}; nothing to cancel", field="state")
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+def mark_enqueued(session: Session, *, job_ids: Sequence[uuid.UUID]) -> None:
+    """Record that a message for these jobs was handed to the broker."""
+    if job_ids:
+        session.execute(update(Job).where(Job.id.in_(job_ids)).values(enqueued_at=func.now()))
+
+
+# --- metrics and artifacts: read side -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One (possibly downsampled) point of a metric series."""
+
+    step: int
+    value: float
+    min: float
+    max: float
+    count: int
+
+
+def metric_names(session: Session, *, job_id: uuid.UUID) -> list[str]:
+    """Every metric name recorded for a job."""
+    return list(session.scalars(select(Metric.name).where(Metric.job_id == job_id).distinct().order_by(Metric.name)))
+
+
+def metric_series(
+    session: Session, *, job_id: uuid.UUID, names: Sequence[str], since_step: int, max_points: int
+) -> dict[str, list[MetricPoint]]:
+    """Series after ``since_step``; each longer than ``max_points`` is bucketed server-side.
+
+    A bucket reports its last step, the mean value, and the min and max it covers.
+    """
+    rows = session.execute(
+        text(
+            """
+            WITH m AS (
+                SELECT name, step, value,
+                       row_number() OVER (PARTITION BY name ORDER BY step) - 1 AS rn,
+                       count(*) OVER (PARTITION BY name) AS n
+                FROM metrics
+                WHERE job_id = :job_id AND step > :since AND name = ANY(:names)
+            )
+            SELECT name, floor(rn * CAST(:max_points AS bigint) / n) AS bucket,
+                   max(step) AS step, avg(value) AS value, min(value) AS vmin, max(value) AS vmax,
+                   count(*) AS cnt
+            FROM m GROUP BY name, bucket ORDER BY name, bucket
+            """
+        ),
+        {"job_id": job_id, "since": since_step, "names": list(names), "max_points": max_points},
+    )
+    series: dict[str, list[MetricPoint]] = {name: [] for name in names}
+    for name, _bucket, step, value, vmin, vmax, cnt in rows:
+        series[name].append(
+            MetricPoint(step=int(step), value=float(value), min=float(vmin), max=float(vmax), count=int(cnt))
+        )
+    return series
+
+
+def list_artifacts(session: Session, *, job_id: uuid.UUID) -> list[Artifact]:
+    """A job's artifacts by name."""
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+
+
+def get_artifact(session: Session, *, job_id: uuid.UUID, name: str) -> Artifact:
+    """One artifact by name."""
+    artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+    if artifact is None:
+        raise NotFound(f"artifact {name!r} not found")
+    return artifact
+
+
+# --- uploads --------------------------------------------------------------------------
+
+
+def create_upload(
+    session: Session,
+    *,
+    upload_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    filename: str,
+    manifest: list[dict[str, Any]],
+    classes: list[str],
+) -> Upload:
+    """Record an upload whose files are already stored."""
+    upload = Upload(
+        id=upload_id,
+        tenant_id=tenant_id,
+        filename=filename,
+        file_count=len(manifest),
+        total_bytes=sum(int(f["bytes"]) for f in manifest),
+        manifest=manifest,
+        classes=classes,
+    )
+    session.add(upload)
+    session.flush()
+    session.refresh(upload)
+    return upload
+
+
+def get_upload(session: Session, *, tenant_id: uuid.UUID, upload_id: uuid.UUID) -> Upload:
+    """The caller's upload; NotFound for anyone else's."""
+    upload = session.scalar(select(Upload).where(Upload.id == upload_id, Upload.tenant_id == tenant_id))
+    if upload is None:
+        raise NotFound(f"upload {upload_id} not found")
+    return upload
+
+
+def list_uploads(session: Session, *, tenant_id: uuid.UUID, limit: int, cursor: str | None) -> Page:
+    """Newest first, cursor-paginated like jobs."""
+    query = select(Upload).where(Upload.tenant_id == tenant_id)
+    if cursor is not None:
+        created_at, row_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(Upload.created_at < created_at, and_(Upload.created_at == created_at, Upload.id < row_id))
+        )
+    rows = list(session.scalars(query.order_by(Upload.created_at.desc(), Upload.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+    return Page(items=rows, next_cursor=next_cursor)
+
+
+# --- jobs: runner side (fenced by attempt) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a runner learns when its claim succeeds."""
+
+    job_id: uuid.UUID
+    tenant_id: uuid.UUID
+    attempt: int
+    job_type: str
+    params: dict[str, Any]
+    checkpoint_key: str | None
+    checkpoint_step: int | None
+
+
+def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float) -> Claim | None:
+    """Atomically take the lease of a queued job (or one whose lease expired).
+
+    Increments ``attempt``, the fencing token. None if the job is running elsewhere,
+    finished, cancelled, out of attempts, or unknown: the caller must then not train.
+    """
+    row = session.execute(
+        text(
+            """
+            UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = :owner,
+                   lease_expires_at = now() + make_interval(secs => :lease),
+                   started_at = coalesce(started_at, now()), updated_at = now(),
+                   resumed_from_step = checkpoint_step
+            WHERE id = :job_id AND attempt < max_attempts AND NOT cancel_requested
+              AND (state = 'queued' OR (state = 'running' AND lease_expires_at < now()))
+            RETURNING tenant_id, attempt, type, params, checkpoint_key, checkpoint_step
+            """
+        ),
+        {"job_id": job_id, "owner": owner, "lease": lease_s},
+    ).first()
+    if row is None:
+        return None
+    return Claim(
+        job_id=job_id,
+        tenant_id=row.tenant_id,
+        attempt=row.attempt,
+        job_type=row.type,
+        params=row.params,
+        checkpoint_key=row.checkpoint_key,
+        checkpoint_step=row.checkpoint_step,
+    )
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What the runner learns from a heartbeat."""
+
+    alive: bool
+    cancel_requested: bool
+
+
+def _fenced_update(session: Session, job_id: uuid.UUID, attempt: int, **values: Any) -> Any:
+    """UPDATE the job only while this attempt holds it; returns the row or None."""
+    return session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.state == JobState.RUNNING.value)
+        .values(updated_at=func.now(), **values)
+        .returning(Job.cancel_requested)
+    ).first()
+
+
+def sync_runner(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    lease_s: float,
+    metrics: Sequence[tuple[str, int, float]],
+    progress: tuple[int, int] | None,
+    steps_per_s: float | None,
+    latest: dict[str, float] | None,
+) -> SyncResult:
+    """Heartbeat: extend the lease, record progress, upsert buffered metrics; all fenced.
+
+    The job row is locked first, so a concurrent claim waits for this transaction, and
+    if the lease is gone nothing at all is written (the caller must roll back).
+    """
+    values: dict[str, Any] = {"lease_expires_at": func.now() + func.make_interval(0, 0, 0, 0, 0, 0, lease_s)}
+    if progress is not None:
+        values["progress_step"], values["progress_total"] = progress
+    if steps_per_s is not None:
+        values["steps_per_s"] = steps_per_s
+    if latest:
+        values["latest_metrics"] = Job.latest_metrics.op("||")(func.cast(literal(latest, JSONB), JSONB))
+    row = _fenced_update(session, job_id, attempt, **values)
+    if row is None:
+        return SyncResult(alive=False, cancel_requested=False)
+    upsert_metrics(session, job_id=job_id, attempt=attempt, metrics=metrics)
+    return SyncResult(alive=True, cancel_requested=bool(row.cancel_requested))
+
+
+def upsert_metrics(
+    session: Session, *, job_id: uuid.UUID, attempt: int, metrics: Sequence[tuple[str, int, float]]
+) -> None:
+    """Insert or overwrite (job, name, step) rows. Call only after a fenced job update."""
+    if not metrics:
+        return
+    rows = [{"job_id": job_id, "name": n, "step": s, "value": v, "attempt": attempt} for n, s, v in metrics]
+    stmt = insert(Metric).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Metric.job_id, Metric.name, Metric.step],
+        set_={"value": stmt.excluded.value, "attempt": stmt.excluded.attempt, "recorded_at": func.now()},
+    )
+    session.execute(stmt)
+
+
+def commit_checkpoint(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    key: str,
+    step: int,
+    metrics: Sequence[tuple[str, int, float]],
+) -> bool:
+    """Point the job at an uploaded checkpoint, with the metrics up to it; False if fenced out."""
+    row = _fenced_update(session, job_id, attempt, checkpoint_key=key, checkpoint_step=step)
+    if row is None:
+        return False
+    upsert_metrics(session, job_id=job_id, attempt=attempt, metrics=metrics)
+    return True
+
+
+def record_artifact(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    name: str,
+    kind: str,
+    key: str,
+    size: int,
+    sha256: str,
+    content_type: str,
+) -> bool:
+    """Upsert an artifact row (the object is already stored); False if fenced out."""
+    if _fenced_update(session, job_id, attempt) is None:
+        return False
+    values = {
+        "job_id": job_id,
+        "name": name,
+        "kind": kind,
+        "key": key,
+        "size": size,
+        "sha256": sha256,
+        "content_type": content_type,
+        "attempt": attempt,
+    }
+    stmt = insert(Artifact).values(id=uuid.uuid4(), **values)
+    stmt = stmt.on_conflict_do_update(
+        constraint="uq_artifacts_job_name",
+        set_={k: stmt.excluded[k] for k in ("kind", "key", "size", "sha256", "content_type", "attempt")},
+    )
+    session.execute(stmt)
+    return True
+
+
+def add_warning(session: Session, *, job_id: uuid.UUID, attempt: int, message: str) -> bool:
+    """Append a warning once; False if fenced out."""
+    job = session.scalar(
+        select(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.state == JobState.RUNNING.value)
+        .with_for_update()
+    )
+    if job is None:
+        return False
+    if message not in job.warnings:
+        job.warnings = [*job.warnings, message]
+    return True
+
+
+def finish_job(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    state: JobState,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    """Move a running job to a terminal state (or back to queued); False if fenced out."""
+    terminal = state in TERMINAL_STATES
+    values: dict[str, Any] = {
+        "state": state.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "error_code": error_code,
+        "error_message": error_message,
+    }
+    if terminal:
+        values["finished_at"] = func.now()
+    if state == JobState.SUCCEEDED:
+        values["progress_step"] = Job.progress_total
+    else:
+        values["enqueued_at"] = None if not terminal else Job.enqueued_at
+    return _fenced_update(session, job_id, attempt, **values) is not None
+
+
+def fail_unclaimable(session: Session, *, job_id: uuid.UUID, error_code: str, error_message: str) -> bool:
+    """Fail a queued job before any runner touched it (e.g. its params no longer parse)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
+        .values(state="failed", error_code=error_code, error_message=error_message, finished_at=func.now())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- reconciler ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What one reconciler pass changed."""
+
+    requeued: list[tuple[uuid.UUID, str]]
+    failed: list[uuid.UUID]
+    cancelled: list[uuid.UUID]
+
+
+def expire_leases(session: Session) -> Reconciled:
+    """Running jobs whose lease expired: requeue, fail (attempts used up) or cancel."""
+    cancelled = (
+        session.execute(
+            text(
+                """
+            UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
+                   finished_at = now(), updated_at = now()
+            WHERE state = 'running' AND lease_expires_at < now() AND cancel_requested
+            RETURNING id
+            """
+            )
+        )
+        .scalars()
+        .all()
+    )
+    failed = (
+        session.execute(
+            text(
+                """
+            UPDATE jobs SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL,
+                   finished_at = now(), updated_at = now(), error_code = 'attempts_exhausted',
+                   error_message = 'the worker running this job was lost ' || attempt ||
+                                   ' time(s); max_attempts (' || max_attempts || ') is used up'
+            WHERE state = 'running' AND lease_expires_at < now() AND attempt >= max_attempts
+            RETURNING id
+            """
+            )
+        )
+        .scalars()
+        .all()
+    )
+    requeued = session.execute(
+        text(
+            """
+            UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+                   enqueued_at = NULL, updated_at = now()
+            WHERE state = 'running' AND lease_expires_at < now() AND attempt < max_attempts
+            RETURNING id, queue
+            """
+        )
+    ).all()
+    return Reconciled(requeued=[(r.id, r.queue) for r in requeued], failed=list(failed), cancelled=list(cancelled))
+
+
+def queued_needing_send(session: Session, *, grace_s: float, limit: int) -> list[tuple[uuid.UUID, str]]:
+    """Queued jobs never handed to the broker, or handed over more than ``grace_s`` ago."""
+    rows = session.execute(
+        select(Job.id, Job.queue)
+        .where(
+            Job.state == JobState.QUEUED.value,
+            or_(
+                Job.enqueued_at.is_(None), Job.enqueued_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace_s)
+            ),
+        )
+        .order_by(Job.created_at)
+        .limit(limit)
+    ).all()
+    return [(r.id, r.queue) for r in rows]
