@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     worker_name: str | None = None
     torch_home: Path | None = None  # where torchvision weights are cached
+    allow_weight_download: bool = True  # fetch ImageNet weights when they are not cached
 
     @field_validator("s3_endpoint")
     @classmethod

@@ -590,14 +590,12 @@ def expire_leases(session: Session) -> Reconciled:
 
 
 def queued_needing_send(session: Session, *, grace_s: float, limit: int) -> list[tuple[uuid.UUID, str]]:
-    """Queued jobs never handed to the broker, or handed over more than ``grace_s`` ago."""
+    """Queued jobs handed to the broker (or created, if never handed over) more than ``grace_s`` ago."""
     rows = session.execute(
         select(Job.id, Job.queue)
         .where(
             Job.state == JobState.QUEUED.value,
-            or_(
-                Job.enqueued_at.is_(None), Job.enqueued_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace_s)
-            ),
+            func.coalesce(Job.enqueued_at, Job.created_at) < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace_s),
         )
         .order_by(Job.created_at)
         .limit(limit)

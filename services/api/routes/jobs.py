@@ -1,0 +1,176 @@
+"""/v1/jobs: submit, list, poll, cancel, metrics, artifacts."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+
+from services.api.deps import SessionDep, SettingsDep, StateDep, StoreDep, TenantDep
+from services.api.schemas import (
+    ArtifactList,
+    ArtifactOut,
+    ErrorOut,
+    JobCreate,
+    JobOut,
+    JobPage,
+    MetricPointOut,
+    MetricsOut,
+)
+from services.api.submit import submit_job
+from shared.db import queries
+from shared.errors import InvalidInput
+from shared.jobs.specs import JOB_TYPES
+from shared.jobs.states import JobState
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+DEFAULT_PAGE = 20
+DEFAULT_MAX_POINTS = 500
+MAX_POINTS_LIMIT = 10_000
+IDEMPOTENCY_KEY_MAX = 200
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing, wrong or revoked API key"},
+    404: {"model": ErrorOut, "description": "No such job for this tenant"},
+    422: {"model": ErrorOut, "description": "A field is invalid; `field` names it"},
+}
+
+SUBMIT_EXAMPLES: dict[str, Any] = {
+    name: {"summary": spec.summary, "value": {"type": name, "params": spec.example}} for name, spec in JOB_TYPES.items()
+}
+
+
+@router.post("", status_code=201, response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorOut}})
+def create_job(
+    body: Annotated[JobCreate, Body(openapi_examples=SUBMIT_EXAMPLES)],
+    response: Response,
+    state: StateDep,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX)] = None,
+) -> JobOut:
+    """Submit a job. Repeating a request with the same Idempotency-Key returns the first job (200)."""
+    job, created = submit_job(
+        session,
+        celery=state.celery,
+        settings=state.settings,
+        tenant_id=tenant_id,
+        job_type=body.type,
+        raw_params=body.params,
+        idempotency_key=idempotency_key,
+    )
+    if not created:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.of(job)
+
+
+@router.get("", response_model=JobPage, responses=ERRORS)
+def list_jobs(
+    session: SessionDep,
+    tenant_id: TenantDep,
+    settings: SettingsDep,
+    state: JobState | None = None,
+    type: Annotated[str | None, Query(description="Filter by job type")] = None,
+    limit: Annotated[int, Query(ge=1)] = DEFAULT_PAGE,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> JobPage:
+    """The caller's jobs, newest first, cursor-paginated."""
+    if limit > settings.page_size_max:
+        raise InvalidInput(f"limit: at most {settings.page_size_max}", field="limit")
+    page = queries.list_jobs(
+        session,
+        tenant_id=tenant_id,
+        state=state.value if state else None,
+        job_type=type,
+        limit=limit,
+        cursor=cursor,
+    )
+    return JobPage(items=[JobOut.of(j) for j in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
+def get_job(job_id: uuid.UUID, session: SessionDep, tenant_id: TenantDep) -> JobOut:
+    """A job's state, attempt, progress with ETA, latest metrics, warnings and error."""
+    return JobOut.of(queries.get_job(session, tenant_id=tenant_id, job_id=job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorOut}})
+def cancel_job(job_id: uuid.UUID, session: SessionDep, tenant_id: TenantDep) -> JobOut:
+    """Cancel: a queued job never runs; a running one checkpoints and stops within a step."""
+    job = queries.request_cancel(session, tenant_id=tenant_id, job_id=job_id)
+    session.commit()
+    return JobOut.of(job)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsOut, responses=ERRORS)
+def get_metrics(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    names: Annotated[
+        list[str] | None, Query(description="Metric names; repeat or comma-separate. Default: all")
+    ] = None,
+    since_step: Annotated[int, Query(ge=-1, description="Only steps after this one")] = -1,
+    max_points: Annotated[
+        int, Query(ge=1, le=MAX_POINTS_LIMIT, description="Longer series are bucket-averaged server-side")
+    ] = DEFAULT_MAX_POINTS,
+) -> MetricsOut:
+    """The loss history, downsampled to at most ``max_points`` per metric."""
+    queries.get_job(session, tenant_id=tenant_id, job_id=job_id)
+    wanted = [n for item in (names or []) for n in item.split(",") if n]
+    known = queries.metric_names(session, job_id=job_id)
+    selected = wanted or known
+    series = queries.metric_series(session, job_id=job_id, names=selected, since_step=since_step, max_points=max_points)
+    return MetricsOut(
+        job_id=job_id,
+        names=known,
+        since_step=since_step,
+        max_points=max_points,
+        series={name: [MetricPointOut(**vars(p)) for p in points] for name, points in series.items()},
+    )
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=ERRORS)
+def list_artifacts(job_id: uuid.UUID, session: SessionDep, tenant_id: TenantDep) -> ArtifactList:
+    """Every stored output of a job: sample grids, weights, images."""
+    queries.get_job(session, tenant_id=tenant_id, job_id=job_id)
+    return ArtifactList(items=[ArtifactOut.of(a) for a in queries.list_artifacts(session, job_id=job_id)])
+
+
+@router.get(
+    "/{job_id}/artifacts/{name:path}",
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}, 307: {"description": "Presigned URL"}},
+    response_model=None,
+)
+def download_artifact(
+    job_id: uuid.UUID,
+    name: str,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    redirect: Annotated[bool, Query(description="307 to a short-lived presigned URL, where the store has one")] = False,
+) -> Response:
+    """Stream an artifact, or redirect to a presigned URL."""
+    queries.get_job(session, tenant_id=tenant_id, job_id=job_id)
+    artifact = queries.get_artifact(session, job_id=job_id, name=name)
+    session.close()  # don't hold a connection while streaming
+    if redirect:
+        url = store.presigned_get(artifact.key, expires_s=settings.presign_expiry_s)
+        if url is not None:
+            return RedirectResponse(url, status_code=307)
+    chunks = store.stream(artifact.key)
+    filename = artifact.name.rsplit("/", 1)[-1]
+    return StreamingResponse(
+        chunks,
+        media_type=artifact.content_type,
+        headers={
+            "Content-Length": str(artifact.size),
+            "ETag": f'"{artifact.sha256}"',
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        },
+    )

@@ -1,0 +1,121 @@
+"""Job submission: validate params with the job type's own schema, check every reference
+belongs to the caller, commit the row, then hand the id to the broker."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from celery import Celery
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from shared.config import Settings
+from shared.db import queries
+from shared.db.models import Job
+from shared.errors import InvalidInput, NotFound
+from shared.jobs.specs import (
+    JOB_TYPES,
+    GanSampleParams,
+    GanTrainParams,
+    StyleTransferParams,
+    is_upload_ref,
+)
+from shared.jobs.states import JobState
+from workers.queue import send_run_job
+
+log = logging.getLogger(__name__)
+
+
+def describe_validation_error(exc: ValidationError, *, prefix: str) -> InvalidInput:
+    """One InvalidInput naming every bad field, e.g. ``params.steps: Input should be greater than 0``."""
+    problems = []
+    first_field = prefix
+    for i, err in enumerate(exc.errors()):
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        msg = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{loc}: {msg}")
+        if i == 0:
+            first_field = loc
+    return InvalidInput("; ".join(problems), field=first_field)
+
+
+def _require_upload(session: Session, *, tenant_id: uuid.UUID, ref: str, field: str) -> None:
+    if not is_upload_ref(ref):
+        return
+    try:
+        queries.get_upload(session, tenant_id=tenant_id, upload_id=uuid.UUID(ref))
+    except NotFound as exc:
+        raise InvalidInput(f"{field}: upload {ref} not found", field=field) from exc
+
+
+def _check_references(session: Session, *, tenant_id: uuid.UUID, params: Any, settings: Settings) -> None:
+    if isinstance(params, GanTrainParams):
+        _require_upload(session, tenant_id=tenant_id, ref=params.dataset, field="params.dataset")
+    elif isinstance(params, StyleTransferParams):
+        if params.size > settings.max_style_size:
+            raise InvalidInput(
+                f"params.size: {params.size} px is over this server's limit of {settings.max_style_size} px",
+                field="params.size",
+            )
+        _require_upload(session, tenant_id=tenant_id, ref=params.content, field="params.content")
+        for i, ref in enumerate(params.styles):
+            _require_upload(session, tenant_id=tenant_id, ref=ref, field=f"params.styles.{i}")
+    elif isinstance(params, GanSampleParams):
+        field = "params.source_job"
+        try:
+            source = queries.get_job(session, tenant_id=tenant_id, job_id=uuid.UUID(params.source_job))
+        except NotFound as exc:
+            raise InvalidInput(f"{field}: job {params.source_job} not found", field=field) from exc
+        if source.type != "gan.train":
+            raise InvalidInput(f"{field}: job {source.id} is a {source.type} job, not gan.train", field=field)
+        if source.state != JobState.SUCCEEDED:
+            raise InvalidInput(f"{field}: job {source.id} is {source.state}; it must have succeeded", field=field)
+
+
+def submit_job(
+    session: Session,
+    *,
+    celery: Celery,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    job_type: str,
+    raw_params: dict[str, Any],
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    """Validate, store and enqueue a job; returns (job, created)."""
+    spec = JOB_TYPES.get(job_type)
+    if spec is None:
+        raise InvalidInput(f"type: unknown job type {job_type!r}; expected one of {sorted(JOB_TYPES)}", field="type")
+    try:
+        params = spec.params.model_validate(raw_params)
+    except ValidationError as exc:
+        raise describe_validation_error(exc, prefix="params") from exc
+    _check_references(session, tenant_id=tenant_id, params=params, settings=settings)
+    job, created = queries.create_job(
+        session,
+        tenant_id=tenant_id,
+        job_type=job_type,
+        params=params.model_dump(mode="json"),
+        queue=spec.queue,
+        total=spec.total_units(params),
+        max_attempts=settings.max_attempts,
+        idempotency_key=idempotency_key,
+    )
+    session.commit()  # the row is durable before any message names it
+    if created:
+        enqueue(session, celery=celery, job_id=job.id, queue=job.queue)
+    return job, created
+
+
+def enqueue(session: Session, *, celery: Celery, job_id: uuid.UUID, queue: str) -> bool:
+    """Send the job's id; on a broker failure leave it to the reconciler. Returns whether it was sent."""
+    try:
+        send_run_job(celery, job_id=job_id, queue=queue)
+    except Exception as exc:  # the broker is down: the job stays queued and will be re-sent
+        log.warning("could not enqueue job %s (%s); the reconciler will re-send it", job_id, exc)
+        return False
+    queries.mark_enqueued(session, job_ids=[job_id])
+    session.commit()
+    return True
