@@ -40,7 +40,7 @@ class TrainHooks(Protocol):
         """None to go on; otherwise why to stop (STOP_CANCEL, STOP_LEASE_LOST, STOP_SHUTDOWN)."""
 
 
-class StopRequested(Exception):  # noqa: N818 - it is a signal, not an error
+class StopRequested(Exception):
     """Raised by a loop after it checkpointed because ``should_stop`` said so."""
 
     def __init__(self, reason: str, step: int) -> None:

@@ -1,0 +1,97 @@
+"""Training images as tensors (N, C, H, W) in [-1, 1]: built-in datasets and uploaded files."""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import PurePosixPath
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional alias
+from PIL import Image, ImageOps
+
+DIGITS = "digits"
+DIGITS_MAX_VALUE = 16.0  # sklearn's digits are 8 x 8 counts in 0..16
+PIXEL_MAX_VALUE = 255.0
+GRAY_CHANNELS = 1
+RGB_CHANNELS = 3
+BUILTIN_CACHE_SIZE = 8
+_MODE_FOR_CHANNELS = {GRAY_CHANNELS: "L", RGB_CHANNELS: "RGB"}
+# What Pillow raises for bytes that are not a readable image (or an oversized one).
+_DECODE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    Image.DecompressionBombError,
+)
+
+
+def _check_channels(channels: int) -> str:
+    if channels not in _MODE_FOR_CHANNELS:
+        raise ValueError(f"channels must be {GRAY_CHANNELS} or {RGB_CHANNELS}, got {channels}")
+    return _MODE_FOR_CHANNELS[channels]
+
+
+def _to_unit_range(x: torch.Tensor, max_value: float) -> torch.Tensor:
+    """Map values in [0, max_value] to [-1, 1]."""
+    return (x / max_value * 2.0 - 1.0).clamp_(-1.0, 1.0)
+
+
+@functools.lru_cache(maxsize=BUILTIN_CACHE_SIZE)
+def load_builtin(name: str, *, image_size: int, channels: int) -> torch.Tensor:
+    """A built-in dataset as float32 (N, channels, image_size, image_size) in [-1, 1]; cached, do not modify."""
+    _check_channels(channels)
+    if name != DIGITS:
+        raise ValueError(f"unknown built-in dataset {name!r}: use {DIGITS!r}")
+    from sklearn.datasets import load_digits  # deferred: sklearn is slow to import
+
+    images = torch.from_numpy(load_digits().images.astype(np.float32)).unsqueeze(1)
+    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    images = _to_unit_range(images, DIGITS_MAX_VALUE)
+    return images.repeat(1, channels, 1, 1).contiguous()
+
+
+def _decode(data: bytes, *, image_size: int, mode: str) -> torch.Tensor | None:
+    """One image as (C, image_size, image_size) in [-1, 1], or None if it does not decode."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            image = ImageOps.exif_transpose(opened).convert(mode)
+    except _DECODE_ERRORS:
+        return None
+    # Resize the shorter side to image_size, then crop the centre square.
+    width, height = image.size
+    scale = image_size / min(width, height)
+    new_size = (max(image_size, round(width * scale)), max(image_size, round(height * scale)))
+    if new_size != image.size:
+        image = image.resize(new_size, Image.Resampling.BICUBIC, reducing_gap=None)
+    left = (new_size[0] - image_size) // 2
+    top = (new_size[1] - image_size) // 2
+    image = image.crop((left, top, left + image_size, top + image_size))
+    pixels = torch.from_numpy(np.array(image, dtype=np.float32)).reshape(image_size, image_size, -1)
+    return _to_unit_range(pixels.permute(2, 0, 1), PIXEL_MAX_VALUE)
+
+
+def load_image_files(
+    files: list[tuple[str, bytes]], *, image_size: int, channels: int
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode (path, bytes) pairs into (images in [-1, 1], int64 labels, class names); skips undecodable files."""
+    mode = _check_channels(channels)
+    decoded: list[tuple[PurePosixPath, torch.Tensor]] = []
+    for path, data in files:
+        image = _decode(data, image_size=image_size, mode=mode)
+        if image is not None:
+            decoded.append((PurePosixPath(path), image))
+    if not decoded:
+        raise ValueError(f"none of the {len(files)} uploaded files could be decoded as an image")
+    images = torch.stack([image for _, image in decoded])
+    # Class folders ("cats/a.png" -> "cats") only when every image sits in a sub-folder.
+    if all(len(path.parts) > 1 for path, _ in decoded):
+        classes = sorted({path.parts[0] for path, _ in decoded})
+        index = {name: i for i, name in enumerate(classes)}
+        labels = torch.tensor([index[path.parts[0]] for path, _ in decoded], dtype=torch.int64)
+    else:
+        classes = []
+        labels = torch.zeros(len(decoded), dtype=torch.int64)
+    return images, labels, classes
