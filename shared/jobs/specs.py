@@ -40,7 +40,7 @@ def is_upload_ref(value: str) -> bool:
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class GanTrainParams(_Params):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,15 +20,6 @@ SIZE = 16
 GRID_SIDE = 8 * (SIZE + 2) + 2  # 64 fixed-noise images, 8 per row, 2 px padding
 METRICS = {"d_loss", "g_loss", "d_real", "d_fake"}
 D_CALLS_PER_STEP = 3  # real batch, detached fakes, fakes for the G step
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: fast on a small shared CPU, and the same thread count for every run."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

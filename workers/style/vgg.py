@@ -1,0 +1,265 @@
+"""VGG19 feature encoder: one forward pass yields every layer the losses need.
+
+Layers are named the Gatys/Caffe way (``conv1_1``, ``relu1_1``, ..., ``pool5``) and map one to
+one onto ``torchvision.models.vgg19().features`` indices (see ``VGG19_LAYERS``). The encoder is
+cut after the deepest requested layer, frozen and in eval mode.
+
+Two kinds of weights:
+- ``imagenet``: torchvision's ``VGG19_Weights.IMAGENET1K_V1``, read from the torch hub cache.
+- ``random``: seeded Kaiming init, then normalised layer by layer: each conv's weights and
+  bias are scaled so that the mean ReLU activation of that layer over a fixed, seeded
+  uniform-noise image is 1. ReLU is positively homogeneous, so this only rescales the
+  layer; every layer then has unit-ish activations (about 0.5-1 on natural images) and
+  contributes comparable feature/Gram magnitudes, so style transfer still works offline.
+  Gatys et al. normalised per filter instead; on random weights and a noise calibration
+  image that blows up filters that are near-silent on noise (relu5_1 reached ~1e2-1e3 on
+  natural images), so one scale per layer is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import socket
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional alias
+import torchvision
+from torch import nn
+
+WEIGHTS_IMAGENET: Final = "imagenet"
+WEIGHTS_RANDOM: Final = "random"
+WEIGHT_KINDS: Final = (WEIGHTS_IMAGENET, WEIGHTS_RANDOM)
+
+# torchvision's VGG19 ("E") feature configuration: conv widths, "M" for a 2x2 max pool.
+POOL: Final = "M"
+VGG19_CONFIG: Final[tuple[int | str, ...]] = (
+    64, 64, POOL,
+    128, 128, POOL,
+    256, 256, 256, 256, POOL,
+    512, 512, 512, 512, POOL,
+    512, 512, 512, 512, POOL,
+)  # fmt: skip
+IN_CHANNELS: Final = 3
+KERNEL_SIZE: Final = 3
+PADDING: Final = 1
+POOL_SIZE: Final = 2
+
+# Inputs are images in [0, 1]; the encoder normalises them with the ImageNet statistics.
+IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)
+IMAGENET_STD: Final = (0.229, 0.224, 0.225)
+
+# torch hub keeps downloaded weights in <hub dir>/checkpoints.
+HUB_CHECKPOINTS_DIR: Final = "checkpoints"
+# Per-socket-operation timeout while downloading, so a black-holed network cannot hang a worker.
+DOWNLOAD_TIMEOUT_S: Final = 30.0
+
+# Random-weight calibration: a seeded uniform-noise image of this size (it reaches 4 x 4 at
+# block 5); a layer whose mean activation is below DEAD_LAYER_MEAN is left unscaled.
+CALIBRATION_SIZE: Final = 64
+TARGET_MEAN_ACTIVATION: Final = 1.0
+DEAD_LAYER_MEAN: Final = 1e-12
+
+
+def _vgg19_layer_names() -> tuple[str, ...]:
+    names: list[str] = []
+    block, conv = 1, 0
+    for item in VGG19_CONFIG:
+        if item == POOL:
+            names.append(f"pool{block}")
+            block, conv = block + 1, 0
+        else:
+            conv += 1
+            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
+    return tuple(names)
+
+
+# VGG19_LAYERS[i] is the name of torchvision.models.vgg19().features[i].
+VGG19_LAYERS: Final[tuple[str, ...]] = _vgg19_layer_names()
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The ImageNet VGG19 weights could not be loaded (not cached, no network, corrupt file)."""
+
+
+class Encoder(nn.Module):
+    """A frozen, trimmed VGG19 whose forward returns ``{layer: activation}`` for ``layers``."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, body: nn.Sequential, layers: Sequence[str]) -> None:
+        super().__init__()
+        missing = set(layers) - {name for name, _ in body.named_children()}
+        if missing:
+            raise ValueError(f"layers {sorted(missing)} are not in the encoder body")
+        self.body = body
+        self.layers: tuple[str, ...] = tuple(dict.fromkeys(layers))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, IN_CHANNELS, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, IN_CHANNELS, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Activations of every requested layer for ``image`` (B, 3, H, W) in [0, 1], in one pass."""
+        x = (image - self.mean) / self.std
+        wanted = set(self.layers)
+        out: dict[str, torch.Tensor] = {}
+        for name, module in self.body.named_children():
+            x = module(x)
+            if name in wanted:
+                out[name] = x
+        return out
+
+
+def build_vgg19(
+    weights: str,
+    *,
+    seed: int,
+    layers: Sequence[str],
+    weights_dir: Path | None = None,
+    allow_download: bool = False,
+) -> Encoder:
+    """A frozen VGG19 encoder for ``layers``, cut after the deepest one.
+
+    ``weights_dir`` is a torch hub directory (weights live in its ``checkpoints/``); None uses
+    torch's default hub dir. ImageNet weights are only downloaded when ``allow_download``.
+    """
+    if weights not in WEIGHT_KINDS:
+        raise ValueError(f"unknown weights {weights!r}: use one of {list(WEIGHT_KINDS)}")
+    if not layers:
+        raise ValueError("at least one layer is needed")
+    unknown = [name for name in layers if name not in VGG19_LAYERS]
+    if unknown:
+        raise ValueError(f"unknown VGG19 layers {unknown}: use names like conv4_2, relu1_1, pool3")
+    depth = max(VGG19_LAYERS.index(name) for name in layers) + 1
+
+    body = _vgg19_body(depth)  # uninitialised: every conv is filled below
+    if weights == WEIGHTS_IMAGENET:
+        state = _load_imagenet_state(weights_dir, allow_download=allow_download)
+        _copy_imagenet_weights(body, state)
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        _init_random(body, generator)
+        _calibrate(body, generator)
+
+    encoder = Encoder(body, layers)
+    encoder.requires_grad_(False)
+    return encoder.eval()
+
+
+def _vgg19_body(depth: int) -> nn.Sequential:
+    """The first ``depth`` feature modules, named after VGG19_LAYERS, with uninitialised convs.
+
+    Built on the meta device and then allocated, so no time is spent on (and no global RNG
+    state consumed by) the default init that the caller overwrites anyway.
+    """
+    modules: list[nn.Module] = []
+    channels = IN_CHANNELS
+    for item in VGG19_CONFIG:
+        if item == POOL:
+            modules.append(nn.MaxPool2d(kernel_size=POOL_SIZE, stride=POOL_SIZE))
+        else:
+            width = int(item)
+            # Not in place: a conv output may itself be a requested layer.
+            conv = nn.Conv2d(channels, width, KERNEL_SIZE, padding=PADDING, device="meta")
+            modules += [conv, nn.ReLU(inplace=False)]
+            channels = width
+    body = nn.Sequential(OrderedDict(zip(VGG19_LAYERS[:depth], modules[:depth], strict=True)))
+    return body.to_empty(device="cpu")
+
+
+def _convs(body: nn.Sequential) -> Iterator[tuple[str, nn.Conv2d]]:
+    for name, module in body.named_children():
+        if isinstance(module, nn.Conv2d):
+            yield name, module
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    if conv.bias is None:  # every VGG conv has one; this narrows the type
+        raise TypeError("VGG convolutions are built with a bias")
+    return conv.bias
+
+
+def _cached_weights_path(weights_dir: Path | None) -> tuple[str, Path]:
+    url = str(torchvision.models.VGG19_Weights.IMAGENET1K_V1.url)
+    hub_dir = weights_dir if weights_dir is not None else Path(torch.hub.get_dir())
+    return url, hub_dir / HUB_CHECKPOINTS_DIR / Path(urlparse(url).path).name
+
+
+def _unavailable(reason: str, url: str, path: Path) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"ImageNet VGG19 weights are unavailable: {reason}. Provide them by pre-fetching {url} "
+        f"into the torch hub cache at {path} (set ATELIER_TORCH_HOME to the hub directory that "
+        f'holds {HUB_CHECKPOINTS_DIR}/{path.name}), or submit the job with weights="random".'
+    )
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    # torch.hub's urlopen takes no timeout; the default one is process-wide, so restore it.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _load_imagenet_state(weights_dir: Path | None, *, allow_download: bool) -> dict[str, torch.Tensor]:
+    """The torchvision VGG19 ImageNet state dict from the hub cache (downloading if allowed)."""
+    url, path = _cached_weights_path(weights_dir)
+    if not path.is_file() and not allow_download:
+        raise _unavailable("they are not in the cache and downloading is disabled", url, path)
+    try:
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            state = torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(
+                progress=False, model_dir=str(path.parent), check_hash=True, weights_only=True
+            )
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # URLError is an OSError
+        raise _unavailable(f"loading failed ({type(exc).__name__}: {exc})", url, path) from exc
+    return dict(state)
+
+
+def _copy_imagenet_weights(body: nn.Sequential, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``features.<index>.*`` tensors of the torchvision state dict into ``body``."""
+    with torch.no_grad():
+        for name, conv in _convs(body):
+            index = VGG19_LAYERS.index(name)
+            try:
+                conv.weight.copy_(state[f"features.{index}.weight"])
+                _bias(conv).copy_(state[f"features.{index}.bias"])
+            except (KeyError, RuntimeError) as exc:
+                raise WeightsUnavailableError(
+                    f"the ImageNet VGG19 state dict does not fit layer {name} (features.{index}): {exc}; "
+                    'delete the cached file and fetch it again, or use weights="random"'
+                ) from exc
+
+
+def _init_random(body: nn.Sequential, generator: torch.Generator) -> None:
+    """torchvision's VGG init (Kaiming normal, fan-out, zero bias), drawn from ``generator``."""
+    with torch.no_grad():
+        for _, conv in _convs(body):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            nn.init.zeros_(_bias(conv))
+
+
+def _calibrate(body: nn.Sequential, generator: torch.Generator) -> None:
+    """Scale each conv so the mean ReLU activation of its layer on a seeded noise image is 1."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, IN_CHANNELS, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, IN_CHANNELS, 1, 1)
+    noise = torch.rand(1, IN_CHANNELS, CALIBRATION_SIZE, CALIBRATION_SIZE, generator=generator)
+    x = (noise - mean) / std
+    with torch.no_grad():
+        for module in body.children():
+            x = module(x)
+            if isinstance(module, nn.Conv2d):
+                activation = float(F.relu(x).mean())
+                if activation > DEAD_LAYER_MEAN:
+                    scale = TARGET_MEAN_ACTIVATION / activation
+                    module.weight.mul_(scale)
+                    _bias(module).mul_(scale)
+                    x = x * scale  # what the rescaled conv now outputs
