@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     worker_name: str | None = None
     torch_home: Path | None = None  # where torchvision weights are cached
+    torch_threads: int | None = Field(default=None, ge=1, le=256)  # intra-op threads per worker child
     allow_weight_download: bool = True  # fetch ImageNet weights when they are not cached
 
     @field_validator("s3_endpoint")

@@ -57,6 +57,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, s3_server: services.S3Ser
         s3_bucket=f"atelier-{uuid.uuid4().hex[:12]}",
         device="cpu",
         allow_weight_download=False,
+        torch_threads=1,  # two cores, shared by the test process, API and workers
         **TEST_TIMINGS,  # type: ignore[arg-type]
     )
     upgrade(built)

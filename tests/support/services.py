@@ -169,7 +169,7 @@ class Proc:
             self.kill()
 
 
-def celery_worker(settings: Settings, log_dir: Path, name: str, queues: str = "gpu,cpu") -> Proc:
+def celery_worker(settings: Settings, log_dir: Path, name: str, queues: str = "gpu") -> Proc:
     """A real Celery worker (prefork, one child) in its own process group."""
     argv = [
         sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",

@@ -1,0 +1,136 @@
+"""Executors: turn a claimed job into a call of a pure engine (workers/gan, workers/style),
+resolving datasets and images from built-ins, uploads and earlier jobs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from PIL import Image
+
+from shared.db import queries
+from shared.db.session import transaction
+from shared.errors import JobFailed, NotFound
+from shared.jobs.specs import BUILTIN_DATASETS, GanSampleParams, GanTrainParams, StyleTransferParams, is_upload_ref
+from shared.storage import retry_storage
+from workers.gan import data as gan_data
+from workers.gan.loop import GENERATOR_ARTIFACT
+from workers.gan.loop import DivergenceError as GanDivergence
+from workers.gan.loop import train as gan_train
+from workers.gan.sample import sample as gan_sample
+from workers.runtime import Executor, JobRunner, WorkerContext
+from workers.style.images import decode_image, load_builtin_image
+from workers.style.transfer import DivergenceError as StyleDivergence
+from workers.style.transfer import transfer as style_transfer
+from workers.style.vgg import WeightsUnavailableError
+
+
+def pick_device(preference: str) -> torch.device:
+    """cuda when asked for or available under 'auto', else cpu."""
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _fetch(ctx: WorkerContext, key: str, what: str) -> bytes:
+    return retry_storage(lambda: ctx.store.get(key), deadline_s=ctx.settings.storage_retry_deadline_s, what=what)
+
+
+def _upload_files(ctx: WorkerContext, tenant_id: uuid.UUID, upload_id: str) -> list[tuple[str, bytes]]:
+    with transaction(ctx.sessions) as session:
+        try:
+            upload = queries.get_upload(session, tenant_id=tenant_id, upload_id=uuid.UUID(upload_id))
+        except NotFound as exc:
+            raise JobFailed(f"upload {upload_id} no longer exists", code="missing_input") from exc
+        manifest = list(upload.manifest)
+    return [(f["path"], _fetch(ctx, f["key"], f"upload file {f['path']}")) for f in manifest]
+
+
+def _image(ctx: WorkerContext, tenant_id: uuid.UUID, ref: str) -> Image.Image:
+    if not is_upload_ref(ref):
+        return load_builtin_image(ref)
+    path, data = _upload_files(ctx, tenant_id, ref)[0]
+    try:
+        return decode_image(data)
+    except ValueError as exc:
+        raise JobFailed(f"upload {ref}: {path} cannot be decoded: {exc}", code="bad_input") from exc
+
+
+def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
+    """gan.train: load the dataset, then the adversarial loop."""
+    params = GanTrainParams.model_validate(claim.params)
+    channels = params.resolved_channels()
+    if params.dataset in BUILTIN_DATASETS:
+        images = gan_data.load_builtin(params.dataset, image_size=params.image_size, channels=channels)
+    else:
+        files = _upload_files(ctx, claim.tenant_id, params.dataset)
+        try:
+            images, _labels, _classes = gan_data.load_image_files(
+                files, image_size=params.image_size, channels=channels
+            )
+        except ValueError as exc:
+            raise JobFailed(str(exc), code="bad_input") from exc
+    try:
+        gan_train(params, images, runner, device=pick_device(ctx.settings.device))
+    except GanDivergence as exc:
+        raise JobFailed(str(exc), code="diverged") from exc
+    except ValueError as exc:  # a checkpoint that doesn't fit these params, or unusable data
+        raise JobFailed(str(exc), code="bad_input") from exc
+
+
+def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
+    """style.transfer: fetch the images, then the Gatys optimisation."""
+    params = StyleTransferParams.model_validate(claim.params)
+    content = _image(ctx, claim.tenant_id, params.content)
+    styles = [_image(ctx, claim.tenant_id, ref) for ref in params.styles]
+    try:
+        style_transfer(
+            params,
+            content,
+            styles,
+            runner,
+            device=pick_device(ctx.settings.device),
+            weights_dir=ctx.settings.torch_home,
+            allow_download=ctx.settings.allow_weight_download,
+        )
+    except WeightsUnavailableError as exc:
+        raise JobFailed(str(exc), code="weights_unavailable") from exc
+    except StyleDivergence as exc:
+        raise JobFailed(str(exc), code="diverged") from exc
+
+
+def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
+    """gan.sample: load the source job's generator, draw n images."""
+    params = GanSampleParams.model_validate(claim.params)
+    with transaction(ctx.sessions) as session:
+        try:
+            source = queries.get_job(session, tenant_id=claim.tenant_id, job_id=uuid.UUID(params.source_job))
+            artifact = queries.get_artifact(session, job_id=source.id, name=GENERATOR_ARTIFACT)
+        except NotFound as exc:
+            raise JobFailed(f"source job {params.source_job} has no generator weights", code="missing_input") from exc
+        key = artifact.key
+    weights = _fetch(ctx, key, "generator weights")
+    try:
+        grid, raw = gan_sample(weights, n=params.n, seed=params.seed, device=pick_device(ctx.settings.device))
+    except ValueError as exc:
+        raise JobFailed(f"source job {params.source_job}: {exc}", code="bad_input") from exc
+    runner.save_artifact("samples.png", grid, kind="sample", content_type="image/png")
+    runner.save_artifact("samples.npy", raw, kind="output", content_type="application/x-npy")
+    runner.report_progress(params.n, params.n)
+
+
+EXECUTORS: dict[str, Executor] = {
+    "gan.train": run_gan_train,
+    "style.transfer": run_style_transfer,
+    "gan.sample": run_gan_sample,
+}
+
+
+def execute(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
+    """Dispatch by job type."""
+    executor: Callable[..., Any] | None = EXECUTORS.get(claim.job_type)
+    if executor is None:
+        raise JobFailed(f"this worker cannot run jobs of type {claim.job_type!r}", code="unknown_type")
+    executor(ctx, claim, runner)

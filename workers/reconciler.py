@@ -1,0 +1,95 @@
+"""The reconciler (run by Celery beat): Postgres is the truth, Redis only transport.
+
+1. Running jobs whose lease expired are re-queued (or failed once attempts are used up,
+   or cancelled if a cancel was requested) and their ids re-sent.
+2. Queued jobs whose message is not waiting in the broker are re-sent, so a Redis flush or
+   restart loses no job. Duplicate messages are harmless: a claim succeeds once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+
+import redis
+from celery import Celery
+
+from shared.db import queries
+from shared.db.session import transaction
+from shared.jobs.specs import QUEUE_CPU, QUEUE_GPU
+from workers.queue import job_id_from_task_id, send_run_job
+from workers.runtime import WorkerContext
+
+log = logging.getLogger(__name__)
+
+RESEND_BATCH = 1000
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+PROBE_TIMEOUT_S = 5.0
+
+
+def _queue_keys(queue: str) -> list[str]:
+    return [queue if p == 0 else f"{queue}{KOMBU_PRIORITY_SEP}{p}" for p in KOMBU_PRIORITY_STEPS]
+
+
+def waiting_job_ids(client: redis.Redis, queues: Iterable[str]) -> set[str]:
+    """Job ids whose run_job message waits in a ready list (unacked ones don't count:
+    after the grace period they belong to a dead worker)."""
+    found: set[str] = set()
+    for queue in queues:
+        for key in _queue_keys(queue):
+            for raw in client.lrange(key, 0, -1):
+                try:
+                    task_id = json.loads(raw)["headers"]["id"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                job_id = job_id_from_task_id(str(task_id))
+                if job_id:
+                    found.add(job_id)
+    return found
+
+
+def _send(ctx: WorkerContext, app: Celery, jobs: list[tuple[uuid.UUID, str]]) -> int:
+    sent: list[uuid.UUID] = []
+    for job_id, queue in jobs:
+        try:
+            send_run_job(app, job_id=job_id, queue=queue)
+            sent.append(job_id)
+        except Exception as exc:
+            log.warning("reconciler: could not send job %s: %s", job_id, exc)
+            break
+    with transaction(ctx.sessions) as session:
+        queries.mark_enqueued(session, job_ids=sent)
+    return len(sent)
+
+
+def reconcile(ctx: WorkerContext, app: Celery) -> dict[str, int]:
+    """One pass; returns counts of what it did."""
+    with transaction(ctx.sessions) as session:
+        expired = queries.expire_leases(session)
+    for job_id in expired.failed:
+        log.warning("reconciler: job %s failed, attempts exhausted", job_id)
+    resent = _send(ctx, app, expired.requeued)
+    with transaction(ctx.sessions) as session:
+        candidates = queries.queued_needing_send(session, grace_s=ctx.settings.resend_grace_s, limit=RESEND_BATCH)
+    if candidates:
+        client = redis.Redis.from_url(
+            ctx.settings.redis_url, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
+        )
+        with client:
+            waiting = waiting_job_ids(client, (QUEUE_GPU, QUEUE_CPU))
+        missing = [(j, q) for j, q in candidates if str(j) not in waiting]
+        resent += _send(ctx, app, missing)
+        with transaction(ctx.sessions) as session:
+            queries.mark_enqueued(session, job_ids=[j for j, _q in candidates if str(j) in waiting])
+    counts = {
+        "requeued": len(expired.requeued),
+        "failed": len(expired.failed),
+        "cancelled": len(expired.cancelled),
+        "resent": resent,
+    }
+    if any(counts.values()):
+        log.info("reconciler: %s", counts)
+    return counts

@@ -1,0 +1,355 @@
+"""The runtime under a job: the lease, heartbeats, fenced writes, and the TrainHooks that
+training code calls. Implements invariants 1-5 of docs/DESIGN.md on top of Postgres and the
+object store. Knows nothing of Celery: workers/tasks.py calls ``run_job``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import Settings
+from shared.db import queries
+from shared.db.session import make_engine, make_sessionmaker, transaction
+from shared.errors import JobFailed, StorageUnavailable, TransientError
+from shared.jobs.states import JobState
+from shared.storage import ObjectStore, job_key, make_store, retry_storage
+from workers.hooks import STOP_CANCEL, STOP_LEASE_LOST, STOP_SHUTDOWN, StopRequested
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DB_RETRY_FIRST_S = 0.2
+DB_RETRY_MAX_S = 5.0
+DB_RETRY_DEADLINE_S = 120.0
+RATE_SMOOTHING = 0.3
+MAX_ERROR_CHARS = 2000
+ARTIFACT_SECTIONS = {"sample": "samples", "checkpoint": "checkpoints"}
+
+
+@dataclass
+class WorkerContext:
+    """Per-process connections, built after the fork (never in the Celery parent)."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    store: ObjectStore
+    owner: str
+    shutdown: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def build(cls, settings: Settings) -> WorkerContext:
+        """Connect to Postgres and the store; name this worker process."""
+        owner = settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+        return cls(
+            settings=settings,
+            sessions=make_sessionmaker(make_engine(settings, pool_size=2)),
+            store=make_store(settings),
+            owner=owner,
+        )
+
+
+def db_retry(fn: Callable[[], T], *, what: str, deadline_s: float = DB_RETRY_DEADLINE_S) -> T:
+    """Run a DB transaction function, retrying while Postgres is unreachable."""
+    start = time.monotonic()
+    delay = DB_RETRY_FIRST_S
+    while True:
+        try:
+            return fn()
+        except (OperationalError, DBAPIError) as exc:
+            if not getattr(exc, "connection_invalidated", False) and not isinstance(exc, OperationalError):
+                raise
+            if time.monotonic() - start + delay > deadline_s:
+                raise TransientError(f"database unavailable during {what}: {exc}") from exc
+            log.warning("database unavailable during %s; retrying in %.1fs", what, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, DB_RETRY_MAX_S)
+
+
+class JobRunner:
+    """One attempt at one job: implements TrainHooks, fenced by ``claim.attempt``."""
+
+    def __init__(self, ctx: WorkerContext, claim: queries.Claim) -> None:
+        self.ctx = ctx
+        self.claim = claim
+        self.settings = ctx.settings
+        self._lock = threading.Lock()
+        self._buffer: list[tuple[str, int, float]] = []
+        self._latest: dict[str, float] = {}
+        self._progress: tuple[int, int] | None = None
+        self._rate: float | None = None
+        self._rate_mark: tuple[float, int] | None = None
+        self._lost = threading.Event()
+        self._cancel = threading.Event()
+        self._stop_sync = threading.Event()
+        self._thread = threading.Thread(target=self._sync_loop, name=f"sync-{claim.job_id}", daemon=True)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start heartbeating."""
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop heartbeating (does not flush)."""
+        self._stop_sync.set()
+        self._thread.join(timeout=self.settings.lease_s)
+
+    def _sync_loop(self) -> None:
+        tick = min(self.settings.heartbeat_s, self.settings.metrics_flush_s)
+        while not self._stop_sync.wait(tick):
+            try:
+                self.sync()
+            except Exception as exc:  # keep heartbeating through DB blips; the lease tolerates a few misses
+                log.warning("job %s: heartbeat failed: %s", self.claim.job_id, exc)
+
+    def _drain(self) -> list[tuple[str, int, float]]:
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+        return batch
+
+    def _requeue(self, batch: list[tuple[str, int, float]]) -> None:
+        with self._lock:
+            self._buffer[:0] = batch
+
+    def sync(self) -> bool:
+        """Heartbeat + progress + metrics flush in one fenced transaction; False if the lease is gone."""
+        batch = self._drain()
+        with self._lock:
+            progress, rate, latest = self._progress, self._rate, dict(self._latest)
+        try:
+            with transaction(self.ctx.sessions) as session:
+                result = queries.sync_runner(
+                    session,
+                    job_id=self.claim.job_id,
+                    attempt=self.claim.attempt,
+                    lease_s=self.settings.lease_s,
+                    metrics=batch,
+                    progress=progress,
+                    steps_per_s=rate,
+                    latest=latest,
+                )
+                if not result.alive:
+                    session.rollback()
+        except Exception:
+            self._requeue(batch)
+            raise
+        if not result.alive:
+            log.warning("job %s attempt %d: lease lost; stopping", self.claim.job_id, self.claim.attempt)
+            self._lost.set()
+            return False
+        if result.cancel_requested:
+            self._cancel.set()
+        return True
+
+    def finish(self, state: JobState, *, error_code: str | None = None, error_message: str | None = None) -> bool:
+        """Flush what is buffered and move the job to ``state``, fenced."""
+        self.close()
+        batch = self._drain()
+        with self._lock:
+            progress, latest = self._progress, dict(self._latest)
+
+        def write() -> bool:
+            with transaction(self.ctx.sessions) as session:
+                alive = queries.sync_runner(
+                    session,
+                    job_id=self.claim.job_id,
+                    attempt=self.claim.attempt,
+                    lease_s=self.settings.lease_s,
+                    metrics=batch,
+                    progress=progress,
+                    steps_per_s=None,
+                    latest=latest,
+                ).alive
+                if not alive:
+                    session.rollback()
+                    return False
+                return queries.finish_job(
+                    session,
+                    job_id=self.claim.job_id,
+                    attempt=self.claim.attempt,
+                    state=state,
+                    error_code=error_code,
+                    error_message=error_message[:MAX_ERROR_CHARS] if error_message else None,
+                )
+
+        done = db_retry(write, what="finishing the job")
+        if not done:
+            log.warning("job %s attempt %d: fenced out at finish", self.claim.job_id, self.claim.attempt)
+        return done
+
+    # --- TrainHooks ------------------------------------------------------------------
+
+    def report_metrics(self, step: int, values: dict[str, float]) -> None:
+        """Buffer metrics; the sync thread flushes them."""
+        with self._lock:
+            for name, value in values.items():
+                self._buffer.append((name, step, float(value)))
+                self._latest[name] = float(value)
+
+    def report_progress(self, step: int, total: int) -> None:
+        """Remember progress and a smoothed rate for the ETA."""
+        now = time.monotonic()
+        with self._lock:
+            if self._rate_mark is not None and step > self._rate_mark[1] and now > self._rate_mark[0]:
+                rate = (step - self._rate_mark[1]) / (now - self._rate_mark[0])
+                self._rate = rate if self._rate is None else RATE_SMOOTHING * rate + (1 - RATE_SMOOTHING) * self._rate
+            if self._rate_mark is None or now - self._rate_mark[0] >= 1.0 or self._rate is None:
+                self._rate_mark = (now, step)
+            self._progress = (step, total)
+
+    def _put(self, key: str, data: bytes, content_type: str, what: str) -> None:
+        retry_storage(
+            lambda: self.ctx.store.put(key, data, content_type=content_type),
+            deadline_s=self.settings.storage_retry_deadline_s,
+            what=what,
+        )
+
+    def save_checkpoint(self, step: int, data: bytes) -> None:
+        """Upload first, then commit the pointer together with the metrics up to ``step``."""
+        key = job_key(self.claim.job_id, "checkpoints", f"a{self.claim.attempt}-step-{step:08d}.pt")
+        self._put(key, data, "application/octet-stream", f"checkpoint upload at step {step}")
+        batch = self._drain()
+
+        def commit() -> bool:
+            with transaction(self.ctx.sessions) as session:
+                ok = queries.commit_checkpoint(
+                    session, job_id=self.claim.job_id, attempt=self.claim.attempt, key=key, step=step, metrics=batch
+                )
+                if not ok:
+                    session.rollback()
+                return ok
+
+        try:
+            ok = db_retry(commit, what=f"committing checkpoint {step}")
+        except Exception:
+            self._requeue(batch)
+            raise
+        if not ok:
+            self._lost.set()
+            raise StopRequested(STOP_LEASE_LOST, step)
+
+    def load_checkpoint(self) -> bytes | None:
+        """The checkpoint this attempt resumes from (committed by an earlier attempt)."""
+        key = self.claim.checkpoint_key
+        if key is None:
+            return None
+        log.info("job %s: resuming from %s", self.claim.job_id, key)
+        return retry_storage(
+            lambda: self.ctx.store.get(key),
+            deadline_s=self.settings.storage_retry_deadline_s,
+            what="checkpoint download",
+        )
+
+    def save_artifact(self, name: str, data: bytes, *, kind: str, content_type: str) -> None:
+        """Upload an output under this attempt's prefix, then record it (fenced)."""
+        section = ARTIFACT_SECTIONS.get(kind, "outputs")
+        key = job_key(self.claim.job_id, section, f"a{self.claim.attempt}/{name}")
+        self._put(key, data, content_type, f"artifact {name}")
+
+        def record() -> bool:
+            with transaction(self.ctx.sessions) as session:
+                return queries.record_artifact(
+                    session,
+                    job_id=self.claim.job_id,
+                    attempt=self.claim.attempt,
+                    name=name,
+                    kind=kind,
+                    key=key,
+                    size=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    content_type=content_type,
+                )
+
+        if not db_retry(record, what=f"recording artifact {name}"):
+            self._lost.set()
+
+    def warn(self, message: str) -> None:
+        """Attach a warning to the job (fenced)."""
+
+        def write() -> bool:
+            with transaction(self.ctx.sessions) as session:
+                return queries.add_warning(
+                    session, job_id=self.claim.job_id, attempt=self.claim.attempt, message=message
+                )
+
+        if not db_retry(write, what="recording a warning"):
+            self._lost.set()
+
+    def should_stop(self) -> str | None:
+        """Lease lost beats cancel beats shutdown."""
+        if self._lost.is_set():
+            return STOP_LEASE_LOST
+        if self._cancel.is_set():
+            return STOP_CANCEL
+        if self.ctx.shutdown.is_set():
+            return STOP_SHUTDOWN
+        return None
+
+
+Executor = Callable[[WorkerContext, queries.Claim, JobRunner], None]
+
+
+def run_job(ctx: WorkerContext, job_id: uuid.UUID, execute: Executor) -> str:
+    """Claim the job, run it through ``execute`` with heartbeats, and record the outcome.
+
+    Returns what happened: skipped (not claimable: a duplicate delivery, or finished),
+    succeeded, failed, cancelled, released (handed back on shutdown) or lost (fenced out).
+    """
+
+    def claim_it() -> queries.Claim | None:
+        with transaction(ctx.sessions) as session:
+            return queries.claim_job(session, job_id=job_id, owner=ctx.owner, lease_s=ctx.settings.lease_s)
+
+    claim = db_retry(claim_it, what="claiming")
+    if claim is None:
+        log.info("job %s is not claimable (running elsewhere, finished, or cancelled); skipping", job_id)
+        return "skipped"
+    log.info("job %s (%s) claimed: attempt %d by %s", job_id, claim.job_type, claim.attempt, ctx.owner)
+    runner = JobRunner(ctx, claim)
+    runner.start()
+    try:
+        execute(ctx, claim, runner)
+    except StopRequested as stop:
+        return _stopped(runner, stop)
+    except JobFailed as exc:
+        runner.finish(JobState.FAILED, error_code=exc.code, error_message=exc.message)
+        return "failed"
+    except StorageUnavailable as exc:
+        runner.finish(JobState.FAILED, error_code=exc.code, error_message=exc.message)
+        return "failed"
+    except TransientError:
+        runner.finish(JobState.QUEUED)
+        raise
+    except Exception as exc:
+        log.exception("job %s crashed", job_id)
+        code = getattr(exc, "atelier_code", "internal_error")
+        detail = f"{type(exc).__name__}: {exc}"
+        if code == "internal_error":
+            detail += "\n" + "".join(traceback.format_exception(exc)[-3:])
+        runner.finish(JobState.FAILED, error_code=code, error_message=detail)
+        return "failed"
+    runner.finish(JobState.SUCCEEDED)
+    return "succeeded"
+
+
+def _stopped(runner: JobRunner, stop: StopRequested) -> str:
+    if stop.reason == STOP_LEASE_LOST:
+        runner.close()
+        return "lost"
+    if stop.reason == STOP_CANCEL:
+        runner.finish(JobState.CANCELLED)
+        return "cancelled"
+    runner.finish(JobState.QUEUED)  # shutdown: hand the job back now; it resumes from its checkpoint
+    return "released"

@@ -1,0 +1,65 @@
+"""Thin Celery tasks: parse the id, call the runtime. Auto-retry only on TransientError."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import Celery, Task
+
+from shared.config import Settings
+from shared.errors import TransientError
+from workers.queue import RECONCILE_TASK, RUN_JOB_TASK
+from workers.runtime import WorkerContext
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_MAX_S = 300
+MAX_TRANSIENT_RETRIES = 5
+
+
+class _Context:
+    """The per-process WorkerContext, built lazily in the child (never in the parent)."""
+
+    settings: Settings | None = None
+    ctx: WorkerContext | None = None
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Define run_job and reconcile on ``app``."""
+    _Context.settings = settings
+
+    @app.task(
+        name=RUN_JOB_TASK,
+        bind=True,
+        autoretry_for=(TransientError,),
+        retry_backoff=True,
+        retry_backoff_max=RETRY_BACKOFF_MAX_S,
+        max_retries=MAX_TRANSIENT_RETRIES,
+    )
+    def run_job(self: Task, job_id: str) -> str:
+        """Claim and run one job by id."""
+        from workers.engines import execute
+        from workers.runtime import run_job as run
+
+        try:
+            parsed = uuid.UUID(job_id)
+        except ValueError:
+            log.error("dropping message with a malformed job id %r", job_id)
+            return "malformed"
+        return run(worker_context(), parsed, execute)
+
+    @app.task(name=RECONCILE_TASK)
+    def reconcile() -> dict[str, int]:
+        """Requeue lost jobs and re-send lost messages."""
+        from workers.reconciler import reconcile as run_reconcile
+
+        return run_reconcile(worker_context(), app)
+
+
+def worker_context() -> WorkerContext:
+    """The process's WorkerContext (created on first use, after the fork)."""
+    if _Context.ctx is None:
+        assert _Context.settings is not None, "register_tasks() was not called"
+        _Context.ctx = WorkerContext.build(_Context.settings)
+    return _Context.ctx
