@@ -7,7 +7,6 @@ torch or initialises CUDA; each child builds its own connections after the fork.
 from __future__ import annotations
 
 import logging
-import signal
 from typing import Any
 
 from celery.signals import worker_process_init
@@ -31,10 +30,4 @@ def _init_child(**_: Any) -> None:
 
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
-    ctx = worker_context()
-
-    def on_term(_signum: int, _frame: Any) -> None:
-        # Deploys and scale-downs: checkpoint at the next step and hand the job back.
-        ctx.shutdown.set()
-
-    signal.signal(signal.SIGTERM, on_term)
+    worker_context()

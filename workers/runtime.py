@@ -308,6 +308,10 @@ def run_job(ctx: WorkerContext, job_id: uuid.UUID, execute: Executor) -> str:
     succeeded, failed, cancelled, released (handed back on shutdown) or lost (fenced out).
     """
 
+    if ctx.shutdown.is_set():  # shutting down: leave it queued; the reconciler re-sends it
+        log.info("job %s not claimed: this worker is shutting down", job_id)
+        return "skipped"
+
     def claim_it() -> queries.Claim | None:
         with transaction(ctx.sessions) as session:
             return queries.claim_job(session, job_id=job_id, owner=ctx.owner, lease_s=ctx.settings.lease_s)

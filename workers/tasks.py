@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import uuid
 
 from celery import Celery, Task
@@ -47,7 +48,9 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         except ValueError:
             log.error("dropping message with a malformed job id %r", job_id)
             return "malformed"
-        return run(worker_context(), parsed, execute)
+        ctx = worker_context()
+        _checkpoint_on_sigterm(ctx)
+        return run(ctx, parsed, execute)
 
     @app.task(name=RECONCILE_TASK)
     def reconcile() -> dict[str, int]:
@@ -55,6 +58,19 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         from workers.reconciler import reconcile as run_reconcile
 
         return run_reconcile(worker_context(), app)
+
+
+def _checkpoint_on_sigterm(ctx: WorkerContext) -> None:
+    """Deploys and scale-downs send SIGTERM: checkpoint at the next step and hand the job back.
+
+    Installed when the task starts, because billiard resets the pool child's handlers after
+    worker_process_init.
+    """
+
+    def on_term(_signum: int, _frame: object) -> None:
+        ctx.shutdown.set()
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def worker_context() -> WorkerContext:

@@ -1,0 +1,48 @@
+# Atelier: `make up` starts the embedded stack; `make test` runs every check.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: up test lint typecheck unit integration e2e compose-check bench-api clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[worker,embedded,dev]"
+	touch $(STAMP)
+
+## Start Postgres, Redis, the API on :8000, a worker and beat (data in .atelier/). Ctrl-C stops all.
+up: $(STAMP)
+	$(PY) -m services.stack $(ARGS)
+
+## Everything CI runs: lint, types, compose validation, unit + integration + e2e tests.
+test: $(STAMP) lint typecheck compose-check
+	$(PY) -m pytest -q -ra
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy services shared workers
+
+compose-check:
+	bash deploy/check-compose.sh
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(PY) -m pytest -q tests/integration
+
+e2e: $(STAMP)
+	$(PY) -m pytest -q tests/e2e
+
+## API benchmark: GET /v1/jobs/{id} vs a bare endpoint, and queue latency.
+bench-api: $(STAMP)
+	$(PY) -m bench.api
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
