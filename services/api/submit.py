@@ -59,6 +59,12 @@ def _check_references(session: Session, *, tenant_id: uuid.UUID, params: Any, se
                 f"params.size: {params.size} px is over this server's limit of {settings.max_style_size} px",
                 field="params.size",
             )
+        if params.largest_style_size() > settings.max_style_size:
+            raise InvalidInput(
+                f"params.style_scale: style images at {params.style_scale} x {params.size} px = "
+                f"{params.largest_style_size()} px are over this server's limit of {settings.max_style_size} px",
+                field="params.style_scale",
+            )
         _require_upload(session, tenant_id=tenant_id, ref=params.content, field="params.content")
         for i, ref in enumerate(params.styles):
             _require_upload(session, tenant_id=tenant_id, ref=ref, field=f"params.styles.{i}")

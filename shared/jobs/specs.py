@@ -3,16 +3,23 @@ time and the worker parses with the same classes. Nothing here imports torch."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from shared.jobs.vgg_layers import VggNetwork, layer_names
 
 QUEUE_GPU = "gpu"
 QUEUE_CPU = "cpu"
 
-BUILTIN_DATASETS: tuple[str, ...] = ("digits",)
+IMAGE_DATASETS: tuple[str, ...] = ("digits",)
+# 2-D Gaussian mixtures of the VEEGAN/PacGAN mode-collapse protocol: points, not images.
+POINT_DATASETS: tuple[str, ...] = ("ring8", "grid25")
+BUILTIN_DATASETS: tuple[str, ...] = (*IMAGE_DATASETS, *POINT_DATASETS)
 # Pictures that ship inside scikit-image and scikit-learn: usable offline as content/style.
 BUILTIN_IMAGES: tuple[str, ...] = (
     "astronaut",
@@ -43,23 +50,109 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class GanTrainParams(_Params):
-    """Train a DCGAN on a built-in dataset or an uploaded image folder."""
+GanArch = Literal["dcgan", "mlp"]
+GanLoss = Literal["bce", "hinge", "wgan-gp"]
+GanPreset = Literal["lesson", "stable"]
+DiffAugmentPolicy = Literal["color", "translation", "cutout"]
+DEFAULT_GAN_IMAGE_SIZE = 32
+MAX_N_CRITIC = 20
+MAX_PENALTY_WEIGHT = 1e4
+MAX_LABEL_SMOOTHING = 0.5
+GAN_PRESETS: dict[str, dict[str, Any]] = {
+    # The lesson's notebook: BCE, Adam 2e-4 with beta1 0.5 for both nets, and no remedy.
+    "lesson": {
+        "loss": "bce",
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "beta1": 0.5,
+        "beta2": 0.999,
+        "r1_gamma": 0.0,
+        "n_critic": 1,
+        "label_smoothing": 0.0,
+        "spectral_norm": False,
+        "ema": None,
+        "d_skip_threshold": None,
+        "diffaugment": [],
+    },
+    # Measured best default (docs/benchmarks.md, "GAN quality"): spectral norm on D, an EMA generator.
+    "stable": {
+        "loss": "bce",
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "beta1": 0.5,
+        "beta2": 0.999,
+        "r1_gamma": 0.0,
+        "n_critic": 1,
+        "label_smoothing": 0.0,
+        "spectral_norm": True,
+        "ema": 0.999,
+        "d_skip_threshold": None,
+        "diffaugment": [],
+    },
+}
 
+
+class GanTrainParams(_Params):
+    """Train a GAN (DCGAN or the lesson's dense GAN) on a built-in dataset or an uploaded image folder."""
+
+    preset: GanPreset | None = Field(
+        default=None,
+        description="Fill in the loss, learning rates and remedies; fields given explicitly win. lesson: the "
+        "notebook's settings with nothing added; stable: spectral norm on D and an EMA generator.",
+    )
     dataset: str = Field(
         default="digits",
-        description="A built-in dataset name (digits) or the id of an image upload.",
+        description="A built-in dataset (digits; ring8 and grid25 are 2-D point mixtures) or the id of an image upload.",
     )
-    image_size: int = Field(default=32, description="Training resolution in pixels: 16, 32, 64 or 128.")
+    arch: GanArch = Field(
+        default="dcgan",
+        description="dcgan (convolutional) or mlp (the lesson's dense GAN: G 256-512-1024, D 512-256 at "
+        "ngf = ndf = 64); default: mlp for point datasets, dcgan for images.",
+    )
+    image_size: int = Field(
+        default=DEFAULT_GAN_IMAGE_SIZE,
+        description="Training resolution in pixels: 16, 32, 64 or 128 (images only).",
+    )
     channels: Literal[1, 3] | None = Field(
-        default=None, description="1 (grayscale) or 3 (RGB); default: 1 for digits, 3 for uploads."
+        default=None, description="1 (grayscale) or 3 (RGB); default: 1 for digits, 3 for uploads (images only)."
     )
     steps: int = Field(default=2000, ge=1, le=MAX_STEPS, description="Generator updates to run.")
     batch_size: int = Field(default=64, ge=1, le=MAX_BATCH)
+    loss: GanLoss = Field(
+        default="bce", description="bce (non-saturating, with logits), hinge, or wgan-gp (gradient penalty 10)."
+    )
     lr_g: float = Field(default=2e-4, gt=0, le=1.0, description="Generator Adam learning rate.")
     lr_d: float = Field(default=2e-4, gt=0, le=1.0, description="Discriminator Adam learning rate.")
     beta1: float = Field(default=0.5, ge=0, lt=1)
     beta2: float = Field(default=0.999, ge=0, lt=1)
+    n_critic: int = Field(default=1, ge=1, le=MAX_N_CRITIC, description="D steps per G step.")
+    r1_gamma: float = Field(
+        default=0.0, ge=0, le=MAX_PENALTY_WEIGHT, description="R1 penalty weight on D's gradient at real data; 0: off."
+    )
+    label_smoothing: float = Field(
+        default=0.0,
+        ge=0,
+        lt=MAX_LABEL_SMOOTHING,
+        description="One-sided label smoothing (bce only): D's target for real data is 1 - label_smoothing.",
+    )
+    spectral_norm: bool = Field(default=False, description="Spectral normalisation on D's layers (replaces its BN).")
+    ema: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Decay of an exponential moving average of G's weights (e.g. 0.999), used for samples, "
+        "evaluation and generator.pt; null: off.",
+    )
+    d_skip_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        description="Skip D's update while its loss is below this (bce or hinge); skips are the d_skips metric.",
+    )
+    diffaugment: list[DiffAugmentPolicy] = Field(
+        default_factory=list,
+        description="DiffAugment policies applied to every D input, real and fake (images only): "
+        "color, translation, cutout.",
+    )
     nz: int = Field(default=100, ge=1, le=1024, description="Latent size.")
     ngf: int = Field(default=64, ge=4, le=1024, description="Generator width.")
     ndf: int = Field(default=64, ge=4, le=1024, description="Discriminator width.")
@@ -67,6 +160,25 @@ class GanTrainParams(_Params):
     log_every: int = Field(default=1, ge=1, description="Record metrics every N steps.")
     checkpoint_every: int = Field(default=100, ge=1, description="Checkpoint every N steps.")
     sample_every: int = Field(default=100, ge=1, description="Sample grid from fixed noise every N steps.")
+    eval_every: int | None = Field(
+        default=None,
+        ge=1,
+        description="Quality metrics (modes, hq_share on point datasets) every N steps; default: sample_every.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        filled = dict(data)
+        preset = filled.get("preset")
+        if isinstance(preset, str) and preset in GAN_PRESETS:
+            for key, value in GAN_PRESETS[preset].items():
+                filled.setdefault(key, value)
+        if "arch" not in filled:
+            filled["arch"] = "mlp" if filled.get("dataset") in POINT_DATASETS else "dcgan"
+        return filled
 
     @field_validator("dataset")
     @classmethod
@@ -82,33 +194,170 @@ class GanTrainParams(_Params):
             raise ValueError(f"image_size must be one of {list(GAN_IMAGE_SIZES)}, got {value}")
         return value
 
+    @field_validator("diffaugment")
+    @classmethod
+    def _unique_policies(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"diffaugment lists a policy twice: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> GanTrainParams:
+        problems: list[tuple[str, str]] = []
+        if self.points:
+            what = f"dataset {self.dataset!r} is 2-D points, not images"
+            if self.arch != "mlp":
+                problems.append(("arch", f"{what}: use arch 'mlp'"))
+            if self.image_size != DEFAULT_GAN_IMAGE_SIZE:
+                problems.append(("image_size", f"{what}: leave image_size unset"))
+            if self.channels is not None:
+                problems.append(("channels", f"{what}: leave channels unset"))
+            if self.diffaugment:
+                problems.append(("diffaugment", f"{what}: DiffAugment applies to images only"))
+        if self.label_smoothing and self.loss != "bce":
+            problems.append(("label_smoothing", f"label_smoothing applies to the bce loss, not {self.loss!r}"))
+        if self.d_skip_threshold is not None and self.loss == "wgan-gp":
+            problems.append(("d_skip_threshold", "d_skip_threshold needs a loss bounded below (bce or hinge)"))
+        if problems:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_error", message),
+                        loc=(field,),
+                        input=getattr(self, field),
+                    )
+                    for field, message in problems
+                ],
+            )
+        return self
+
+    @property
+    def points(self) -> bool:
+        """True for the 2-D point datasets (ring8, grid25)."""
+        return self.dataset in POINT_DATASETS
+
     def resolved_channels(self) -> int:
         """Channel count after applying the dataset default."""
         if self.channels is not None:
             return self.channels
         return 1 if self.dataset in BUILTIN_DATASETS else 3
 
+    def resolved_eval_every(self) -> int:
+        """Steps between quality evaluations."""
+        return self.eval_every if self.eval_every is not None else self.sample_every
+
+
+STYLE_PRESETS: dict[str, dict[str, Any]] = {
+    # The lesson's notebook: VGG16, content at block 4, style at the first layer of every
+    # block with weights falling with depth, and Adam on the pixels.
+    "lesson": {
+        "network": "vgg16",
+        "content_layers": ["relu4_2"],
+        "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
+        "style_layer_weights": [1.0, 0.75, 0.2, 0.2, 0.2],
+        "pooling": "max",
+        "optimizer": "adam",
+        "lr": 0.003,
+        "init": "content",
+    },
+    # Gatys et al. 2016: VGG19 with average pooling, content conv4_2, style conv1_1..conv5_1
+    # (Caffe's in-place ReLUs make these the rectified activations), white-noise init, L-BFGS.
+    "gatys": {
+        "network": "vgg19",
+        "content_layers": ["relu4_2"],
+        "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
+        "style_layer_weights": None,
+        "pooling": "avg",
+        "optimizer": "lbfgs",
+        "lr": 1.0,
+        "init": "noise",
+    },
+}
+DEFAULT_CONTENT_LAYERS = ("relu4_2",)
+DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+DEFAULT_LR = {"adam": 0.05, "lbfgs": 1.0}
+MAX_STYLE_SCALE = 4.0
+MAX_SCALES = 6
+MAX_STYLE_STEPS = 100_000
+
 
 class StyleTransferParams(_Params):
     """Gatys neural style transfer: optimise an image against content and Gram-style losses."""
 
+    preset: Literal["lesson", "gatys"] | None = Field(
+        default=None,
+        description="Fill in network, layers, layer weights, pooling, optimiser, lr and init; "
+        "fields given explicitly win. lesson: the lesson notebook's VGG16 + Adam; gatys: the paper's "
+        "VGG19 (avg pooling) + L-BFGS from noise.",
+    )
     content: str = Field(description="A built-in image name or the id of an image upload.")
     styles: list[str] = Field(min_length=1, max_length=MAX_STYLES, description="Style images (names or upload ids).")
     style_blend: list[float] | None = Field(
         default=None, description="One non-negative weight per style image; default: equal weights."
     )
     size: int = Field(default=256, ge=MIN_STYLE_SIZE, description="Output size of the longer side in pixels.")
-    steps: int = Field(default=300, ge=1, le=100_000, description="Optimiser steps.")
+    scales: list[int] | None = Field(
+        default=None,
+        max_length=MAX_SCALES,
+        description="Coarse-to-fine sizes, increasing and ending at size (e.g. [128, 256]); "
+        "steps runs at each. Default: [size]. size defaults to the last scale.",
+    )
+    steps: int = Field(default=300, ge=1, le=MAX_STYLE_STEPS, description="Optimiser steps (per scale).")
     weights: Literal["imagenet", "random"] = Field(
-        default="imagenet", description="VGG19 weights: torchvision ImageNet weights, or seeded random ones."
+        default="imagenet", description="VGG weights: torchvision ImageNet weights, or seeded random ones."
+    )
+    network: VggNetwork = Field(default="vgg19", description="Feature network: vgg19 or vgg16.")
+    pooling: Literal["max", "avg"] = Field(default="max", description="The network's pooling layers.")
+    content_layers: list[str] = Field(
+        default=list(DEFAULT_CONTENT_LAYERS), min_length=1, description="Layers of the content loss (e.g. relu4_2)."
+    )
+    style_layers: list[str] = Field(
+        default=list(DEFAULT_STYLE_LAYERS), min_length=1, description="Layers of the style (Gram) loss."
+    )
+    style_layer_weights: list[float] | None = Field(
+        default=None, description="One non-negative weight per style layer; default: 1/len(style_layers) each."
     )
     content_weight: float = Field(default=1.0, ge=0)
     style_weight: float = Field(default=1e4, ge=0)
     tv_weight: float = Field(default=1e-3, ge=0)
-    lr: float = Field(default=0.05, gt=0, le=10.0)
+    style_scale: float = Field(
+        default=1.0, gt=0, le=MAX_STYLE_SCALE, description="Style images are resized to style_scale x the size."
+    )
+    preserve_colors: bool = Field(
+        default=False, description="Luminance-only transfer: the output keeps the content's colours."
+    )
+    init: Literal["content", "noise", "style-stats"] = Field(
+        default="content",
+        description="Start from the content image, seeded uniform noise, or noise with the styles' colour statistics.",
+    )
+    optimizer: Literal["adam", "lbfgs"] = Field(default="adam", description="Adam or L-BFGS on the pixels.")
+    lr: float = Field(
+        default=DEFAULT_LR["adam"], gt=0, le=10.0, description="Step size; default 0.05 for adam, 1.0 for lbfgs."
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     log_every: int = Field(default=1, ge=1)
     checkpoint_every: int = Field(default=50, ge=1)
+    snapshot_every: int | None = Field(
+        default=None, ge=1, description="Save the image as a snapshots/step-N.png artifact every N steps."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        filled = dict(data)
+        preset = filled.get("preset")
+        if isinstance(preset, str) and preset in STYLE_PRESETS:
+            for key, value in STYLE_PRESETS[preset].items():
+                filled.setdefault(key, value)
+        if "lr" not in filled and filled.get("optimizer") in DEFAULT_LR:
+            filled["lr"] = DEFAULT_LR[filled["optimizer"]]
+        scales = filled.get("scales")
+        if "size" not in filled and isinstance(scales, list) and scales and all(isinstance(s, int) for s in scales):
+            filled["size"] = max(scales)
+        return filled
 
     @field_validator("content")
     @classmethod
@@ -120,6 +369,49 @@ class StyleTransferParams(_Params):
     def _known_styles(cls, value: list[str]) -> list[str]:
         return [_image_ref(v) for v in value]
 
+    @field_validator("content_layers", "style_layers")
+    @classmethod
+    def _known_layers(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        network = info.data.get("network")
+        if network is None:  # the network itself failed validation; that error is reported
+            return value
+        known = layer_names(network)
+        unknown = [layer for layer in value if layer not in known]
+        if unknown:
+            convs = [name for name in known if name.startswith("conv")]
+            raise ValueError(
+                f"unknown {network} layer(s) {unknown}: {network} has {convs[0]} ... {convs[-1]}, "
+                "each followed by its relu (e.g. relu4_2), and pool1 ... pool5"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError(f"layers are listed twice in {value}")
+        return value
+
+    @field_validator("style_layer_weights")
+    @classmethod
+    def _one_weight_per_layer(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if value is None:
+            return value
+        layers = info.data.get("style_layers")
+        if layers is not None and len(value) != len(layers):
+            raise ValueError(f"{len(value)} weights for {len(layers)} style_layers; give one per layer")
+        if any(w < 0 for w in value) or sum(value) <= 0:
+            raise ValueError("style_layer_weights must be non-negative and not all zero")
+        return value
+
+    @field_validator("scales")
+    @classmethod
+    def _increasing_scales(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("scales needs at least one size (or leave it out)")
+        if any(s < MIN_STYLE_SIZE for s in value):
+            raise ValueError(f"every scale must be at least {MIN_STYLE_SIZE} px, got {value}")
+        if any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError(f"scales must be strictly increasing, got {value}")
+        return value
+
     @model_validator(mode="after")
     def _blend_matches(self) -> StyleTransferParams:
         if self.style_blend is not None:
@@ -129,6 +421,8 @@ class StyleTransferParams(_Params):
                 )
             if any(w < 0 for w in self.style_blend) or sum(self.style_blend) <= 0:
                 raise ValueError("style_blend weights must be non-negative and not all zero")
+        if self.scales is not None and self.scales[-1] != self.size:
+            raise ValueError(f"scales must end at size ({self.size} px), got {self.scales}")
         return self
 
     def blend(self) -> list[float]:
@@ -136,6 +430,18 @@ class StyleTransferParams(_Params):
         raw = self.style_blend or [1.0] * len(self.styles)
         total = sum(raw)
         return [w / total for w in raw]
+
+    def scale_sizes(self) -> list[int]:
+        """The sizes to optimise at, coarse to fine; the last is ``size``."""
+        return list(self.scales) if self.scales is not None else [self.size]
+
+    def total_steps(self) -> int:
+        """Optimiser steps over every scale."""
+        return self.steps * len(self.scale_sizes())
+
+    def largest_style_size(self) -> int:
+        """The longer side, in pixels, of the largest resized style image."""
+        return max(1, round(self.size * self.style_scale))
 
 
 def _image_ref(value: str) -> str:
@@ -171,6 +477,9 @@ class JobSpec:
 
     def total_units(self, params: _Params) -> int:
         """Units of progress the job reports (steps or images)."""
+        total_steps = getattr(params, "total_steps", None)
+        if callable(total_steps):
+            return int(total_steps())
         for attr in ("steps", "n"):
             value = getattr(params, attr, None)
             if isinstance(value, int):

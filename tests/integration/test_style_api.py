@@ -1,0 +1,128 @@
+"""style.transfer submissions against the real API: every bad input is a 4xx naming the
+problem before anything is stored or queued; good options are stored resolved.
+
+Each test reads Given / When / Then."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shared.config import Settings
+from tests.conftest import Caller
+
+pytestmark = pytest.mark.integration
+
+BASE: dict[str, Any] = {"content": "astronaut", "styles": ["coffee"], "size": 64, "weights": "random"}
+MISSING_UPLOAD = str(uuid.UUID(int=7))
+
+
+def style(**params: Any) -> dict[str, Any]:
+    """A style.transfer body: the small base params with ``params`` on top (None removes a key)."""
+    merged = {k: v for k, v in (BASE | params).items() if v is not None}
+    return {"type": "style.transfer", "params": merged}
+
+
+def submit(client: TestClient, caller: Caller, body: dict[str, Any]) -> Any:
+    """POST /v1/jobs as ``caller``."""
+    return client.post("/v1/jobs", json=body, headers=caller.headers)
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "needle"),
+    [
+        # a missing style image: none given, an empty list, or an upload that doesn't exist
+        ({"styles": None}, "params.styles", "Field required"),
+        ({"styles": []}, "params.styles", "at least 1 item"),
+        ({"styles": ["coffee", MISSING_UPLOAD]}, "params.styles.1", f"upload {MISSING_UPLOAD} not found"),
+        ({"styles": ["no-such-picture"]}, "params.styles", "unknown image 'no-such-picture'"),
+        # blend weights that don't match the style images
+        (
+            {"styles": ["coffee", "rocket"], "style_blend": [1.0]},
+            "params",
+            "style_blend has 1 weights but styles has 2",
+        ),
+        ({"style_blend": [-1.0]}, "params", "non-negative"),
+        # sizes over the server's limit, directly, through the last scale or the style scale
+        ({"size": 100_000}, "params.size", "over this server's limit"),
+        ({"size": None, "scales": [128, 100_000]}, "params.size", "100000 px is over this server's limit"),
+        ({"size": 2048, "style_scale": 2.0}, "params.style_scale", "4096 px are over this server's limit"),
+        ({"scales": [128, 64]}, "params.scales", "strictly increasing"),
+        ({"size": 256, "scales": [64, 128]}, "params", "scales must end at size (256 px)"),
+        # unknown layer names, checked against the chosen network
+        ({"style_layers": ["relu1_1", "conv9_9"]}, "params.style_layers", "unknown vgg19 layer(s) ['conv9_9']"),
+        ({"content_layers": ["fc7"]}, "params.content_layers", "unknown vgg19 layer(s) ['fc7']"),
+        (
+            {"network": "vgg16", "style_layers": ["conv5_4"]},
+            "params.style_layers",
+            "unknown vgg16 layer(s) ['conv5_4']: vgg16 has conv1_1 ... conv5_3",
+        ),
+        ({"network": "vgg11"}, "params.network", "'vgg16' or 'vgg19'"),
+        ({"style_layer_weights": [1.0, 2.0]}, "params.style_layer_weights", "2 weights for 5 style_layers"),
+        ({"pooling": "min"}, "params.pooling", "'max' or 'avg'"),
+        ({"optimizer": "sgd"}, "params.optimizer", "'adam' or 'lbfgs'"),
+        ({"init": "zeros"}, "params.init", "'content', 'noise' or 'style-stats'"),
+        ({"preset": "picasso"}, "params.preset", "'lesson' or 'gatys'"),
+        ({"snapshot_every": 0}, "params.snapshot_every", "greater than or equal to 1"),
+    ],
+)
+def test_bad_style_submissions_get_4xx_naming_the_problem(
+    client: TestClient, alice: Caller, params: dict[str, Any], field: str, needle: str
+) -> None:
+    # When a style job with one bad option is submitted
+    response = submit(client, alice, style(**params))
+    # Then it is a 422 that names the field and the problem...
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field, error
+    assert needle in error["message"], error
+    # ...and nothing was stored, so no worker ever sees it
+    assert client.get("/v1/jobs", headers=alice.headers).json()["items"] == []
+
+
+def test_the_server_limit_is_the_configured_max_style_size(
+    client: TestClient, alice: Caller, settings: Settings
+) -> None:
+    at_limit = submit(client, alice, style(size=settings.max_style_size, steps=1))
+    over = submit(client, alice, style(size=settings.max_style_size + 1, steps=1))
+    assert at_limit.status_code == 201, at_limit.text
+    assert over.status_code == 422
+    assert f"limit of {settings.max_style_size} px" in over.json()["error"]["message"]
+
+
+def test_a_preset_is_stored_resolved_and_explicit_fields_win(client: TestClient, alice: Caller) -> None:
+    # When a gatys-preset job overrides only the init
+    response = submit(client, alice, style(preset="gatys", init="content"))
+    # Then the stored params carry the preset's choices, the override, and the L-BFGS step size
+    assert response.status_code == 201, response.text
+    params = response.json()["params"]
+    assert (params["network"], params["pooling"], params["optimizer"], params["lr"]) == ("vgg19", "avg", "lbfgs", 1.0)
+    assert params["content_layers"] == ["relu4_2"]
+    assert params["style_layers"] == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    assert params["init"] == "content"
+
+
+def test_multi_scale_progress_counts_the_steps_of_every_scale(client: TestClient, alice: Caller) -> None:
+    response = submit(client, alice, style(size=None, scales=[64, 128], steps=10))
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["params"]["size"] == 128
+    assert job["progress"]["total"] == 20
+
+
+def test_old_style_params_still_validate_unchanged(client: TestClient, alice: Caller) -> None:
+    # Given the params a client sent before the engine had options
+    old = {"content": "astronaut", "styles": ["coffee"], "size": 64, "steps": 5, "lr": 0.05}
+    response = submit(client, alice, {"type": "style.transfer", "params": old})
+    assert response.status_code == 201, response.text
+    params = response.json()["params"]
+    assert {k: params[k] for k in old} == old
+    assert (params["network"], params["optimizer"], params["init"], params["scales"]) == (
+        "vgg19",
+        "adam",
+        "content",
+        None,
+    )
