@@ -99,6 +99,8 @@ def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunn
         raise JobFailed(str(exc), code="weights_unavailable") from exc
     except StyleDivergence as exc:
         raise JobFailed(str(exc), code="diverged") from exc
+    except ValueError as exc:  # a checkpoint that doesn't fit these params
+        raise JobFailed(str(exc), code="bad_input") from exc
 
 
 def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import Final
 
 import numpy as np
 import torch
@@ -95,3 +96,40 @@ def to_png(tensor: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# BT.601 RGB -> YUV (Y in [0, 1], U and V centred on 0), as skimage.color.rgb2yuv uses.
+RGB_TO_YUV: Final = (
+    (0.299, 0.587, 0.114),
+    (-0.14714119, -0.28886916, 0.43601035),
+    (0.61497538, -0.51496512, -0.10001026),
+)
+LUMA: Final = 0
+CHROMA: Final = slice(1, 3)
+
+
+def _yuv_matrix(like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(RGB_TO_YUV, dtype=like.dtype, device=like.device)
+
+
+def rgb_to_yuv(image: torch.Tensor) -> torch.Tensor:
+    """YUV planes (B, 3, H, W) of an RGB image batch (B, 3, H, W)."""
+    return torch.einsum("yc,bchw->byhw", _yuv_matrix(image), image)
+
+
+def yuv_to_rgb(image: torch.Tensor) -> torch.Tensor:
+    """RGB image batch (B, 3, H, W) of YUV planes (B, 3, H, W); not clamped."""
+    return torch.einsum("cy,byhw->bchw", torch.linalg.inv(_yuv_matrix(image)), image)
+
+
+def luminance(image: torch.Tensor) -> torch.Tensor:
+    """The image's Y plane repeated to three channels: a grey RGB image (B, 3, H, W)."""
+    luma = rgb_to_yuv(image)[:, LUMA : LUMA + 1]
+    return luma.expand(-1, 3, -1, -1).contiguous()
+
+
+def with_chroma_of(image: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """``image``'s luminance with the U and V of ``colours`` (same shape), clamped to [0, 1]."""
+    yuv = rgb_to_yuv(colours)
+    yuv = torch.cat([rgb_to_yuv(image)[:, LUMA : LUMA + 1], yuv[:, CHROMA]], dim=1)
+    return yuv_to_rgb(yuv).clamp(0.0, 1.0)

@@ -1,31 +1,47 @@
 """Gatys neural style transfer as a resumable loop: optimise the pixels of one image.
 
 ``transfer`` is pure PyTorch: it talks to the outside world only through ``TrainHooks``
-(metrics, progress, checkpoints, the output artifact, stop requests).
+(metrics, progress, checkpoints, artifacts, stop requests).
 
 Layers follow Gatys et al., who name them conv4_2 etc. but (Caffe's ReLUs being in place)
-use the rectified activations: content at relu4_2, style at relu1_1 ... relu5_1.
+use the rectified activations: by default content at relu4_2, style at relu1_1 ... relu5_1.
+Any layer of the chosen network (VGG19 or VGG16) can be named instead.
 
-The image starts as the content picture and is optimised directly in [0, 1] pixel space
-with Adam, clamped after every step. Reported losses are the weighted terms the optimiser
-sees (``total_loss`` is their sum), measured before that step's update. ``params.seed``
-seeds the random encoder, the only random draw; the global RNG is left alone, so on CPU a
-resumed run is bit-identical to an uninterrupted one.
+The image is optimised directly in [0, 1] pixel space with Adam or L-BFGS, clamped after
+every step. One L-BFGS step is one iteration with one loss evaluation (no line search), and
+its curvature history carries over between steps, so a step costs the same as an Adam step
+and the checkpointed optimiser state resumes it exactly.
+
+Multi-scale (``scales``, coarse to fine): ``steps`` steps at each size, each scale starting
+from the previous result upsampled, with fresh targets and a fresh optimiser; step numbers
+run on across scales. Each finished scale is saved as ``scales/<size>px.png``.
+
+Colour preservation is luminance-only transfer (Gatys et al. 2016, "Preserving colour"): the
+content and (mean/std-matched) style images are reduced to their luminance, the loop
+optimises a grey image, and every saved image combines its luminance with the content's U/V.
+
+Reported losses are the weighted terms the optimiser sees (``total_loss`` is their sum),
+measured before that step's update. ``params.seed`` seeds the random encoder and the noise
+init from private generators; the global RNG is left alone, so on CPU a resumed run is
+bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from PIL import Image
 
-from shared.jobs.specs import StyleTransferParams
+from shared.jobs.specs import MIN_STYLE_SIZE, StyleTransferParams
 from workers.hooks import StopRequested, TrainHooks
-from workers.style.images import to_png, to_tensor
+from workers.style.images import luminance, to_png, to_tensor, with_chroma_of
 from workers.style.losses import (
     ContentLoss,
     PerceptualLoss,
@@ -33,17 +49,25 @@ from workers.style.losses import (
     TotalVariationLoss,
     gram_targets,
 )
-from workers.style.vgg import WEIGHTS_RANDOM, build_vgg19
+from workers.style.vgg import WEIGHTS_RANDOM, Encoder, build_vgg
 
+# The defaults of StyleTransferParams, kept here for callers of the engine.
 CONTENT_LAYERS: Final[tuple[str, ...]] = ("relu4_2",)
 STYLE_LAYERS: Final[tuple[str, ...]] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
-CHECKPOINT_VERSION: Final = 1
+CHECKPOINT_VERSION: Final = 2
+READABLE_CHECKPOINT_VERSIONS: Final = (1, 2)  # version 1: single scale, no "scale" entry
 OUTPUT_ARTIFACT: Final = "output.png"
+SNAPSHOT_ARTIFACT: Final = "snapshots/step-{step:06d}.png"
+SCALE_ARTIFACT: Final = "scales/{size}px.png"
 ARTIFACT_KIND_OUTPUT: Final = "output"
+ARTIFACT_KIND_SAMPLE: Final = "sample"
 PNG_CONTENT_TYPE: Final = "image/png"
 PIXEL_MIN: Final = 0.0
 PIXEL_MAX: Final = 1.0
+UPSAMPLE_MODE: Final = "bicubic"
+LBFGS_HISTORY: Final = 100  # torch's default, and the PyTorch tutorial's
+STD_FLOOR: Final = 1e-6  # luminance matching of a flat style image
 
 METRIC_NAMES: Final = {
     "content": "content_loss",
@@ -52,9 +76,11 @@ METRIC_NAMES: Final = {
     "total": "total_loss",
 }
 RANDOM_WEIGHTS_WARNING: Final = (
-    "weights=random: the VGG19 encoder has seeded random weights, so the result transfers "
+    "weights=random: the VGG encoder has seeded random weights, so the result transfers "
     "colours and textures but not ImageNet-quality style"
 )
+
+LossFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 class DivergenceError(RuntimeError):
@@ -69,6 +95,22 @@ class DivergenceError(RuntimeError):
         self.losses = losses
 
 
+@dataclass
+class TransferResult:
+    """The final image (1, 3, H, W) in [0, 1], as saved, and the JSON-able summary."""
+
+    image: torch.Tensor
+    summary: dict[str, Any]
+
+
+@dataclass
+class _Resume:
+    step: int
+    scale: int
+    image: torch.Tensor
+    optimizer: dict[str, Any]
+
+
 def transfer(
     params: StyleTransferParams,
     content: Image.Image,
@@ -80,6 +122,24 @@ def transfer(
     allow_download: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) Gatys style transfer and save ``output.png``; returns a JSON-able summary."""
+    result = run_transfer(
+        params, content, styles, hooks, device=device, weights_dir=weights_dir, allow_download=allow_download
+    )
+    hooks.save_artifact(OUTPUT_ARTIFACT, to_png(result.image), kind=ARTIFACT_KIND_OUTPUT, content_type=PNG_CONTENT_TYPE)
+    return result.summary
+
+
+def run_transfer(
+    params: StyleTransferParams,
+    content: Image.Image,
+    styles: list[Image.Image],
+    hooks: TrainHooks,
+    *,
+    device: str | torch.device = "cpu",
+    weights_dir: Path | None = None,
+    allow_download: bool = False,
+) -> TransferResult:
+    """Every scale of the optimisation, with checkpoints and snapshots; the final image stays in memory."""
     if len(styles) != len(params.styles):
         raise ValueError(f"got {len(styles)} style images for {len(params.styles)} styles in params")
     dev = torch.device(device)
@@ -87,63 +147,182 @@ def transfer(
     # -- Encoder: one forward pass per step feeds every loss -----------------------------
     if params.weights == WEIGHTS_RANDOM:
         hooks.warn(RANDOM_WEIGHTS_WARNING)
-    layers = tuple(dict.fromkeys(CONTENT_LAYERS + STYLE_LAYERS))
-    encoder = build_vgg19(
-        params.weights, seed=params.seed, layers=layers, weights_dir=weights_dir, allow_download=allow_download
+    encoder = build_vgg(
+        params.network,
+        params.weights,
+        seed=params.seed,
+        layers=tuple(dict.fromkeys(params.content_layers + params.style_layers)),
+        pooling=params.pooling,
+        weights_dir=weights_dir,
+        allow_download=allow_download,
     ).to(dev)
 
-    # -- Targets, computed once ----------------------------------------------------------
-    content_image = to_tensor(content, params.size).to(dev)  # 1 x 3 x H x W; fixes the output shape
-    with torch.no_grad():
-        content_feats = encoder(content_image)
-        style_grams = [gram_targets(encoder(to_tensor(s, params.size).to(dev)), STYLE_LAYERS) for s in styles]
-    loss_fn = PerceptualLoss(
-        ContentLoss(content_feats, CONTENT_LAYERS, params.content_weight),
-        StyleLoss(style_grams, params.blend(), STYLE_LAYERS, None, params.style_weight),
-        TotalVariationLoss(params.tv_weight),
-    )
-
-    # -- Image and optimiser, or the state of a checkpoint -------------------------------
-    image = content_image.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([image], lr=params.lr)
-    start_step = _resume(hooks.load_checkpoint(), image, optimizer)
-
-    # -- Optimisation loop ---------------------------------------------------------------
+    resume = _load_checkpoint(hooks.load_checkpoint())
+    sizes = params.scale_sizes()
+    total = params.total_steps()
+    image: torch.Tensor | None = None
+    colours = torch.empty(0)
     last_metrics: dict[str, float] = {}
-    for step in range(start_step + 1, params.steps + 1):
-        optimizer.zero_grad(set_to_none=True)
-        losses = loss_fn(image, encoder(image))
-        losses["total"].backward()
-        optimizer.step()
-        with torch.no_grad():
-            image.clamp_(PIXEL_MIN, PIXEL_MAX)
 
-        # Host syncs (.item()) happen only on log, checkpoint and stop steps; so does the
-        # divergence check.
-        if step % params.log_every == 0 or step == params.steps:
-            last_metrics = _finite_metrics(step, losses)
-            hooks.report_metrics(step, last_metrics)
-            hooks.report_progress(step, params.steps)
-        reason = hooks.should_stop()
-        if step % params.checkpoint_every == 0 or reason is not None:
-            _finite_metrics(step, losses)  # never persist a diverged image
-            hooks.save_checkpoint(step, _checkpoint_bytes(step, image, optimizer, params))
-        if reason is not None:
-            raise StopRequested(reason, step)
+    for index, size in enumerate(sizes):
+        first_step = index * params.steps  # steps of this scale are first_step+1 .. first_step+steps
+        if resume is not None and resume.scale > index:
+            continue  # finished before the checkpoint was taken
+
+        # -- Targets at this size, computed once -------------------------------------------
+        content_image = to_tensor(content, size).to(dev)  # 1 x 3 x H x W; fixes this scale's shape
+        colours = content_image
+        style_size = max(MIN_STYLE_SIZE, round(size * params.style_scale))
+        style_images = [to_tensor(s, style_size).to(dev) for s in styles]
+        if params.preserve_colors:
+            style_images = [_matched_luminance(s, content_image) for s in style_images]
+            content_image = luminance(content_image)
+        loss_fn = _loss_fn(params, encoder, content_image, style_images)
+
+        # -- Image and optimiser: a checkpoint's, the previous scale's, or the init ----------
+        if resume is not None and resume.scale == index:
+            image = resume.image.to(dev)
+            if image.shape != content_image.shape:
+                raise ValueError(
+                    f"checkpoint image has shape {tuple(image.shape)} but this job's image at "
+                    f"{size} px has {tuple(content_image.shape)}"
+                )
+        elif image is None:
+            image = _init_image(params, content_image, style_images)
+        else:
+            image = F.interpolate(image.detach(), size=content_image.shape[-2:], mode=UPSAMPLE_MODE)
+            image = image.clamp(PIXEL_MIN, PIXEL_MAX)
+        image = image.detach().clone().requires_grad_(True)
+        optimizer = _optimizer(params, image)
+        start = first_step
+        if resume is not None and resume.scale == index:
+            optimizer.load_state_dict(resume.optimizer)
+            start = resume.step
+        step_fn = _step_fn(optimizer, image, loss_fn)
+
+        # -- Optimisation loop ---------------------------------------------------------------
+        for step in range(start + 1, first_step + params.steps + 1):
+            losses = step_fn()
+            with torch.no_grad():
+                image.clamp_(PIXEL_MIN, PIXEL_MAX)
+
+            # Host syncs (.item()) happen only on log, checkpoint and stop steps; so does the
+            # divergence check.
+            if step % params.log_every == 0 or step == total:
+                last_metrics = _finite_metrics(step, losses)
+                hooks.report_metrics(step, last_metrics)
+                hooks.report_progress(step, total)
+            if params.snapshot_every is not None and step % params.snapshot_every == 0:
+                _save_image(hooks, SNAPSHOT_ARTIFACT.format(step=step), _visible(params, image, colours))
+            reason = hooks.should_stop()
+            if step % params.checkpoint_every == 0 or reason is not None:
+                _finite_metrics(step, losses)  # never persist a diverged image
+                hooks.save_checkpoint(step, _checkpoint_bytes(step, index, image, optimizer, params))
+            if reason is not None:
+                raise StopRequested(reason, step)
+
+        if len(sizes) > 1:
+            _save_image(hooks, SCALE_ARTIFACT.format(size=size), _visible(params, image, colours))
 
     # -- Output --------------------------------------------------------------------------
-    png = to_png(image)
-    hooks.save_artifact(OUTPUT_ARTIFACT, png, kind=ARTIFACT_KIND_OUTPUT, content_type=PNG_CONTENT_TYPE)
-    height, width = image.shape[-2:]
-    return {
-        "steps": params.steps,
-        "resumed_from_step": start_step or None,
+    if image is None:  # unreachable: there is at least one scale
+        raise RuntimeError("no scale ran")
+    final = _visible(params, image, colours)
+    height, width = final.shape[-2:]
+    summary = {
+        "steps": total,
+        "scales": sizes,
+        "network": params.network,
+        "optimizer": params.optimizer,
+        "resumed_from_step": resume.step if resume is not None and resume.step else None,
         "width": int(width),
         "height": int(height),
         "weights": params.weights,
         "final_metrics": last_metrics,
         "artifact": OUTPUT_ARTIFACT,
     }
+    return TransferResult(final, summary)
+
+
+def _loss_fn(
+    params: StyleTransferParams, encoder: Encoder, content_image: torch.Tensor, style_images: list[torch.Tensor]
+) -> LossFn:
+    """The weighted losses of an image, with targets from one no-grad pass per target image."""
+    with torch.no_grad():
+        content_feats = encoder(content_image)
+        style_grams = [gram_targets(encoder(s), params.style_layers) for s in style_images]
+    perceptual = PerceptualLoss(
+        ContentLoss(content_feats, params.content_layers, params.content_weight),
+        StyleLoss(style_grams, params.blend(), params.style_layers, params.style_layer_weights, params.style_weight),
+        TotalVariationLoss(params.tv_weight),
+    )
+    return lambda image: perceptual(image, encoder(image))
+
+
+def _optimizer(params: StyleTransferParams, image: torch.Tensor) -> torch.optim.Optimizer:
+    if params.optimizer == "lbfgs":
+        return torch.optim.LBFGS([image], lr=params.lr, max_iter=1, history_size=LBFGS_HISTORY)
+    return torch.optim.Adam([image], lr=params.lr)
+
+
+def _step_fn(
+    optimizer: torch.optim.Optimizer, image: torch.Tensor, loss_fn: LossFn
+) -> Callable[[], dict[str, torch.Tensor]]:
+    """One optimiser step (one loss evaluation); returns the losses of the image before it."""
+
+    def step() -> dict[str, torch.Tensor]:
+        evaluated: dict[str, torch.Tensor] = {}
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            losses = loss_fn(image)
+            losses["total"].backward()
+            evaluated.update(losses)
+            return losses["total"]
+
+        if isinstance(optimizer, torch.optim.LBFGS):
+            optimizer.step(closure)
+        else:
+            closure()
+            optimizer.step()
+        return evaluated
+
+    return step
+
+
+def _init_image(
+    params: StyleTransferParams, content_image: torch.Tensor, style_images: list[torch.Tensor]
+) -> torch.Tensor:
+    """The starting image: the content, seeded uniform noise, or noise with the styles' colour stats."""
+    if params.init == "content":
+        return content_image.clone()
+    generator = torch.Generator().manual_seed(params.seed)
+    shape = tuple(content_image.shape)
+    if params.init == "noise":
+        noise = torch.rand(shape, generator=generator)
+    else:  # style-stats: per-channel mean and std of the blended styles
+        blend = params.blend()
+        mean = sum(w * s.mean(dim=(2, 3), keepdim=True).cpu() for w, s in zip(blend, style_images, strict=True))
+        std = sum(w * s.std(dim=(2, 3), keepdim=True).cpu() for w, s in zip(blend, style_images, strict=True))
+        noise = torch.randn(shape, generator=generator) * torch.as_tensor(std) + torch.as_tensor(mean)
+    return noise.clamp(PIXEL_MIN, PIXEL_MAX).to(content_image.device)
+
+
+def _matched_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """The style's luminance, shifted and scaled to the content luminance's mean and std."""
+    style_y, content_y = luminance(style), luminance(content)
+    scale = content_y.std() / style_y.std().clamp_min(STD_FLOOR)
+    return ((style_y - style_y.mean()) * scale + content_y.mean()).clamp(PIXEL_MIN, PIXEL_MAX)
+
+
+def _visible(params: StyleTransferParams, image: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """The image as the user sees it: with the content's colours under preserve_colors."""
+    shown = image.detach()
+    return with_chroma_of(shown, colours) if params.preserve_colors else shown
+
+
+def _save_image(hooks: TrainHooks, name: str, image: torch.Tensor) -> None:
+    hooks.save_artifact(name, to_png(image), kind=ARTIFACT_KIND_SAMPLE, content_type=PNG_CONTENT_TYPE)
 
 
 def _finite_metrics(step: int, losses: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -155,7 +334,7 @@ def _finite_metrics(step: int, losses: dict[str, torch.Tensor]) -> dict[str, flo
 
 
 def _checkpoint_bytes(
-    step: int, image: torch.Tensor, optimizer: torch.optim.Optimizer, params: StyleTransferParams
+    step: int, scale: int, image: torch.Tensor, optimizer: torch.optim.Optimizer, params: StyleTransferParams
 ) -> bytes:
     """Serialise the resumable state; loadable with ``torch.load(weights_only=True)``."""
     buffer = io.BytesIO()
@@ -163,6 +342,7 @@ def _checkpoint_bytes(
         {
             "version": CHECKPOINT_VERSION,
             "step": step,
+            "scale": scale,
             "image": image.detach().cpu(),
             "optimizer": optimizer.state_dict(),
             "params": params.model_dump(mode="json"),
@@ -172,20 +352,17 @@ def _checkpoint_bytes(
     return buffer.getvalue()
 
 
-def _resume(data: bytes | None, image: torch.Tensor, optimizer: torch.optim.Optimizer) -> int:
-    """Restore image and optimiser from checkpoint bytes; the last completed step (0 if none)."""
+def _load_checkpoint(data: bytes | None) -> _Resume | None:
+    """The state of checkpoint bytes, or None on a fresh start."""
     if data is None:
-        return 0
+        return None
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     version = state.get("version")
-    if version != CHECKPOINT_VERSION:
+    if version not in READABLE_CHECKPOINT_VERSIONS:
         raise ValueError(f"unsupported style checkpoint version {version!r} (expected {CHECKPOINT_VERSION})")
-    saved = state["image"]
-    if saved.shape != image.shape:
-        raise ValueError(
-            f"checkpoint image has shape {tuple(saved.shape)} but this job's image has {tuple(image.shape)}"
-        )
-    with torch.no_grad():
-        image.copy_(saved)
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"])
+    return _Resume(
+        step=int(state["step"]),
+        scale=int(state.get("scale", 0)),
+        image=state["image"],
+        optimizer=state["optimizer"],
+    )

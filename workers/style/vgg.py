@@ -1,11 +1,14 @@
-"""VGG19 feature encoder: one forward pass yields every layer the losses need.
+"""VGG16/VGG19 feature encoder: one forward pass yields every layer the losses need.
 
 Layers are named the Gatys/Caffe way (``conv1_1``, ``relu1_1``, ..., ``pool5``) and map one to
-one onto ``torchvision.models.vgg19().features`` indices (see ``VGG19_LAYERS``). The encoder is
-cut after the deepest requested layer, frozen and in eval mode.
+one onto ``torchvision.models.vgg16/vgg19().features`` indices (see
+``shared.jobs.vgg_layers``). The encoder is cut after the deepest requested layer, frozen and
+in eval mode. Pooling is max (torchvision's) or average (Gatys et al.'s choice); the ImageNet
+weights are the same for both.
 
 Two kinds of weights:
-- ``imagenet``: torchvision's ``VGG19_Weights.IMAGENET1K_V1``, read from the torch hub cache.
+- ``imagenet``: torchvision's ``VGG16/VGG19_Weights.IMAGENET1K_V1``, read from the torch hub
+  cache (or downloaded where allowed).
 - ``random``: seeded Kaiming init, then normalised layer by layer: each conv's weights and
   bias are scaled so that the mean ReLU activation of that layer over a fixed, seeded
   uniform-noise image is 1. ReLU is positively homogeneous, so this only rescales the
@@ -32,19 +35,14 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 import torchvision
 from torch import nn
 
+from shared.jobs.vgg_layers import POOL, VGG_CONFIGS, layer_names
+
 WEIGHTS_IMAGENET: Final = "imagenet"
 WEIGHTS_RANDOM: Final = "random"
 WEIGHT_KINDS: Final = (WEIGHTS_IMAGENET, WEIGHTS_RANDOM)
 
-# torchvision's VGG19 ("E") feature configuration: conv widths, "M" for a 2x2 max pool.
-POOL: Final = "M"
-VGG19_CONFIG: Final[tuple[int | str, ...]] = (
-    64, 64, POOL,
-    128, 128, POOL,
-    256, 256, 256, 256, POOL,
-    512, 512, 512, 512, POOL,
-    512, 512, 512, 512, POOL,
-)  # fmt: skip
+POOLINGS: Final = ("max", "avg")
+VGG19_CONFIG: Final[tuple[int | str, ...]] = VGG_CONFIGS["vgg19"]
 IN_CHANNELS: Final = 3
 KERNEL_SIZE: Final = 3
 PADDING: Final = 1
@@ -66,29 +64,16 @@ TARGET_MEAN_ACTIVATION: Final = 1.0
 DEAD_LAYER_MEAN: Final = 1e-12
 
 
-def _vgg19_layer_names() -> tuple[str, ...]:
-    names: list[str] = []
-    block, conv = 1, 0
-    for item in VGG19_CONFIG:
-        if item == POOL:
-            names.append(f"pool{block}")
-            block, conv = block + 1, 0
-        else:
-            conv += 1
-            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
-    return tuple(names)
-
-
 # VGG19_LAYERS[i] is the name of torchvision.models.vgg19().features[i].
-VGG19_LAYERS: Final[tuple[str, ...]] = _vgg19_layer_names()
+VGG19_LAYERS: Final[tuple[str, ...]] = layer_names("vgg19")
 
 
 class WeightsUnavailableError(RuntimeError):
-    """The ImageNet VGG19 weights could not be loaded (not cached, no network, corrupt file)."""
+    """The ImageNet VGG weights could not be loaded (not cached, no network, corrupt file)."""
 
 
 class Encoder(nn.Module):
-    """A frozen, trimmed VGG19 whose forward returns ``{layer: activation}`` for ``layers``."""
+    """A frozen, trimmed VGG whose forward returns ``{layer: activation}`` for ``layers``."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -123,24 +108,41 @@ def build_vgg19(
     weights_dir: Path | None = None,
     allow_download: bool = False,
 ) -> Encoder:
-    """A frozen VGG19 encoder for ``layers``, cut after the deepest one.
+    """A frozen max-pooling VGG19 encoder for ``layers``, cut after the deepest one."""
+    return build_vgg("vgg19", weights, seed=seed, layers=layers, weights_dir=weights_dir, allow_download=allow_download)
+
+
+def build_vgg(
+    network: str,
+    weights: str,
+    *,
+    seed: int,
+    layers: Sequence[str],
+    pooling: str = "max",
+    weights_dir: Path | None = None,
+    allow_download: bool = False,
+) -> Encoder:
+    """A frozen VGG16/VGG19 encoder for ``layers``, cut after the deepest one.
 
     ``weights_dir`` is a torch hub directory (weights live in its ``checkpoints/``); None uses
     torch's default hub dir. ImageNet weights are only downloaded when ``allow_download``.
     """
+    names = layer_names(network)
     if weights not in WEIGHT_KINDS:
         raise ValueError(f"unknown weights {weights!r}: use one of {list(WEIGHT_KINDS)}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}: use one of {list(POOLINGS)}")
     if not layers:
         raise ValueError("at least one layer is needed")
-    unknown = [name for name in layers if name not in VGG19_LAYERS]
+    unknown = [name for name in layers if name not in names]
     if unknown:
-        raise ValueError(f"unknown VGG19 layers {unknown}: use names like conv4_2, relu1_1, pool3")
-    depth = max(VGG19_LAYERS.index(name) for name in layers) + 1
+        raise ValueError(f"unknown {network.upper()} layers {unknown}: use names like conv4_2, relu1_1, pool3")
+    depth = max(names.index(name) for name in layers) + 1
 
-    body = _vgg19_body(depth)  # uninitialised: every conv is filled below
+    body = _vgg_body(network, depth, pooling)  # uninitialised: every conv is filled below
     if weights == WEIGHTS_IMAGENET:
-        state = _load_imagenet_state(weights_dir, allow_download=allow_download)
-        _copy_imagenet_weights(body, state)
+        state = _load_imagenet_state(network, weights_dir, allow_download=allow_download)
+        _copy_imagenet_weights(network, body, state)
     else:
         generator = torch.Generator().manual_seed(seed)
         _init_random(body, generator)
@@ -151,24 +153,26 @@ def build_vgg19(
     return encoder.eval()
 
 
-def _vgg19_body(depth: int) -> nn.Sequential:
-    """The first ``depth`` feature modules, named after VGG19_LAYERS, with uninitialised convs.
+def _vgg_body(network: str, depth: int, pooling: str) -> nn.Sequential:
+    """The first ``depth`` feature modules, named after the layer names, with uninitialised convs.
 
     Built on the meta device and then allocated, so no time is spent on (and no global RNG
     state consumed by) the default init that the caller overwrites anyway.
     """
     modules: list[nn.Module] = []
     channels = IN_CHANNELS
-    for item in VGG19_CONFIG:
+    for item in VGG_CONFIGS[network]:
         if item == POOL:
-            modules.append(nn.MaxPool2d(kernel_size=POOL_SIZE, stride=POOL_SIZE))
+            pool_type = nn.AvgPool2d if pooling == "avg" else nn.MaxPool2d
+            modules.append(pool_type(kernel_size=POOL_SIZE, stride=POOL_SIZE))
         else:
             width = int(item)
             # Not in place: a conv output may itself be a requested layer.
             conv = nn.Conv2d(channels, width, KERNEL_SIZE, padding=PADDING, device="meta")
             modules += [conv, nn.ReLU(inplace=False)]
             channels = width
-    body = nn.Sequential(OrderedDict(zip(VGG19_LAYERS[:depth], modules[:depth], strict=True)))
+    names = layer_names(network)
+    body = nn.Sequential(OrderedDict(zip(names[:depth], modules[:depth], strict=True)))
     return body.to_empty(device="cpu")
 
 
@@ -184,15 +188,21 @@ def _bias(conv: nn.Conv2d) -> torch.Tensor:
     return conv.bias
 
 
-def _cached_weights_path(weights_dir: Path | None) -> tuple[str, Path]:
-    url = str(torchvision.models.VGG19_Weights.IMAGENET1K_V1.url)
+_IMAGENET_WEIGHTS: Final = {
+    "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
+    "vgg19": torchvision.models.VGG19_Weights.IMAGENET1K_V1,
+}
+
+
+def _cached_weights_path(network: str, weights_dir: Path | None) -> tuple[str, Path]:
+    url = str(_IMAGENET_WEIGHTS[network].url)
     hub_dir = weights_dir if weights_dir is not None else Path(torch.hub.get_dir())
     return url, hub_dir / HUB_CHECKPOINTS_DIR / Path(urlparse(url).path).name
 
 
-def _unavailable(reason: str, url: str, path: Path) -> WeightsUnavailableError:
+def _unavailable(network: str, reason: str, url: str, path: Path) -> WeightsUnavailableError:
     return WeightsUnavailableError(
-        f"ImageNet VGG19 weights are unavailable: {reason}. Provide them by pre-fetching {url} "
+        f"ImageNet {network.upper()} weights are unavailable: {reason}. Provide them by pre-fetching {url} "
         f"into the torch hub cache at {path} (set ATELIER_TORCH_HOME to the hub directory that "
         f'holds {HUB_CHECKPOINTS_DIR}/{path.name}), or submit the job with weights="random".'
     )
@@ -209,32 +219,33 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def _load_imagenet_state(weights_dir: Path | None, *, allow_download: bool) -> dict[str, torch.Tensor]:
-    """The torchvision VGG19 ImageNet state dict from the hub cache (downloading if allowed)."""
-    url, path = _cached_weights_path(weights_dir)
+def _load_imagenet_state(network: str, weights_dir: Path | None, *, allow_download: bool) -> dict[str, torch.Tensor]:
+    """The torchvision VGG ImageNet state dict from the hub cache (downloading if allowed)."""
+    url, path = _cached_weights_path(network, weights_dir)
     if not path.is_file() and not allow_download:
-        raise _unavailable("they are not in the cache and downloading is disabled", url, path)
+        raise _unavailable(network, "they are not in the cache and downloading is disabled", url, path)
     try:
         with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-            state = torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(
+            state = _IMAGENET_WEIGHTS[network].get_state_dict(
                 progress=False, model_dir=str(path.parent), check_hash=True, weights_only=True
             )
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # URLError is an OSError
-        raise _unavailable(f"loading failed ({type(exc).__name__}: {exc})", url, path) from exc
+        raise _unavailable(network, f"loading failed ({type(exc).__name__}: {exc})", url, path) from exc
     return dict(state)
 
 
-def _copy_imagenet_weights(body: nn.Sequential, state: dict[str, torch.Tensor]) -> None:
+def _copy_imagenet_weights(network: str, body: nn.Sequential, state: dict[str, torch.Tensor]) -> None:
     """Copy ``features.<index>.*`` tensors of the torchvision state dict into ``body``."""
+    names = layer_names(network)
     with torch.no_grad():
         for name, conv in _convs(body):
-            index = VGG19_LAYERS.index(name)
+            index = names.index(name)
             try:
                 conv.weight.copy_(state[f"features.{index}.weight"])
                 _bias(conv).copy_(state[f"features.{index}.bias"])
             except (KeyError, RuntimeError) as exc:
                 raise WeightsUnavailableError(
-                    f"the ImageNet VGG19 state dict does not fit layer {name} (features.{index}): {exc}; "
+                    f"the ImageNet {network.upper()} state dict does not fit layer {name} (features.{index}): {exc}; "
                     'delete the cached file and fetch it again, or use weights="random"'
                 ) from exc
 
