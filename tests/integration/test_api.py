@@ -94,10 +94,15 @@ def test_bad_submissions_get_4xx_naming_the_field(
 ) -> None:
     response = submit(client, alice, body)
     assert response.status_code == status, response.text
+    stored = client.get("/v1/jobs", headers=alice.headers).json()["items"]
     if status >= 400:
         error = response.json()["error"]
         assert error["field"] == field
         assert needle is not None and needle in error["message"]
+        # rejected before anything is stored or queued: no worker ever sees it
+        assert stored == []
+    else:
+        assert [j["id"] for j in stored] == [response.json()["id"]]
 
 
 def test_sample_needs_a_succeeded_train_job_of_yours(client: TestClient, alice: Caller, bob: Caller) -> None:
