@@ -10,11 +10,13 @@ import torch
 import torchvision
 from torch import nn
 
+from shared.jobs.vgg_layers import layer_names
 from workers.style.images import load_builtin_image, to_tensor
 from workers.style.vgg import (
     HUB_CHECKPOINTS_DIR,
     VGG19_LAYERS,
     WeightsUnavailableError,
+    build_vgg,
     build_vgg19,
 )
 
@@ -154,3 +156,58 @@ def test_a_state_dict_lacking_a_needed_layer_is_weights_unavailable(tmp_path: Pa
 def test_bad_arguments_are_value_errors(weights: str, layers: list[str], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build_vgg19(weights, seed=SEED, layers=layers)
+
+
+def test_vgg16_layer_names_map_onto_torchvision_vgg16_feature_indices() -> None:
+    with torch.device("meta"):
+        features = torchvision.models.vgg16().features
+    names = layer_names("vgg16")
+    assert len(names) == len(features)
+    kinds = {"conv": nn.Conv2d, "relu": nn.ReLU, "pool": nn.MaxPool2d}
+    for name, module in zip(names, features, strict=True):
+        assert isinstance(module, kinds[name.rstrip("0123456789_")]), name
+    assert names.index("conv4_2") == 19
+    assert "conv5_3" in names and "conv5_4" not in names
+
+
+def test_a_vgg16_encoder_with_average_pooling_has_the_vgg16_body() -> None:
+    # When a VGG16 encoder up to relu4_2 is built with average pooling
+    encoder = build_vgg("vgg16", "random", seed=SEED, layers=["relu4_2", "relu1_1"], pooling="avg")
+    body = dict(encoder.body.named_children())
+    # Then it has VGG16's layers (3 convs in block 3), average pools, and the right shapes
+    assert list(body) == list(layer_names("vgg16")[: layer_names("vgg16").index("relu4_2") + 1])
+    assert "conv3_4" not in body
+    assert all(isinstance(body[f"pool{i}"], nn.AvgPool2d) for i in (1, 2, 3))
+    feats = encoder(torch.rand(1, 3, SIZE, SIZE))
+    assert feats["relu4_2"].shape == (1, 512, 8, 8)
+
+
+def test_max_and_average_pooling_give_different_deep_features() -> None:
+    image = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(SEED))
+    max_pool = build_vgg("vgg19", "random", seed=SEED, layers=["relu2_1"], pooling="max")(image)
+    avg_pool = build_vgg("vgg19", "random", seed=SEED, layers=["relu2_1"], pooling="avg")(image)
+    assert not torch.allclose(max_pool["relu2_1"], avg_pool["relu2_1"])
+
+
+def test_missing_imagenet_vgg16_weights_name_the_vgg16_file(tmp_path: Path) -> None:
+    with pytest.raises(WeightsUnavailableError) as info:
+        build_vgg("vgg16", "imagenet", seed=SEED, layers=["relu1_1"], weights_dir=tmp_path)
+    vgg16_file = Path(torchvision.models.VGG16_Weights.IMAGENET1K_V1.url).name
+    assert "ImageNet VGG16 weights are unavailable" in str(info.value)
+    assert str(tmp_path / HUB_CHECKPOINTS_DIR / vgg16_file) in str(info.value)
+
+
+def test_vgg16_imagenet_weights_are_read_by_vgg16_index(tmp_path: Path) -> None:
+    # Given a fake VGG16 state dict (VGG16's conv4_1 is features.17; VGG19's is features.19)
+    vgg16_file = Path(torchvision.models.VGG16_Weights.IMAGENET1K_V1.url).name
+    path = tmp_path / HUB_CHECKPOINTS_DIR / vgg16_file
+    path.parent.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(SEED)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in torchvision.models.vgg16().features.state_dict().items()}
+    state = {f"features.{k}": torch.randn(shape, generator=generator) for k, shape in shapes.items()}
+    torch.save(state, path)
+    # When a VGG16 encoder up to relu4_1 is built from it
+    encoder = build_vgg("vgg16", "imagenet", seed=SEED, layers=["relu4_1"], weights_dir=tmp_path)
+    # Then conv4_1 holds features.17
+    assert torch.equal(encoder.state_dict()["body.conv4_1.weight"], state["features.17.weight"])
