@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.deps import AppState
+from services.api.reads import JobReader
 from services.api.routes import health, jobs, uploads
 from shared.config import Settings
 from shared.db.session import make_engine, make_sessionmaker
@@ -85,10 +86,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 store.ensure_bucket()
             except Exception as exc:  # readyz reports it; the API still serves what it can
                 log.warning("could not ensure bucket %s: %s", settings.s3_bucket, exc)
+        reader = JobReader(settings.database_url, cache_s=settings.job_read_cache_s)
         app.state.atelier = AppState(
-            settings=settings, sessions=make_sessionmaker(engine), store=store, celery=make_celery(settings)
+            settings=settings,
+            sessions=make_sessionmaker(engine),
+            store=store,
+            celery=make_celery(settings),
+            reader=reader,
         )
         yield
+        await reader.close()
         engine.dispose()
 
     app = FastAPI(title="Atelier", version="1", description=DESCRIPTION, lifespan=lifespan)

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.api.reads import JobReader
 from shared.config import Settings
 from shared.db import queries
 from shared.errors import Unauthorized
@@ -26,9 +27,10 @@ class AppState:
     sessions: sessionmaker[Session]
     store: ObjectStore
     celery: Celery
+    reader: JobReader
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     """The app's shared state."""
     state: AppState = request.app.state.atelier
     return state
@@ -37,7 +39,7 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     """The app's settings."""
     return state.settings
 
@@ -48,7 +50,7 @@ def get_session(state: StateDep) -> Iterator[Session]:
         yield session
 
 
-def get_store(state: StateDep) -> ObjectStore:
+async def get_store(state: StateDep) -> ObjectStore:
     """The object store."""
     return state.store
 
@@ -60,13 +62,21 @@ StoreDep = Annotated[ObjectStore, Depends(get_store)]
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer atl_…`")
 
 
-def get_tenant(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> uuid.UUID:
-    """The tenant of the presented API key; 401 without a live key."""
+async def get_bearer_key(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> str:
+    """The raw bearer key, unchecked (the caller checks it in its own query); 401 if absent."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    tenant_id = queries.authenticate(session, raw_key=credentials.credentials)
+    return credentials.credentials
+
+
+BearerKeyDep = Annotated[str, Depends(get_bearer_key)]
+
+
+def get_tenant(session: SessionDep, raw_key: BearerKeyDep) -> uuid.UUID:
+    """The tenant of the presented API key; 401 without a live key."""
+    tenant_id = queries.authenticate(session, raw_key=raw_key)
     if tenant_id is None:
         raise Unauthorized("invalid or revoked API key")
     return tenant_id

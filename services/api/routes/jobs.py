@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from services.api.deps import SessionDep, SettingsDep, StateDep, StoreDep, TenantDep
+from services.api.deps import BearerKeyDep, SessionDep, SettingsDep, StateDep, StoreDep, TenantDep
 from services.api.schemas import (
     ArtifactList,
     ArtifactOut,
@@ -93,16 +93,23 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
-def get_job(job_id: uuid.UUID, session: SessionDep, tenant_id: TenantDep) -> JobOut:
+async def get_job(job_id: uuid.UUID, state: StateDep, raw_key: BearerKeyDep) -> Response:
     """A job's state, attempt, progress with ETA, latest metrics, warnings and error."""
-    return JobOut.of(queries.get_job(session, tenant_id=tenant_id, job_id=job_id))
+    # The polling hot path: one query on the event loop (services/api/reads.py).
+    body = await state.reader.job_for_key(raw_key, job_id, _render_job)
+    return Response(body, media_type="application/json")
+
+
+def _render_job(job: Any) -> bytes:
+    return JobOut.of(job).model_dump_json().encode()
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorOut}})
-def cancel_job(job_id: uuid.UUID, session: SessionDep, tenant_id: TenantDep) -> JobOut:
+def cancel_job(job_id: uuid.UUID, state: StateDep, session: SessionDep, tenant_id: TenantDep) -> JobOut:
     """Cancel: a queued job never runs; a running one checkpoints and stops within a step."""
     job = queries.request_cancel(session, tenant_id=tenant_id, job_id=job_id)
     session.commit()
+    state.reader.forget(job_id)
     return JobOut.of(job)
 
 

@@ -1,0 +1,120 @@
+"""The hot read path: polling a job. Authentication and the tenant-scoped job read are one
+prepared asyncpg query on the event loop, with no threadpool hop and no ORM; everything
+else in the API goes through SQLAlchemy and shared/db/queries.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import types
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from shared.errors import NotFound, ServiceUnavailable, Unauthorized
+from shared.security import hash_key
+
+log = logging.getLogger(__name__)
+
+POOL_MIN = 1
+POOL_MAX = 10
+CONNECT_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 10.0
+CACHE_ENTRIES = 10_000
+
+# One round trip: a live key's tenant, and that tenant's job if it has one with this id.
+# No key row -> 401; a key row without a job -> 404 (never a 403 that confirms the id exists).
+JOB_FOR_KEY = """
+SELECT k.tenant_id AS key_tenant, j.*
+FROM api_keys AS k
+LEFT JOIN jobs AS j ON j.id = $2 AND j.tenant_id = k.tenant_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+"""
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    """Decode jsonb columns (params, metrics, warnings) as Python objects, like SQLAlchemy does."""
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The libpq-style DSN asyncpg wants, from our SQLAlchemy URL."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class JobReader:
+    """A lazily created asyncpg pool serving the job-polling read, with a micro-cache.
+
+    Clients poll status many times a second while a job's row changes at most once per
+    heartbeat, so a read is reused for ``cache_s`` (per key and job; 0 disables it). Writes
+    made through this process (cancel) drop the job's entries at once.
+    """
+
+    def __init__(self, database_url: str, *, cache_s: float = 0.0, cache_entries: int = CACHE_ENTRIES) -> None:
+        self._dsn = asyncpg_dsn(database_url)
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+        self._cache_s = cache_s
+        self._cache_entries = cache_entries
+        self._cache: dict[tuple[str, uuid.UUID], tuple[float, bytes]] = {}
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=POOL_MIN,
+                        max_size=POOL_MAX,
+                        timeout=CONNECT_TIMEOUT_S,
+                        command_timeout=COMMAND_TIMEOUT_S,
+                        init=_init_connection,
+                    )
+        return self._pool
+
+    def forget(self, job_id: uuid.UUID) -> None:
+        """Drop cached reads of a job (after this process changed it)."""
+        for entry in [k for k in self._cache if k[1] == job_id]:
+            self._cache.pop(entry, None)
+
+    async def job_for_key(
+        self, raw_key: str, job_id: uuid.UUID, render: Callable[[types.SimpleNamespace], bytes]
+    ) -> bytes:
+        """The caller's job, rendered; Unauthorized, NotFound or ServiceUnavailable."""
+        key_hash = hash_key(raw_key)
+        now = time.monotonic()
+        hit = self._cache.get((key_hash, job_id))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        job = render(await self._read(key_hash, job_id))
+        if self._cache_s > 0:
+            if len(self._cache) >= self._cache_entries:
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+                if len(self._cache) >= self._cache_entries:
+                    self._cache.clear()
+            self._cache[(key_hash, job_id)] = (now + self._cache_s, job)
+        return job
+
+    async def _read(self, key_hash: str, job_id: uuid.UUID) -> types.SimpleNamespace:
+        try:
+            pool = await self._get_pool()
+            row: Any = await pool.fetchrow(JOB_FOR_KEY, key_hash, job_id)
+        except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            log.warning("database unavailable for a job read: %s", type(exc).__name__)
+            raise ServiceUnavailable("the database is unavailable; retry shortly") from exc
+        if row is None:
+            raise Unauthorized("invalid or revoked API key")
+        if row["id"] is None:
+            raise NotFound(f"job {job_id} not found")
+        return types.SimpleNamespace(**dict(row))
+
+    async def close(self) -> None:
+        """Close the pool, if it was opened."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
