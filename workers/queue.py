@@ -16,6 +16,7 @@ from shared.jobs.specs import QUEUE_CPU, QUEUE_GPU
 
 RUN_JOB_TASK = "atelier.run_job"
 RECONCILE_TASK = "atelier.reconcile"
+WORKER_BOOT_TIMEOUT_S = 120.0
 
 
 def task_id_for(job_id: object, nonce: str) -> str:
@@ -36,6 +37,9 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
+        # A pool child imports torch and the engines before it reports "up"; on a loaded host
+        # that takes far longer than Celery's 4 s default, after which the child is killed.
+        worker_proc_alive_timeout=WORKER_BOOT_TIMEOUT_S,
         task_queues=(Queue(QUEUE_GPU), Queue(QUEUE_CPU)),
         task_default_queue=QUEUE_CPU,
         task_create_missing_queues=False,

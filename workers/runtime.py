@@ -54,7 +54,9 @@ class WorkerContext:
         owner = settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
         return cls(
             settings=settings,
-            sessions=make_sessionmaker(make_engine(settings, pool_size=2)),
+            # A frozen worker (SIGSTOP, a long GC pause) must not hold the job row's lock for
+            # longer than a lease: Postgres ends such a session, and the fence does the rest.
+            sessions=make_sessionmaker(make_engine(settings, pool_size=2, idle_tx_timeout_s=settings.lease_s)),
             store=make_store(settings),
             owner=owner,
         )

@@ -545,14 +545,18 @@ class Reconciled:
 
 
 def expire_leases(session: Session) -> Reconciled:
-    """Running jobs whose lease expired: requeue, fail (attempts used up) or cancel."""
+    """Running jobs whose lease expired: requeue, fail (attempts used up) or cancel.
+
+    Rows locked by a stalled runner are skipped (SKIP LOCKED) and handled on a later pass,
+    so the reconciler never waits on a zombie's open transaction.
+    """
     cancelled = (
         session.execute(
             text(
                 """
             UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
                    finished_at = now(), updated_at = now()
-            WHERE state = 'running' AND lease_expires_at < now() AND cancel_requested
+            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now() AND cancel_requested FOR UPDATE SKIP LOCKED)
             RETURNING id
             """
             )
@@ -568,7 +572,7 @@ def expire_leases(session: Session) -> Reconciled:
                    finished_at = now(), updated_at = now(), error_code = 'attempts_exhausted',
                    error_message = 'the worker running this job was lost ' || attempt ||
                                    ' time(s); max_attempts (' || max_attempts || ') is used up'
-            WHERE state = 'running' AND lease_expires_at < now() AND attempt >= max_attempts
+            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now() AND attempt >= max_attempts FOR UPDATE SKIP LOCKED)
             RETURNING id
             """
             )
@@ -581,7 +585,7 @@ def expire_leases(session: Session) -> Reconciled:
             """
             UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                    enqueued_at = NULL, updated_at = now()
-            WHERE state = 'running' AND lease_expires_at < now() AND attempt < max_attempts
+            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now() AND attempt < max_attempts FOR UPDATE SKIP LOCKED)
             RETURNING id, queue
             """
         )
