@@ -62,7 +62,9 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
     """gan.train: load the dataset, then the adversarial loop."""
     params = GanTrainParams.model_validate(claim.params)
     channels = params.resolved_channels()
-    if params.dataset in BUILTIN_DATASETS:
+    if params.points:
+        images = gan_data.load_points(params.dataset)
+    elif params.dataset in BUILTIN_DATASETS:
         images = gan_data.load_builtin(params.dataset, image_size=params.image_size, channels=channels)
     else:
         files = _upload_files(ctx, claim.tenant_id, params.dataset)

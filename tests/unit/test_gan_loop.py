@@ -18,7 +18,7 @@ from workers.hooks import STOP_CANCEL, STOP_SHUTDOWN, InMemoryHooks, StopRequest
 
 SIZE = 16
 GRID_SIDE = 8 * (SIZE + 2) + 2  # 64 fixed-noise images, 8 per row, 2 px padding
-METRICS = {"d_loss", "g_loss", "d_real", "d_fake"}
+METRICS = {"d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_d", "lr_g", "d_skips"}
 D_CALLS_PER_STEP = 3  # real batch, detached fakes, fakes for the G step
 
 
@@ -59,9 +59,11 @@ def test_metrics_checkpoints_and_samples_follow_the_schedule(digits: torch.Tenso
     hooks = InMemoryHooks()
     # When the loop runs
     summary = train(_params(), digits, hooks)
-    # Then each happens on its multiples and on the last step
-    assert _metric_steps(hooks) == {4, 8, 12}
-    assert {name for name, _ in hooks.metrics} == METRICS
+    # Then each happens on its multiples and on the last step (sample ticks record the samples' diversity)
+    assert _metric_steps(hooks) == {4, 6, 8, 12}
+    assert {name for name, _ in hooks.metrics} == {*METRICS, "diversity"}
+    assert {step for name, step in hooks.metrics if name in METRICS} == {4, 8, 12}
+    assert {step for name, step in hooks.metrics if name == "diversity"} == {6, 12}
     assert all(0.0 < hooks.metrics[(name, 12)] < 1.0 for name in ("d_real", "d_fake"))
     assert hooks.progress == (12, 12)
     assert [step for step, _ in hooks.checkpoints] == [5, 10, 12]
@@ -208,7 +210,7 @@ def test_a_nan_loss_fails_the_run_naming_the_step(digits: torch.Tensor, monkeypa
     hooks = InMemoryHooks()
     # When the loop runs
     with pytest.raises(DivergenceError, match=r"diverged at step 7: d_loss=nan, g_loss=nan"):
-        train(_params(log_every=5, checkpoint_every=5), digits, hooks)
+        train(_params(log_every=5, checkpoint_every=5, sample_every=20), digits, hooks)
     # Then nothing after the last good step was recorded or checkpointed
     assert _metric_steps(hooks) == {5}
     assert [step for step, _ in hooks.checkpoints] == [5]

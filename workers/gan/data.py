@@ -1,9 +1,11 @@
-"""Training images as tensors (N, C, H, W) in [-1, 1]: built-in datasets and uploaded files."""
+"""Training data: images (N, C, H, W) in [-1, 1] from built-ins and uploaded files; 2-D Gaussian mixtures (N, 2)."""
 
 from __future__ import annotations
 
 import functools
 import io
+import math
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -17,6 +19,18 @@ PIXEL_MAX_VALUE = 255.0
 GRAY_CHANNELS = 1
 RGB_CHANNELS = 3
 BUILTIN_CACHE_SIZE = 8
+# The 2-D mixtures of the VEEGAN (Srivastava et al. 2017) / PacGAN (Lin et al. 2018) protocol.
+RING8 = "ring8"
+RING_MODES = 8
+RING_RADIUS = 2.0
+RING_STD = 0.02
+GRID25 = "grid25"
+GRID_SIDE = 5
+GRID_SPACING = 2.0
+GRID_STD = 0.05
+POINTS_COUNT = 100_000  # a fixed training set; the loop's data order walks it like any dataset
+POINTS_SEED = 0  # the data is the same for every job; the job's seed drives the training
+POINT_DIM = 2
 _MODE_FOR_CHANNELS = {GRAY_CHANNELS: "L", RGB_CHANNELS: "RGB"}
 # What Pillow raises for bytes that are not a readable image (or an oversized one).
 _DECODE_ERRORS: tuple[type[Exception], ...] = (
@@ -95,3 +109,34 @@ def load_image_files(
         classes = []
         labels = torch.zeros(len(decoded), dtype=torch.int64)
     return images, labels, classes
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """An equal-weight mixture of isotropic 2-D Gaussians."""
+
+    centers: torch.Tensor  # (K, 2)
+    std: float
+
+
+def mixture(name: str) -> Mixture:
+    """The mixture behind a point dataset: ring8 (8 modes on a circle of radius 2) or grid25 (5 x 5, spacing 2)."""
+    if name == RING8:
+        angles = torch.arange(RING_MODES, dtype=torch.float64) * (2 * math.pi / RING_MODES)
+        centers = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1) * RING_RADIUS
+        return Mixture(centers=centers.float(), std=RING_STD)
+    if name == GRID25:
+        half = (GRID_SIDE - 1) / 2
+        axis = (torch.arange(GRID_SIDE, dtype=torch.float32) - half) * GRID_SPACING
+        return Mixture(centers=torch.cartesian_prod(axis, axis), std=GRID_STD)
+    raise ValueError(f"unknown point dataset {name!r}: use {RING8!r} or {GRID25!r}")
+
+
+@functools.lru_cache(maxsize=BUILTIN_CACHE_SIZE)
+def load_points(name: str) -> torch.Tensor:
+    """A point dataset as float32 (100000, 2): equal draws from each mode of its mixture; cached, do not modify."""
+    mix = mixture(name)
+    generator = torch.Generator().manual_seed(POINTS_SEED)
+    modes = torch.randint(mix.centers.shape[0], (POINTS_COUNT,), generator=generator)
+    noise = torch.randn(POINTS_COUNT, POINT_DIM, generator=generator) * mix.std
+    return (mix.centers[modes] + noise).contiguous()

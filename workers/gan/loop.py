@@ -1,32 +1,48 @@
-"""The two-phase DCGAN training loop: a D step on real and fake images, then a non-saturating G step.
+"""The two-phase GAN training loop: D steps on real and fake samples, then a G step; the loss and remedies are params.
 
 Pure PyTorch. Everything about where the job runs (metrics, checkpoints, artifacts,
-cancellation) goes through ``hooks``. On CPU a run is deterministic, and a run resumed
-from any checkpoint ends with weights bit-identical to an uninterrupted one: every random
-stream is a dedicated ``torch.Generator``, and the data order is a function of the step.
+warnings, cancellation) goes through ``hooks``. On CPU a run is deterministic, and a run
+resumed from any checkpoint ends with weights bit-identical to an uninterrupted one: every
+random stream is a dedicated ``torch.Generator``, and the data order is a function of the step.
 """
 
 from __future__ import annotations
 
+import copy
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from shared.jobs.specs import GanTrainParams
-from workers.gan.nets import Discriminator, Generator, weights_init
-from workers.gan.sample import LOAD_ERRORS, generator_file, grid_png, latents
+from workers.gan import losses
+from workers.gan.augment import diff_augment
+from workers.gan.data import mixture
+from workers.gan.metrics import EVAL_SAMPLES, diversity, mode_coverage
+from workers.gan.nets import (
+    Discriminator,
+    Generator,
+    MLPDiscriminator,
+    MLPGenerator,
+    add_spectral_norm,
+    weights_init,
+)
+from workers.gan.sample import LOAD_ERRORS, generator_file, grid_png, latents, scatter_png
 from workers.hooks import StopRequested, TrainHooks
 
 CHECKPOINT_VERSION = 1
 FIXED_NOISE_COUNT = 64
-REAL_LABEL = 1.0
-FAKE_LABEL = 0.0
+FIXED_POINTS_COUNT = 1000  # a point dataset's "grid" is a scatter plot of this many fixed-noise samples
+REAL_LABEL = losses.REAL_LABEL
 LOSS_NAMES = ("d_loss", "g_loss")
-METRIC_NAMES = (*LOSS_NAMES, "d_real", "d_fake")
+METRIC_NAMES = (*LOSS_NAMES, "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_d", "lr_g", "d_skips")
+DIVERSITY_METRIC = "diversity"  # at sample ticks: spread of the fixed-noise samples / spread of as many real ones
+MODES_METRIC = "modes"
+HQ_METRIC = "hq_share"
 SAMPLE_ARTIFACT = "samples/step-{step:07d}.png"
 FINAL_SAMPLE_ARTIFACT = "samples/final.png"
 GENERATOR_ARTIFACT = "generator.pt"
@@ -39,9 +55,26 @@ WEIGHTS_CONTENT_TYPE = "application/octet-stream"
 _STREAM_INIT = 1
 _STREAM_NOISE = 2
 _STREAM_ORDER = 3
+_STREAM_AUX = 4  # DiffAugment draws and WGAN-GP interpolation weights
+_STREAM_EVAL = 5  # evaluation samples: seeded per step, so evaluating never moves another stream
 # Params that fix the shapes of the checkpointed models and optimizers.
-_ARCH_FIELDS = ("image_size", "nz", "ngf", "ndf")
+_ARCH_FIELDS = ("arch", "image_size", "nz", "ngf", "ndf", "spectral_norm", "loss")
 _IMAGE_RANGE = (-1.0, 1.0)
+# EMA warm-up: the decay at update t is min(ema, (1 + t) / (EMA_WARMUP + t)), so early weights fade quickly.
+EMA_WARMUP = 10
+# Health warnings.
+D_WON_LOSS = 0.05  # bce/hinge: D's loss below this means it tells real from fake almost perfectly
+D_WON_STEPS = 200  # ... for this many steps in a row
+COLLAPSE_DIVERSITY = 0.2  # samples spread less than this share of the data's spread
+COLLAPSE_MODES = 0.5  # point datasets: fewer than this share of the modes captured
+# No collapse warnings before this many steps, nor in the first quarter of a run: early samples are still forming.
+WARN_AFTER = 0.25
+WARN_MIN_STEP = 200
+D_WON_WARNING = (
+    "D has won: its loss stayed below {loss} from step {start} to step {step}; G gets little signal. "
+    "Try a lower lr_d, d_skip_threshold, label_smoothing or the stable preset"
+)
+COLLAPSE_WARNING = "possible mode collapse at step {step}: {detail}. Try the stable preset, spectral_norm or ema"
 
 
 class DivergenceError(RuntimeError):
@@ -105,55 +138,124 @@ class _DivergenceWatch:
             raise DivergenceError(f"training diverged at step {step}: {bad}; try lower learning rates")
 
 
+GanGenerator = Generator | MLPGenerator
+
+
+@dataclass
+class _Monitor:
+    """Run-health state carried across steps (and checkpoints): D skips, the D-won streak, warnings given."""
+
+    d_skips: int = 0
+    d_won_since: int = 0  # first logged step of the current streak of tiny D losses; 0: none
+    warned: list[str] = field(default_factory=list)
+
+    def state(self) -> dict[str, Any]:
+        """Checkpointable form."""
+        return {"d_skips": self.d_skips, "d_won_since": self.d_won_since, "warned": list(self.warned)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> _Monitor:
+        """Rebuild from ``state`` (None: a fresh monitor)."""
+        if not state:
+            return cls()
+        return cls(int(state["d_skips"]), int(state["d_won_since"]), [str(w) for w in state["warned"]])
+
+    def warn_once(self, hooks: TrainHooks, kind: str, message: str) -> None:
+        """Send a warning of ``kind`` the first time only."""
+        if kind not in self.warned:
+            self.warned.append(kind)
+            hooks.warn(message)
+
+
+def _sample_shape(params: GanTrainParams, channels: int) -> tuple[int, ...]:
+    return (2,) if params.points else (channels, params.image_size, params.image_size)
+
+
 @dataclass
 class _Models:
-    """Everything a checkpoint restores: nets, optimizers and the noise generator."""
+    """Everything a checkpoint restores: nets, EMA generator, optimizers and random streams."""
 
-    net_g: Generator
-    net_d: Discriminator
+    net_g: GanGenerator
+    net_d: nn.Module
+    ema_g: GanGenerator | None
     opt_g: torch.optim.Adam
     opt_d: torch.optim.Adam
     noise: torch.Generator
+    aux: torch.Generator
 
     @classmethod
     def create(cls, params: GanTrainParams, channels: int, device: torch.device) -> _Models:
-        """Fresh nets with the DCGAN init, seeded by params.seed; initialised on CPU so every device agrees."""
+        """Fresh nets with the DCGAN/dense init, seeded by params.seed; initialised on CPU so every device agrees."""
         init = torch.Generator().manual_seed(_stream_seed(params.seed, _STREAM_INIT))
-        net_g = Generator(image_size=params.image_size, nz=params.nz, ngf=params.ngf, channels=channels)
-        net_d = Discriminator(image_size=params.image_size, ndf=params.ndf, channels=channels)
+        shape = _sample_shape(params, channels)
+        net_g: GanGenerator
+        net_d: nn.Module
+        if params.arch == "mlp":
+            net_g = MLPGenerator(nz=params.nz, ngf=params.ngf, out_shape=shape, tanh=not params.points)
+            net_d = MLPDiscriminator(ndf=params.ndf, in_shape=shape)
+        else:
+            net_g = Generator(image_size=params.image_size, nz=params.nz, ngf=params.ngf, channels=channels)
+            # Spectral norm and the per-sample gradient penalty replace D's batch norm.
+            batchnorm = not (params.spectral_norm or params.loss == losses.WGAN_GP)
+            net_d = Discriminator(image_size=params.image_size, ndf=params.ndf, channels=channels, batchnorm=batchnorm)
         net_g.apply(partial(weights_init, generator=init))
         net_d.apply(partial(weights_init, generator=init))
+        if params.spectral_norm:
+            add_spectral_norm(net_d, generator=init)
+        ema_g = copy.deepcopy(net_g).eval().requires_grad_(False) if params.ema is not None else None
         net_g.to(device)
         net_d.to(device)
+        if ema_g is not None:
+            ema_g.to(device)
         betas = (params.beta1, params.beta2)
         return cls(
             net_g=net_g,
             net_d=net_d,
+            ema_g=ema_g,
             opt_g=torch.optim.Adam(net_g.parameters(), lr=params.lr_g, betas=betas),
             opt_d=torch.optim.Adam(net_d.parameters(), lr=params.lr_d, betas=betas),
             noise=torch.Generator(device=device).manual_seed(_stream_seed(params.seed, _STREAM_NOISE)),
+            aux=torch.Generator(device=device).manual_seed(_stream_seed(params.seed, _STREAM_AUX)),
         )
 
-    def checkpoint(self, step: int, params: GanTrainParams, metrics: dict[str, float]) -> bytes:
+    @property
+    def sampler(self) -> GanGenerator:
+        """The generator that samples, evaluates and ships: the EMA one when enabled."""
+        return self.ema_g if self.ema_g is not None else self.net_g
+
+    def update_ema(self, decay: float, step: int) -> None:
+        """Move the EMA generator towards G (warm-up: a short memory early on); copy G's BN statistics."""
+        if self.ema_g is None:
+            return
+        weight = 1.0 - min(decay, (1 + step) / (EMA_WARMUP + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.ema_g.parameters()), list(self.net_g.parameters()), weight)
+            for ema_buffer, buffer in zip(self.ema_g.buffers(), self.net_g.buffers(), strict=True):
+                ema_buffer.copy_(buffer)
+
+    def checkpoint(self, step: int, params: GanTrainParams, metrics: dict[str, float], monitor: _Monitor) -> bytes:
         """Serialise the state after ``step`` (tensors, dicts and primitives only: weights_only loadable)."""
         payload = {
             "version": CHECKPOINT_VERSION,
             "step": step,
-            "data_position": step * params.batch_size,  # informative: the order is a function of the step
+            "data_position": step * params.batch_size * params.n_critic,  # informative: order follows the step
             "netG": self.net_g.state_dict(),
             "netD": self.net_d.state_dict(),
             "optG": self.opt_g.state_dict(),
             "optD": self.opt_d.state_dict(),
-            "rng": {"noise": self.noise.get_state()},
+            "rng": {"noise": self.noise.get_state(), "aux": self.aux.get_state()},
             "params": params.model_dump(),
             "metrics": dict(metrics),
+            "monitor": monitor.state(),
         }
+        if self.ema_g is not None:
+            payload["netG_ema"] = self.ema_g.state_dict()
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         return buffer.getvalue()
 
-    def restore(self, data: bytes, params: GanTrainParams) -> tuple[int, dict[str, float]]:
-        """Load a checkpoint taken with the same architecture; returns (its step, its last metrics)."""
+    def restore(self, data: bytes, params: GanTrainParams) -> tuple[int, dict[str, float], _Monitor]:
+        """Load a checkpoint taken with the same architecture; returns (its step, its last metrics, its monitor)."""
         try:
             payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except LOAD_ERRORS as exc:
@@ -164,42 +266,92 @@ class _Models:
         mismatched = [f for f in _ARCH_FIELDS if getattr(saved, f) != getattr(params, f)]
         if saved.resolved_channels() != params.resolved_channels():
             mismatched.append("channels")
+        if (saved.ema is None) != (params.ema is None):
+            mismatched.append("ema")
         if mismatched:
             raise ValueError(f"checkpoint was taken with different {', '.join(mismatched)}; cannot resume")
         self.net_g.load_state_dict(payload["netG"])
         self.net_d.load_state_dict(payload["netD"])
+        if self.ema_g is not None:
+            self.ema_g.load_state_dict(payload["netG_ema"])
         self.opt_g.load_state_dict(payload["optG"])
         self.opt_d.load_state_dict(payload["optD"])
         self.noise.set_state(payload["rng"]["noise"])
-        return int(payload["step"]), {k: float(v) for k, v in payload["metrics"].items()}
+        if "aux" in payload["rng"]:
+            self.aux.set_state(payload["rng"]["aux"])
+        metrics = {k: float(v) for k, v in payload["metrics"].items()}
+        return int(payload["step"]), metrics, _Monitor.from_state(payload.get("monitor"))
 
 
 def _check_data(params: GanTrainParams, channels: int, data: torch.Tensor) -> None:
-    expected = (channels, params.image_size, params.image_size)
+    expected = _sample_shape(params, channels)
     if data.ndim != len(expected) + 1 or tuple(data.shape[1:]) != expected or data.shape[0] == 0:
         raise ValueError(f"data must have shape (N>0, {', '.join(map(str, expected))}), got {tuple(data.shape)}")
     if not data.is_floating_point():
-        raise ValueError(f"data must be floating point in [-1, 1], got {data.dtype}")
+        what = "finite" if params.points else "in [-1, 1]"
+        raise ValueError(f"data must be floating point {what}, got {data.dtype}")
+    if params.points:
+        if not bool(torch.isfinite(data).all()):
+            raise ValueError("data values must be finite")
+        return
     low, high = _IMAGE_RANGE
     if not bool(((data >= low) & (data <= high)).all()):  # also rejects NaN
         raise ValueError("data values must lie in [-1, 1]")
 
 
-def _grid(net_g: Generator, fixed_noise: torch.Tensor) -> bytes:
-    """The fixed-noise sample grid, in eval mode; consumes no random state and leaves BN statistics alone."""
-    net_g.eval()
+def _generate(net: GanGenerator, z: torch.Tensor) -> torch.Tensor:
+    """Samples in eval mode; consumes no random state and leaves BN statistics alone."""
+    was_training = net.training
+    net.eval()
     try:
         with torch.no_grad():
-            images = net_g(fixed_noise)
+            return net(z)
     finally:
-        net_g.train()
-    return grid_png(images)
+        net.train(was_training)
+
+
+def _picture(params: GanTrainParams, samples: torch.Tensor) -> bytes:
+    """A PNG of fixed-noise samples: an image grid, or a scatter plot over the modes for points."""
+    if params.points:
+        return scatter_png(samples, centers=mixture(params.dataset).centers)
+    return grid_png(samples)
+
+
+def _grad_norm(net: nn.Module) -> torch.Tensor:
+    """L2 norm of all of ``net``'s gradients (0 when it has none), without a host sync."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+def _augment(params: GanTrainParams, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return diff_augment(x, params.diffaugment, generator=generator) if params.diffaugment else x
+
+
+def _may_warn(params: GanTrainParams, step: int) -> bool:
+    """Whether a run is far enough along for collapse warnings."""
+    return step >= max(WARN_MIN_STEP, WARN_AFTER * params.steps)
+
+
+def _watch_d(params: GanTrainParams, monitor: _Monitor, hooks: TrainHooks, step: int, d_loss: float) -> None:
+    """Warn once when D's loss stays near zero for D_WON_STEPS steps (bce and hinge only)."""
+    if params.loss == losses.WGAN_GP:
+        return
+    if d_loss >= D_WON_LOSS:
+        monitor.d_won_since = 0
+        return
+    if not monitor.d_won_since:
+        monitor.d_won_since = step
+    if step - monitor.d_won_since >= D_WON_STEPS:
+        message = D_WON_WARNING.format(loss=D_WON_LOSS, start=monitor.d_won_since, step=step)
+        monitor.warn_once(hooks, "d_won", message)
 
 
 def train(
     params: GanTrainParams, data: torch.Tensor, hooks: TrainHooks, *, device: torch.device | str = "cpu"
 ) -> dict[str, int | float]:
-    """Train a DCGAN on ``data`` (N, C, H, W) in [-1, 1], resuming from the hooks' checkpoint; returns a summary."""
+    """Train a GAN on ``data`` ((N, C, H, W) in [-1, 1], or (N, 2) points), resuming from the hooks' checkpoint."""
     device = torch.device(device)
     channels = params.resolved_channels()
     _check_data(params, channels, data)
@@ -210,81 +362,149 @@ def train(
     net_g, net_d, opt_g, opt_d = models.net_g, models.net_d, models.opt_g, models.opt_d
     done = 0
     metrics: dict[str, float] = {}
+    monitor = _Monitor()
     checkpoint = hooks.load_checkpoint()
     if checkpoint is not None:
-        done, metrics = models.restore(checkpoint, params)
+        done, metrics, monitor = models.restore(checkpoint, params)
     if data.shape[0] < batch_size:
         hooks.warn(f"the dataset has {data.shape[0]} images, fewer than batch_size {batch_size}: batches repeat images")
     order = _DataOrder(size=data.shape[0], batch_size=batch_size, seed=params.seed)
-    fixed_noise = latents(FIXED_NOISE_COUNT, params.nz, seed=params.seed).to(device)
-    criterion = nn.BCEWithLogitsLoss()
-    real_labels = torch.full((batch_size,), REAL_LABEL, device=device)
-    fake_labels = torch.full((batch_size,), FAKE_LABEL, device=device)
+    fixed_count = FIXED_POINTS_COUNT if params.points else FIXED_NOISE_COUNT
+    fixed_noise = latents(fixed_count, params.nz, seed=params.seed).to(device)
+    reference = data.index_select(
+        0, _DataOrder(size=data.shape[0], batch_size=fixed_count, seed=params.seed).indices(1)
+    )
+    data_spread = diversity(reference)
+    real_target = REAL_LABEL - params.label_smoothing
+    skip_below = params.d_skip_threshold
+    eval_every = params.resolved_eval_every()
     watch = _DivergenceWatch(device)
-    grid: tuple[int, bytes] | None = None
+    picture: tuple[int, bytes] | None = None
     net_g.train()
     net_d.train()
 
     for step in range(done + 1, params.steps + 1):
-        real = data.index_select(0, order.indices(step).to(data.device)).to(device, non_blocking=True)
-
-        # ---- D step: maximise log D(x) + log(1 - D(G(z))) ----
-        net_d.zero_grad(set_to_none=True)
-        out_real = net_d(real)
-        z = torch.randn(batch_size, params.nz, 1, 1, generator=models.noise, device=device)
-        fake = net_g(z)
-        out_fake = net_d(fake.detach())
-        d_loss = criterion(out_real, real_labels) + criterion(out_fake, fake_labels)
-        d_loss.backward()
-        opt_d.step()
-
-        # ---- G step: maximise log D(G(z)) (non-saturating), reusing this step's fakes ----
-        net_g.zero_grad(set_to_none=True)
-        net_d.requires_grad_(False)  # D's weight gradients are not needed here
-        g_loss = criterion(net_d(fake), real_labels)
-        g_loss.backward()
-        net_d.requires_grad_(True)
-        opt_g.step()
-        watch.observe(step, torch.stack([d_loss.detach(), g_loss.detach()]))
-
-        # ---- Report, sample, checkpoint (in that order: a checkpoint marks the step complete) ----
         last = step == params.steps
         log = step % params.log_every == 0 or last
+        grad_norm_d = torch.zeros(())
+
+        # ---- D steps (n_critic of them): minimise D's loss on real and fake samples ----
+        for critic in range(params.n_critic):
+            update = (step - 1) * params.n_critic + critic + 1
+            real = data.index_select(0, order.indices(update).to(data.device)).to(device, non_blocking=True)
+            final_critic = critic == params.n_critic - 1
+            net_d.zero_grad(set_to_none=True)
+            if params.r1_gamma:
+                real.requires_grad_(True)
+            out_real = net_d(_augment(params, real, models.aux))
+            z = torch.randn(batch_size, params.nz, 1, 1, generator=models.noise, device=device)
+            with torch.set_grad_enabled(final_critic):  # only the last fakes feed the G step
+                fake = net_g(z)
+            out_fake = net_d(_augment(params, fake.detach(), models.aux))
+            d_loss = losses.d_loss(params.loss, out_real, out_fake, real_target=real_target)
+            if skip_below is not None and float(d_loss) < skip_below:
+                monitor.d_skips += 1  # the lesson's remedy: let G catch up while D is far ahead
+                continue
+            total = d_loss
+            if params.loss == losses.WGAN_GP:
+                critic_fn = partial(_augment_then, net_d, params, models.aux)
+                total = total + losses.gradient_penalty(critic_fn, real, fake, generator=models.aux)
+            if params.r1_gamma:
+                total = total + losses.r1_penalty(out_real, real, gamma=params.r1_gamma)
+            total.backward()
+            if log and final_critic:
+                grad_norm_d = _grad_norm(net_d)
+            opt_d.step()
+
+        # ---- G step: minimise G's loss through D, reusing the last D step's fakes ----
+        net_g.zero_grad(set_to_none=True)
+        net_d.requires_grad_(False)  # D's weight gradients are not needed here
+        g_loss = losses.g_loss(params.loss, net_d(_augment(params, fake, models.aux)))
+        g_loss.backward()
+        net_d.requires_grad_(True)
+        grad_norm_g = _grad_norm(net_g) if log else torch.zeros(())
+        opt_g.step()
+        if params.ema is not None:
+            models.update_ema(params.ema, step)
+        watch.observe(step, torch.stack([d_loss.detach(), g_loss.detach()]))
+
+        # ---- Report, sample, evaluate, checkpoint (in that order: a checkpoint marks the step complete) ----
         sample = step % params.sample_every == 0 or last
+        evaluate = params.points and (step % eval_every == 0 or last)
         saved = step % params.checkpoint_every == 0 or last
-        if log or sample or saved:
+        if log or sample or saved or evaluate:
             watch.check()  # syncs with the device: only on steps that report, sample or checkpoint
         if log:
             with torch.no_grad():
                 values = torch.stack(
-                    [d_loss, g_loss, torch.sigmoid(out_real).mean(), torch.sigmoid(out_fake).mean()]
+                    [
+                        d_loss.detach(),
+                        g_loss.detach(),
+                        losses.d_outputs(params.loss, out_real.detach()),
+                        losses.d_outputs(params.loss, out_fake.detach()),
+                        grad_norm_d.to(device),
+                        grad_norm_g.to(device),
+                    ]
                 ).tolist()
+            values += [params.lr_d, params.lr_g, float(monitor.d_skips)]
             metrics = dict(zip(METRIC_NAMES, values, strict=True))
             hooks.report_metrics(step, metrics)
             hooks.report_progress(step, params.steps)
+            _watch_d(params, monitor, hooks, step, metrics["d_loss"])
         if sample:
-            grid = (step, _grid(net_g, fixed_noise))
+            samples = _generate(models.sampler, fixed_noise)
+            picture = (step, _picture(params, samples))
             hooks.save_artifact(
-                SAMPLE_ARTIFACT.format(step=step), grid[1], kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE
+                SAMPLE_ARTIFACT.format(step=step), picture[1], kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE
             )
+            spread = diversity(samples) / data_spread if data_spread > 0 else 0.0
+            hooks.report_metrics(step, {DIVERSITY_METRIC: spread})
+            if spread < COLLAPSE_DIVERSITY and _may_warn(params, step):
+                detail = f"the samples spread {spread:.0%} as much as the data"
+                monitor.warn_once(hooks, "collapse", COLLAPSE_WARNING.format(step=step, detail=detail))
+        if evaluate:
+            _evaluate(params, models, monitor, hooks, step)
         if saved:
-            hooks.save_checkpoint(step, models.checkpoint(step, params, metrics))
+            hooks.save_checkpoint(step, models.checkpoint(step, params, metrics, monitor))
 
         # ---- Cooperative stop: checkpoint this step, then leave ----
         reason = hooks.should_stop()
         if reason is not None:
             if not saved:
                 watch.check()
-                hooks.save_checkpoint(step, models.checkpoint(step, params, metrics))
+                hooks.save_checkpoint(step, models.checkpoint(step, params, metrics, monitor))
             raise StopRequested(reason, step)
 
     # ---- Final artifacts ----
-    final_png = grid[1] if grid is not None and grid[0] == params.steps else _grid(net_g, fixed_noise)
+    if picture is not None and picture[0] == params.steps:
+        final_png = picture[1]
+    else:
+        final_png = _picture(params, _generate(models.sampler, fixed_noise))
     hooks.save_artifact(FINAL_SAMPLE_ARTIFACT, final_png, kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)
     hooks.save_artifact(
         GENERATOR_ARTIFACT,
-        generator_file(net_g, params.model_dump()),
+        generator_file(models.sampler, params.model_dump()),
         kind=WEIGHTS_KIND,
         content_type=WEIGHTS_CONTENT_TYPE,
     )
     return {"steps": params.steps, "resumed_from": done, **metrics}
+
+
+def _augment_then(
+    net_d: nn.Module, params: GanTrainParams, generator: torch.Generator, x: torch.Tensor
+) -> torch.Tensor:
+    """D on the augmented input: the critic the gradient penalty constrains."""
+    out: torch.Tensor = net_d(_augment(params, x, generator))
+    return out
+
+
+def _evaluate(params: GanTrainParams, models: _Models, monitor: _Monitor, hooks: TrainHooks, step: int) -> None:
+    """Mode coverage of 2,500 fresh samples (own seeded stream): the modes and hq_share metrics."""
+    z = latents(EVAL_SAMPLES, params.nz, seed=_stream_seed(params.seed, _STREAM_EVAL, step) % 2**63)
+    coverage = mode_coverage(
+        _generate(models.sampler, z.to(next(models.net_g.parameters()).device)).cpu(), mixture(params.dataset)
+    )
+    hooks.report_metrics(step, {MODES_METRIC: float(coverage.modes), HQ_METRIC: coverage.hq_share})
+    if coverage.modes < COLLAPSE_MODES * coverage.total_modes and _may_warn(params, step):
+        detail = f"{coverage.modes} of {coverage.total_modes} modes have samples"
+        monitor.warn_once(hooks, "collapse", COLLAPSE_WARNING.format(step=step, detail=detail))

@@ -1,14 +1,18 @@
-"""DCGAN generator and discriminator in the pytorch/examples dcgan style, sized by image_size.
+"""GAN networks: DCGAN in the pytorch/examples dcgan style, sized by image_size, and the lesson's dense GAN.
 
-Both nets are stacks of stride-2 stages between a 4 x 4 base map and the image, so the
+Both DCGAN nets are stacks of stride-2 stages between a 4 x 4 base map and the image, so the
 number of stages follows from ``image_size``: 16 -> 2, 32 -> 3, 64 -> 4, 128 -> 5. Widths
 double towards the 4 x 4 end, as in the 64 x 64 reference (``ngf*8`` at 4 x 4).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 SUPPORTED_SIZES: tuple[int, ...] = (16, 32, 64, 128)
 BASE_SIZE = 4  # the generator starts from, and the discriminator ends at, a 4 x 4 map
@@ -19,6 +23,9 @@ LEAKY_SLOPE = 0.2
 CONV_INIT_MEAN = 0.0
 BN_INIT_MEAN = 1.0
 INIT_STD = 0.02
+MLP_G_MULTS = (4, 8, 16)  # x ngf: 256-512-1024 at ngf 64, as in the lesson
+MLP_D_MULTS = (8, 4)  # x ndf: 512-256 at ndf 64
+MLP_BN_MOMENTUM = 0.2  # Keras' BatchNormalization(momentum=0.8) in PyTorch's convention
 
 
 def num_stages(image_size: int) -> int:
@@ -68,7 +75,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """Maps images (N, channels, image_size, image_size) to one real/fake logit each, shape (N,)."""
 
-    def __init__(self, *, image_size: int, ndf: int, channels: int) -> None:
+    def __init__(self, *, image_size: int, ndf: int, channels: int, batchnorm: bool = True) -> None:
         super().__init__()
         self.image_size = image_size
         self.ndf = ndf
@@ -84,7 +91,7 @@ class Discriminator(nn.Module):
         for _ in range(stages - 1):
             layers += [
                 nn.Conv2d(ndf * mult, ndf * mult * 2, KERNEL, STRIDE, PADDING, bias=False),
-                nn.BatchNorm2d(ndf * mult * 2),
+                nn.BatchNorm2d(ndf * mult * 2) if batchnorm else nn.Identity(),
                 nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
             ]
             mult *= 2
@@ -100,9 +107,76 @@ class Discriminator(nn.Module):
         return self.main(x).reshape(-1)
 
 
+class MLPGenerator(nn.Module):
+    """The lesson's dense generator: latents (N, nz) -> Linear 4-8-16 x ngf (LeakyReLU, BN) -> ``out_shape``."""
+
+    def __init__(self, *, nz: int, ngf: int, out_shape: tuple[int, ...], tanh: bool) -> None:
+        super().__init__()
+        self.nz = nz
+        self.ngf = ngf
+        self.out_shape = out_shape
+        self.tanh = tanh
+        widths = [nz, *(ngf * m for m in MLP_G_MULTS)]
+        layers: list[nn.Module] = []
+        for width_in, width_out in itertools.pairwise(widths):
+            layers += [
+                nn.Linear(width_in, width_out),
+                nn.LeakyReLU(LEAKY_SLOPE),
+                nn.BatchNorm1d(width_out, momentum=MLP_BN_MOMENTUM),
+            ]
+            # width_out
+        layers.append(nn.Linear(widths[-1], math.prod(out_shape)))
+        # prod(out_shape); Tanh for images in [-1, 1], linear for points
+        if tanh:
+            layers.append(nn.Tanh())
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """One sample of shape ``out_shape`` per latent."""
+        return self.main(z.reshape(z.shape[0], self.nz)).reshape(z.shape[0], *self.out_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """The lesson's dense discriminator: flattened input -> Linear 8-4 x ndf (LeakyReLU) -> one logit, shape (N,)."""
+
+    def __init__(self, *, ndf: int, in_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.ndf = ndf
+        self.in_shape = in_shape
+        widths = [math.prod(in_shape), *(ndf * m for m in MLP_D_MULTS)]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width_in, width_out in itertools.pairwise(widths):
+            layers += [nn.Linear(width_in, width_out), nn.LeakyReLU(LEAKY_SLOPE)]
+            # width_out
+        layers.append(nn.Linear(widths[-1], 1))
+        # 1: a logit; no Sigmoid, the losses work on logits
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One logit per sample."""
+        return self.main(x).reshape(-1)
+
+
+def add_spectral_norm(net: nn.Module, *, generator: torch.Generator) -> None:
+    """Spectral-normalise every conv and linear layer of ``net``; power-iteration vectors drawn from ``generator``."""
+    targets = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    for _, module in targets:
+        # spectral_norm draws its starting vectors from the global RNG: fork it so runs stay seeded
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
+            spectral_norm(module)
+
+
 def weights_init(module: nn.Module, generator: torch.Generator | None = None) -> None:
-    """DCGAN init: conv weights ~ N(0, 0.02); batch-norm weights ~ N(1, 0.02) and biases 0."""
-    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+    """DCGAN init: conv weights ~ N(0, 0.02); batch-norm weights ~ N(1, 0.02) and biases 0; dense layers as Keras."""
+    if isinstance(module, nn.Linear):
+        # Keras' Dense default, as in the lesson's notebook: Glorot-uniform weights, zero biases
+        nn.init.xavier_uniform_(module.weight, generator=generator)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm1d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, CONV_INIT_MEAN, INIT_STD, generator=generator)
         if module.bias is not None:
             nn.init.zeros_(module.bias)

@@ -1,4 +1,4 @@
-"""Draw images from a trained generator; the PNG grid encoder shared with the training loop."""
+"""Draw samples from a trained generator; the PNG grid and scatter encoders shared with the training loop."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
-from workers.gan.nets import Generator
+from workers.gan.nets import Generator, MLPGenerator
 
 GENERATOR_FILE_VERSION = 1
 GRID_PADDING = 2
@@ -22,6 +22,17 @@ SAMPLE_CHUNK = 256  # images per forward pass, to bound memory for large n
 PIXEL_MAX_VALUE = 255
 PIXEL_ROUNDING = 0.5
 IMAGE_VALUE_RANGE = (-1.0, 1.0)
+MLP_NET = "mlp"
+POINT_DIM = 2
+POINTS_NDIM = 2  # a batch of points is (N, 2); of images, (N, C, H, W)
+SCATTER_SIZE = 512  # pixels per side of a point scatter plot
+SCATTER_MARGIN = 0.15  # share of the data extent added on each side
+SCATTER_MIN_EXTENT = 1.0
+SCATTER_BACKGROUND = (255, 255, 255)
+SCATTER_MODE = (200, 60, 60)
+SCATTER_POINT = (30, 80, 200)
+SCATTER_MODE_RADIUS = 6
+SCATTER_POINT_RADIUS = 1
 # What loading raises for bytes that are not a generator.pt: not a torch.save file, disallowed
 # objects (weights_only), missing keys, or weights that do not fit the architecture.
 LOAD_ERRORS: tuple[type[Exception], ...] = (
@@ -52,12 +63,58 @@ def grid_png(images: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def generator_file(net: Generator, params: dict[str, Any]) -> bytes:
+def scatter_png(points: torch.Tensor, *, centers: torch.Tensor | None = None) -> bytes:
+    """Plot 2-D points (N, 2) as a PNG scatter, over the mixture's mode centres when given."""
+    if points.ndim != POINTS_NDIM or points.shape[1] != POINT_DIM:
+        raise ValueError(f"points must have shape (N, 2), got {tuple(points.shape)}")
+    pts = points.detach().float().cpu()
+    pts = pts[torch.isfinite(pts).all(dim=1)]
+    frame = centers.float().cpu() if centers is not None else pts
+    extent = max(float(frame.abs().max()) if frame.numel() else 0.0, SCATTER_MIN_EXTENT) * (1 + SCATTER_MARGIN)
+    image = Image.new("RGB", (SCATTER_SIZE, SCATTER_SIZE), SCATTER_BACKGROUND)
+    draw = ImageDraw.Draw(image)
+
+    def pixel(x: float, y: float) -> tuple[float, float]:
+        return ((x / extent + 1) / 2 * SCATTER_SIZE, (1 - (y / extent + 1) / 2) * SCATTER_SIZE)
+
+    for x, y in centers.tolist() if centers is not None else []:
+        cx, cy = pixel(x, y)
+        r = SCATTER_MODE_RADIUS
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=SCATTER_MODE)
+    for x, y in pts.tolist():
+        cx, cy = pixel(x, y)
+        r = SCATTER_POINT_RADIUS
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=SCATTER_POINT)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _arch(net: Generator | MLPGenerator) -> dict[str, Any]:
+    if isinstance(net, MLPGenerator):
+        return {"net": MLP_NET, "nz": net.nz, "ngf": net.ngf, "out_shape": list(net.out_shape), "tanh": net.tanh}
+    return {"image_size": net.image_size, "nz": net.nz, "ngf": net.ngf, "channels": net.channels}
+
+
+def _build(arch: dict[str, Any]) -> Generator | MLPGenerator:
+    if arch.get("net") == MLP_NET:
+        return MLPGenerator(
+            nz=int(arch["nz"]),
+            ngf=int(arch["ngf"]),
+            out_shape=tuple(int(d) for d in arch["out_shape"]),
+            tanh=bool(arch["tanh"]),
+        )
+    return Generator(
+        image_size=int(arch["image_size"]), nz=int(arch["nz"]), ngf=int(arch["ngf"]), channels=int(arch["channels"])
+    )
+
+
+def generator_file(net: Generator | MLPGenerator, params: dict[str, Any]) -> bytes:
     """Serialise a generator as generator.pt: weights, the architecture to rebuild it, and the job params."""
     payload = {
         "version": GENERATOR_FILE_VERSION,
         "state_dict": {name: value.detach().cpu() for name, value in net.state_dict().items()},
-        "arch": {"image_size": net.image_size, "nz": net.nz, "ngf": net.ngf, "channels": net.channels},
+        "arch": _arch(net),
         "params": params,
     }
     buffer = io.BytesIO()
@@ -65,14 +122,11 @@ def generator_file(net: Generator, params: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def load_generator(generator_bytes: bytes, *, device: torch.device | str = "cpu") -> Generator:
+def load_generator(generator_bytes: bytes, *, device: torch.device | str = "cpu") -> Generator | MLPGenerator:
     """Rebuild a generator from generator.pt bytes (loaded with weights_only=True), in eval mode."""
     try:
         payload = torch.load(io.BytesIO(generator_bytes), map_location="cpu", weights_only=True)
-        arch = payload["arch"]
-        net = Generator(
-            image_size=int(arch["image_size"]), nz=int(arch["nz"]), ngf=int(arch["ngf"]), channels=int(arch["channels"])
-        )
+        net = _build(payload["arch"])
         net.load_state_dict(payload["state_dict"])
     except LOAD_ERRORS as exc:
         raise ValueError(f"not a usable generator.pt file: {exc}") from exc
@@ -80,7 +134,7 @@ def load_generator(generator_bytes: bytes, *, device: torch.device | str = "cpu"
 
 
 def sample(generator_bytes: bytes, *, n: int, seed: int, device: torch.device | str = "cpu") -> tuple[bytes, bytes]:
-    """Draw ``n`` images: (PNG grid of the first 256, .npy of float32 (n, C, H, W) in [-1, 1])."""
+    """Draw ``n`` samples: (PNG grid of the first 256 or a scatter of all points, .npy of float32 (n, C, H, W) or (n, 2))."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     net = load_generator(generator_bytes, device=device)
@@ -89,4 +143,5 @@ def sample(generator_bytes: bytes, *, n: int, seed: int, device: torch.device | 
         images = torch.cat([net(chunk.to(device)).cpu() for chunk in z.split(SAMPLE_CHUNK)])
     buffer = io.BytesIO()
     np.save(buffer, images.numpy().astype(np.float32, copy=False))
-    return grid_png(images[:GRID_MAX_IMAGES]), buffer.getvalue()
+    picture = scatter_png(images) if images.ndim == POINTS_NDIM else grid_png(images[:GRID_MAX_IMAGES])
+    return picture, buffer.getvalue()

@@ -1,0 +1,202 @@
+"""The loop's losses and remedies, each driven through InMemoryHooks on tiny nets: they run, they act, they resume."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from shared.jobs.specs import GanTrainParams
+from workers.gan import loop
+from workers.gan.data import load_builtin, load_points
+from workers.gan.loop import train
+from workers.gan.nets import MLPGenerator
+from workers.gan.sample import sample
+from workers.hooks import STOP_SHUTDOWN, InMemoryHooks, StopRequested
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def digits() -> torch.Tensor:
+    return load_builtin("digits", image_size=SIZE, channels=1)
+
+
+def _image_params(**overrides: Any) -> GanTrainParams:
+    values: dict[str, Any] = {
+        "image_size": SIZE,
+        "steps": 6,
+        "batch_size": 8,
+        "nz": 8,
+        "ngf": 8,
+        "ndf": 8,
+        "seed": 5,
+        "checkpoint_every": 3,
+        "sample_every": 3,
+    }
+    return GanTrainParams(**(values | overrides))
+
+
+def _point_params(**overrides: Any) -> GanTrainParams:
+    values: dict[str, Any] = {
+        "dataset": "ring8",
+        "steps": 6,
+        "batch_size": 16,
+        "nz": 4,
+        "ngf": 4,
+        "ndf": 4,
+        "seed": 5,
+        "checkpoint_every": 3,
+        "sample_every": 3,
+    }
+    return GanTrainParams(**(values | overrides))
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    payload: dict[str, Any] = torch.load(io.BytesIO(data), weights_only=True)
+    return payload
+
+
+def _state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_dense_gan_on_ring8_reports_mode_coverage_and_samples_points() -> None:
+    # Given the lesson's dense GAN on a 2-D mixture, evaluated every 2 steps
+    hooks = InMemoryHooks()
+    train(_point_params(eval_every=2), load_points("ring8"), hooks)
+    # Then modes and hq_share are job metrics at each evaluation tick
+    assert [step for step, _ in hooks.series("modes")] == [2, 4, 6]
+    assert all(0 <= v <= 8 for _, v in hooks.series("modes"))
+    assert all(0.0 <= v <= 1.0 for _, v in hooks.series("hq_share"))
+    # And the sample pictures are scatter plots; gan.sample draws raw (n, 2) points
+    with Image.open(io.BytesIO(hooks.artifacts["samples/final.png"][0])) as picture:
+        assert picture.format == "PNG" and picture.size == (512, 512)
+    png, raw = sample(hooks.artifacts["generator.pt"][0], n=10, seed=1)
+    assert np.load(io.BytesIO(raw)).shape == (10, 2)
+    assert png.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "remedies",
+    [
+        {"loss": "hinge", "spectral_norm": True},
+        {"loss": "wgan-gp", "n_critic": 2},
+        {"r1_gamma": 1.0, "label_smoothing": 0.1, "ema": 0.9},
+        {"diffaugment": ["color", "translation", "cutout"], "ema": 0.99, "spectral_norm": True},
+        {"arch": "mlp", "loss": "hinge", "ema": 0.9},
+    ],
+)
+def test_every_remedy_trains_and_resumes_bit_identically(digits: torch.Tensor, remedies: dict[str, Any]) -> None:
+    params = _image_params(**remedies)
+    # Given an uninterrupted run, and one stopped at step 4 then resumed from its checkpoint
+    whole = InMemoryHooks()
+    train(params, digits, whole)
+    cut = InMemoryHooks(stop_at_step=4, stop_reason=STOP_SHUTDOWN)
+    with pytest.raises(StopRequested):
+        train(params, digits, cut)
+    cut.stop_at_step = None
+    train(params, digits, cut)
+    # Then both end with the same generator, EMA, discriminator and metrics
+    assert whole.artifacts["generator.pt"][0] == cut.artifacts["generator.pt"][0]
+    end_whole, end_cut = _load(whole.checkpoints[-1][1]), _load(cut.checkpoints[-1][1])
+    for net in ("netG", "netD", "netG_ema"):
+        if net in end_whole:
+            assert _state_equal(end_whole[net], end_cut[net]), net
+    assert all(cut.metrics[(n, s)] == v for (n, s), v in whole.metrics.items() if s > 4)
+    assert all(np.isfinite(v) for v in whole.metrics.values())
+
+
+def test_ema_generator_ships_and_differs_from_the_trained_one(digits: torch.Tensor) -> None:
+    hooks = InMemoryHooks()
+    train(_image_params(ema=0.9), digits, hooks)
+    final = _load(hooks.checkpoints[-1][1])
+    shipped = _load(hooks.artifacts["generator.pt"][0])["state_dict"]
+    assert _state_equal(shipped, final["netG_ema"])
+    assert not _state_equal(shipped, final["netG"])
+
+
+def test_spectral_norm_keeps_d_layers_near_unit_norm(digits: torch.Tensor) -> None:
+    hooks = InMemoryHooks()
+    params = _image_params(spectral_norm=True, steps=10)
+    train(params, digits, hooks)
+    models = loop._Models.create(params, 1, torch.device("cpu"))
+    models.restore(hooks.checkpoints[-1][1], params)
+    net_d = models.net_d
+    convs = [m for m in net_d.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(hasattr(m, "parametrizations") for m in convs)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net_d.modules())  # SN replaces D's batch norm
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().reshape(conv.weight.shape[0], -1), ord=2)
+        assert 0.9 < float(sigma) < 1.1
+
+
+def test_d_skips_while_its_loss_is_below_the_threshold(digits: torch.Tensor) -> None:
+    # Given a threshold no BCE loss stays under...and one every loss is under
+    never, always = InMemoryHooks(), InMemoryHooks()
+    train(_image_params(d_skip_threshold=1e-9), digits, never)
+    train(_image_params(d_skip_threshold=100.0), digits, always)
+    # Then d_skips counts every skipped D step, and a skipped D never moves
+    assert never.series("d_skips")[-1] == (6, 0.0)
+    assert always.series("d_skips")[-1] == (6, 6.0)
+    first = dict(loop._Models.create(_image_params(), 1, torch.device("cpu")).net_d.named_parameters())
+    last = _load(always.checkpoints[-1][1])["netD"]
+    assert all(torch.equal(last[name], value) for name, value in first.items())  # BN statistics do move
+    assert all(v == 0.0 for _, v in always.series("grad_norm_d"))
+    assert all(v > 0.0 for _, v in never.series("grad_norm_d"))
+
+
+def test_n_critic_takes_that_many_d_steps_per_g_step(digits: torch.Tensor) -> None:
+    hooks = InMemoryHooks()
+    train(_image_params(n_critic=3, loss="wgan-gp", steps=4, checkpoint_every=4), digits, hooks)
+    final = _load(hooks.checkpoints[-1][1])
+    assert float(final["optD"]["state"][0]["step"]) == 12
+    assert float(final["optG"]["state"][0]["step"]) == 4
+
+
+def test_per_step_metrics_include_learning_rates_and_gradient_norms(digits: torch.Tensor) -> None:
+    hooks = InMemoryHooks()
+    train(_image_params(lr_g=3e-4, lr_d=1e-4, log_every=2), digits, hooks)
+    assert hooks.series("lr_g") == [(2, 3e-4), (4, 3e-4), (6, 3e-4)]
+    assert hooks.series("lr_d")[0] == (2, 1e-4)
+    assert all(v > 0 for _, v in hooks.series("grad_norm_g"))
+
+
+def test_a_d_that_wins_for_a_long_stretch_is_reported(digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a fast D and a G that barely learns
+    monkeypatch.setattr(loop, "D_WON_STEPS", 20)
+    quiet, hooks = InMemoryHooks(), InMemoryHooks()
+    train(_image_params(steps=40, sample_every=100), digits, quiet)
+    train(_image_params(steps=40, lr_d=0.01, lr_g=1e-7, sample_every=100), digits, hooks)
+    # Then the job carries a "D has won" warning, and a balanced run does not
+    assert [w for w in hooks.warnings if w.startswith("D has won")], hooks.warnings
+    assert not [w for w in quiet.warnings if w.startswith("D has won")], quiet.warnings
+
+
+class _StuckGenerator(MLPGenerator):
+    """A generator whose every sample is the same point, whatever the latent."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.zeros_like(z))
+
+
+def test_a_collapsed_generator_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop, "MLPGenerator", _StuckGenerator)
+    monkeypatch.setattr(loop, "WARN_MIN_STEP", 1)
+    hooks = InMemoryHooks()
+    train(_point_params(steps=8, sample_every=4, eval_every=4), load_points("ring8"), hooks)
+    assert hooks.series("diversity")[-1][1] < 1e-6
+    assert hooks.series("modes")[-1][1] <= 1
+    assert [w for w in hooks.warnings if w.startswith("possible mode collapse")], hooks.warnings
+
+
+def test_point_data_of_the_wrong_shape_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"shape \(N>0, 2\)"):
+        train(_point_params(), torch.zeros(10, 3), InMemoryHooks())
+    with pytest.raises(ValueError, match="finite"):
+        train(_point_params(), torch.full((10, 2), float("inf")), InMemoryHooks())
