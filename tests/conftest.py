@@ -39,19 +39,35 @@ def s3_server() -> Iterator[services.S3Server]:
     server.stop()
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the app and workers reach Postgres, Redis and S3 (fault tests put proxies here)."""
+
+    pg_host: str
+    pg_port: int
+    s3: str
+    redis_url: str | None = None  # None: a private db index on the shared test Redis
+
+
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, s3_server: services.S3Server) -> Iterator[Settings]:
+def endpoints(s3_server: services.S3Server) -> Endpoints:
+    """The real services, directly."""
+    return Endpoints(pg_host="127.0.0.1", pg_port=5432, s3=f"127.0.0.1:{s3_server.port}")
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, endpoints: Endpoints) -> Iterator[Settings]:
     """Per test module: a fresh database, a private Redis db and a bucket of its own."""
-    db_name, db_url = services.create_database()
-    redis_url = services.claim_redis_db()
+    db_name, _direct_url = services.create_database()
+    redis_url = endpoints.redis_url or services.claim_redis_db()
     data_dir = tmp_path_factory.mktemp("atelier-data")
     built = Settings(
         environment="test",
         data_dir=data_dir,
-        database_url=db_url,
+        database_url=f"postgresql+psycopg://postgres@{endpoints.pg_host}:{endpoints.pg_port}/{db_name}",
         redis_url=redis_url,
         storage_backend="s3",
-        s3_endpoint=f"127.0.0.1:{s3_server.port}",
+        s3_endpoint=endpoints.s3,
         s3_access_key="testing",
         s3_secret_key="testing",
         s3_bucket=f"atelier-{uuid.uuid4().hex[:12]}",
@@ -65,7 +81,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory, s3_server: services.S3Ser
     assert isinstance(store, S3ObjectStore)
     store.ensure_bucket()
     yield built
-    services.release_redis_db(redis_url)
+    if endpoints.redis_url is None:
+        services.release_redis_db(redis_url)
     services.drop_database(db_name)
 
 
