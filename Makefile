@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit integration e2e compose-check bench-api clean
+.PHONY: up test lint typecheck unit integration e2e compose-check bench-api bench-style bench-quality clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -43,6 +43,14 @@ e2e: $(STAMP)
 ## API benchmark: GET /v1/jobs/{id} vs a bare endpoint, and queue latency.
 bench-api: $(STAMP)
 	$(PY) -m bench.api
+
+## Style-transfer benchmark: time to the PyTorch tutorial's final loss (CPU 128 px; GPU 512 px).
+bench-style: $(STAMP)
+	$(PY) -m bench.style $(ARGS)
+
+## GAN quality: ring8/grid25 mode coverage for the lesson and stable presets, beside the papers (CPU, minutes).
+bench-quality: $(STAMP)
+	$(PY) -m bench.gan_quality $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,347 @@
+"""Style-transfer benchmark: Atelier against an in-repo reimplementation of the PyTorch tutorial.
+
+Run as ``python -m bench.style`` (``make bench-style``).
+
+The reference is the algorithm of the PyTorch "Neural Transfer Using PyTorch" tutorial:
+VGG19 features with the loss modules inserted after conv_4 (content) and conv_1 ... conv_5
+(style), counted the tutorial's way (conv_4 is conv2_2, conv_5 is conv3_1, pre-ReLU), Gram
+divided by C*H*W, style weight 1e6, content weight 1, L-BFGS (torch defaults: lr 1, 20
+iterations per ``step``, history 100) for 300 loss evaluations, the image clamped to [0, 1]
+at the start of every evaluation and once at the end. Both sides get the same device, the
+same VGG19 weights (Atelier's seeded random ones: no ImageNet download here) and the same
+images (astronaut content, coffee style, both centre-cropped square).
+
+Atelier runs ``run_transfer`` on the same objective (same layers and weights, per-layer
+weight 1, no TV) with its own schedule: coarse-to-fine scales and one-evaluation L-BFGS
+steps. Its time is the wall time of a complete ``run_transfer`` call (encoder build and
+targets included) configured with the fewest steps per scale whose final image scores a
+total loss, on the reference's own loss code, at or below the reference's final loss.
+
+Runs alternate (reference, Atelier, reference, ...) so drift from other load on a shared
+machine hits both alike; each time is the median of ``--repeats``. The last line prints the
+speed-up = reference time / Atelier time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional alias
+from PIL import Image
+from torch import nn
+
+from shared.jobs.specs import StyleTransferParams
+from workers.hooks import InMemoryHooks
+from workers.style.images import load_builtin_image, to_tensor
+from workers.style.transfer import run_transfer
+from workers.style.vgg import IMAGENET_MEAN, IMAGENET_STD, build_vgg19
+
+T = TypeVar("T")
+
+CONTENT, STYLE = "astronaut", "coffee"
+SEED = 0
+STYLE_WEIGHT = 1e6
+CONTENT_WEIGHT = 1.0
+REFERENCE_EVALUATIONS = 300
+# The tutorial's layers, and the same layers in Atelier's (Gatys/Caffe) names.
+TUTORIAL_CONTENT = ("conv_4",)
+TUTORIAL_STYLE = ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5")
+ATELIER_CONTENT = ["conv2_2"]
+ATELIER_STYLE = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"]
+DEEPEST = "conv3_1"
+# Atelier's schedule: coarse-to-fine sizes as fractions of the benchmark size, and Adam (the
+# tutorial's L-BFGS without a line search oscillates once the [0, 1] clamp is active).
+SCALE_FRACTIONS = (0.5, 1.0)
+ATELIER_OPTIMIZER = "adam"
+ATELIER_LR = 0.1
+MAX_ATELIER_STEPS = 400
+DEFAULT_SIZE = {"cpu": 128, "cuda": 512}  # the issue's targets: CPU 128 px, GPU 512 px
+DEFAULT_REPEATS = 3
+
+
+# -- The reference: the tutorial's code, reimplemented ----------------------------------
+
+
+class _ContentLoss(nn.Module):
+    def __init__(self, target: torch.Tensor) -> None:
+        super().__init__()
+        self.target = target.detach()
+        self.loss = torch.zeros(())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.loss = F.mse_loss(x, self.target)
+        return x
+
+
+def _gram(x: torch.Tensor) -> torch.Tensor:
+    a, b, c, d = x.size()
+    features = x.view(a * b, c * d)
+    return torch.mm(features, features.t()).div(a * b * c * d)
+
+
+class _StyleLoss(nn.Module):
+    def __init__(self, target_feature: torch.Tensor) -> None:
+        super().__init__()
+        self.target = _gram(target_feature).detach()
+        self.loss = torch.zeros(())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.loss = F.mse_loss(_gram(x), self.target)
+        return x
+
+
+class _Normalization(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(-1, 1, 1))
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return (img - self.mean) / self.std
+
+
+@dataclass
+class _Reference:
+    model: nn.Sequential
+    content_losses: list[_ContentLoss]
+    style_losses: list[_StyleLoss]
+
+    def total_loss(self, image: torch.Tensor) -> torch.Tensor:
+        """style_weight * sum of style losses + content_weight * sum of content losses."""
+        self.model(image)
+        style = sum((sl.loss for sl in self.style_losses), torch.zeros((), device=image.device))
+        content = sum((cl.loss for cl in self.content_losses), torch.zeros((), device=image.device))
+        return STYLE_WEIGHT * style + CONTENT_WEIGHT * content
+
+
+def _reference_model(cnn: nn.Sequential, content: torch.Tensor, style: torch.Tensor) -> _Reference:
+    """The tutorial's get_style_model_and_losses: loss modules after the named convs, trimmed."""
+    model = nn.Sequential(_Normalization().to(content.device))
+    content_losses, style_losses = [], []
+    i = 0
+    for layer in cnn.children():
+        if isinstance(layer, nn.Conv2d):
+            i += 1
+            name = f"conv_{i}"
+        elif isinstance(layer, nn.ReLU):
+            name = f"relu_{i}"
+            layer = nn.ReLU(inplace=False)
+        elif isinstance(layer, nn.MaxPool2d):
+            name = f"pool_{i}"
+        else:
+            raise RuntimeError(f"unrecognised layer {type(layer).__name__}")
+        model.add_module(name, layer)
+        if name in TUTORIAL_CONTENT:
+            content_loss = _ContentLoss(model(content).detach())
+            model.add_module(f"content_loss_{i}", content_loss)
+            content_losses.append(content_loss)
+        if name in TUTORIAL_STYLE:
+            style_loss = _StyleLoss(model(style).detach())
+            model.add_module(f"style_loss_{i}", style_loss)
+            style_losses.append(style_loss)
+    last = max(j for j, m in enumerate(model) if isinstance(m, _ContentLoss | _StyleLoss))
+    return _Reference(model[: last + 1], content_losses, style_losses)
+
+
+@dataclass
+class ReferenceRun:
+    """The reference's final image, and the loss and elapsed time of each evaluation."""
+
+    image: torch.Tensor
+    losses: list[float]
+    times: list[float]
+
+    def first_time_at_or_below(self, loss: float) -> float:
+        """Seconds from the start until an evaluation first scored ``loss`` or less."""
+        return next(t for t, value in zip(self.times, self.losses, strict=True) if value <= loss)
+
+
+def run_reference(cnn: nn.Sequential, content: torch.Tensor, style: torch.Tensor) -> ReferenceRun:
+    """The tutorial's run_style_transfer, stopped after 300 loss evaluations."""
+    started = time.perf_counter()
+    reference = _reference_model(cnn, content, style)
+    reference.model.requires_grad_(False)
+    input_img = content.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([input_img])
+    losses: list[torch.Tensor] = []
+    times: list[float] = []
+    while len(losses) < REFERENCE_EVALUATIONS:
+
+        def closure() -> torch.Tensor:
+            with torch.no_grad():
+                input_img.clamp_(0, 1)
+            optimizer.zero_grad()
+            loss = reference.total_loss(input_img)
+            loss.backward()
+            losses.append(loss.detach())  # read after the run: no host sync in the loop
+            times.append(time.perf_counter() - started)
+            return loss
+
+        optimizer.step(closure)
+    with torch.no_grad():
+        input_img.clamp_(0, 1)
+    return ReferenceRun(input_img.detach(), [float(v) for v in losses], times)
+
+
+# -- Atelier ---------------------------------------------------------------------------
+
+
+def atelier_params(size: int, steps: int) -> StyleTransferParams:
+    """Atelier on the reference's objective, with its coarse-to-fine L-BFGS schedule."""
+    scales = sorted({max(32, round(size * f)) for f in SCALE_FRACTIONS})
+    return StyleTransferParams(
+        content=CONTENT,
+        styles=[STYLE],
+        size=size,
+        scales=scales if len(scales) > 1 else None,
+        steps=steps,
+        weights="random",
+        network="vgg19",
+        content_layers=ATELIER_CONTENT,
+        style_layers=ATELIER_STYLE,
+        style_layer_weights=[1.0] * len(ATELIER_STYLE),
+        content_weight=CONTENT_WEIGHT,
+        style_weight=STYLE_WEIGHT,
+        tv_weight=0.0,
+        optimizer=ATELIER_OPTIMIZER,
+        lr=ATELIER_LR,
+        init="content",
+        seed=SEED,
+        log_every=10**6,  # no host syncs for metrics in the timed run, beyond the last step
+        checkpoint_every=10**6,
+    )
+
+
+def run_atelier(size: int, steps: int, device: torch.device, images: tuple[Image.Image, Image.Image]) -> torch.Tensor:
+    """One complete Atelier run; its final image."""
+    content, style = images
+    return run_transfer(atelier_params(size, steps), content, [style], InMemoryHooks(), device=device).image
+
+
+# -- Measurement -------------------------------------------------------------------------
+
+
+def _timed(fn: Callable[[], T], device: torch.device) -> tuple[float, T]:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started, out
+
+
+def _fewest_steps(score: Callable[[int], float], target: float, *, required: bool = True) -> int:
+    """The fewest Atelier steps per scale whose final image scores <= target (bisection); 0: never."""
+    low, high = 0, 1
+    while score(high) > target:
+        low, high = high, high * 2
+        if high > MAX_ATELIER_STEPS:
+            if not required:
+                return 0
+            raise RuntimeError(f"Atelier did not reach the reference loss {target:g} in {MAX_ATELIER_STEPS} steps")
+    while high - low > 1:
+        mid = (low + high) // 2
+        if score(mid) <= target:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def _square(image: Image.Image) -> Image.Image:
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch thread(s)"
+
+
+def main() -> None:
+    """Measure both, print the times, losses and the speed-up (last line)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=None, help="default: 128 on CPU, 512 on GPU")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.size is None:
+        args.size = DEFAULT_SIZE[device.type]
+
+    # Same weights for both: Atelier's seeded random VGG19, trimmed after conv3_1.
+    cnn = build_vgg19("random", seed=SEED, layers=[DEEPEST]).body.to(device)
+    # The tutorial needs content and style of one shape: both are square crops.
+    images = (_square(load_builtin_image(CONTENT)), _square(load_builtin_image(STYLE)))
+    content = to_tensor(images[0], args.size).to(device)
+    style = to_tensor(images[1], args.size).to(device)
+    scorer = _reference_model(cnn, content, style)
+
+    def score(image: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(scorer.total_loss(image.to(device)))
+
+    # 1. The reference's losses, then the fewest Atelier steps that match its final and best.
+    reference = run_reference(cnn, content, style)
+    final_loss = score(reference.image)
+    best_loss = min(reference.losses)
+
+    def atelier_score(steps: int) -> float:
+        return score(run_atelier(args.size, steps, device, images)) if steps else float("inf")
+
+    to_final = _fewest_steps(atelier_score, final_loss)
+    to_best = _fewest_steps(atelier_score, best_loss, required=False)
+    print(f"machine: {_machine(device)}; torch {torch.__version__}")
+    print(f"size {args.size} px, random VGG19 weights (seed {SEED}), content {CONTENT}, style {STYLE}")
+    print(
+        f"reference: tutorial L-BFGS, {len(reference.losses)} evaluations, final loss {final_loss:.6g}, "
+        f"best loss {best_loss:.6g} (evaluation {reference.losses.index(best_loss) + 1})"
+    )
+    scales = atelier_params(args.size, 1).scale_sizes()
+    print(
+        f"atelier: {ATELIER_OPTIMIZER} lr {ATELIER_LR}, scales {scales}: {to_final} steps per scale reach "
+        f"{atelier_score(to_final):.6g} <= the reference's final loss; "
+        + (f"{to_best} steps reach {atelier_score(to_best):.6g} <= its best" if to_best else "its best not reached")
+    )
+
+    # 2. Timing, alternating.
+    ref_times, ref_best_times, final_times, best_times = [], [], [], []
+    for _ in range(args.repeats):
+        elapsed, run = _timed(lambda: run_reference(cnn, content, style), device)
+        ref_times.append(elapsed)
+        ref_best_times.append(run.first_time_at_or_below(best_loss))
+        final_times.append(_timed(lambda: run_atelier(args.size, to_final, device, images), device)[0])
+        if to_best:
+            best_times.append(_timed(lambda: run_atelier(args.size, to_best, device, images), device)[0])
+    ref_s, final_s = statistics.median(ref_times), statistics.median(final_times)
+    print(f"reference, 300 evaluations: {_times(ref_times)}; first at its best loss: {_times(ref_best_times)}")
+    print(f"atelier to the reference's final loss: {_times(final_times)}")
+    if best_times:
+        best_ratio = statistics.median(ref_best_times) / statistics.median(best_times)
+        print(f"atelier to the reference's best loss: {_times(best_times)}")
+        print(f"stricter speed-up (reference's time to its best loss / Atelier's): {best_ratio:.2f}x")
+    print(f"speed-up (reference time / Atelier time to the reference's final loss): {ref_s / final_s:.2f}x")
+
+
+def _times(seconds: list[float]) -> str:
+    return f"{', '.join(f'{t:.2f}' for t in seconds)} s (median {statistics.median(seconds):.2f} s)"
+
+
+if __name__ == "__main__":
+    main()
