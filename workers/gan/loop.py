@@ -57,6 +57,9 @@ _STREAM_NOISE = 2
 _STREAM_ORDER = 3
 _STREAM_AUX = 4  # DiffAugment draws and WGAN-GP interpolation weights
 _STREAM_EVAL = 5  # evaluation samples: seeded per step, so evaluating never moves another stream
+_STREAM_BN = 6  # latents that re-estimate the EMA generator's batch-norm statistics, seeded per step
+BN_RECAL_BATCHES = 4
+BN_RECAL_SIZE = 512
 # Params that fix the shapes of the checkpointed models and optimizers.
 _ARCH_FIELDS = ("arch", "image_size", "nz", "ngf", "ndf", "spectral_norm", "loss")
 _IMAGE_RANGE = (-1.0, 1.0)
@@ -218,20 +221,38 @@ class _Models:
             aux=torch.Generator(device=device).manual_seed(_stream_seed(params.seed, _STREAM_AUX)),
         )
 
-    @property
-    def sampler(self) -> GanGenerator:
-        """The generator that samples, evaluates and ships: the EMA one when enabled."""
-        return self.ema_g if self.ema_g is not None else self.net_g
-
     def update_ema(self, decay: float, step: int) -> None:
-        """Move the EMA generator towards G (warm-up: a short memory early on); copy G's BN statistics."""
+        """Move the EMA generator's weights towards G's (warm-up: a short memory early on)."""
         if self.ema_g is None:
             return
         weight = 1.0 - min(decay, (1 + step) / (EMA_WARMUP + step))
         with torch.no_grad():
             torch._foreach_lerp_(list(self.ema_g.parameters()), list(self.net_g.parameters()), weight)
-            for ema_buffer, buffer in zip(self.ema_g.buffers(), self.net_g.buffers(), strict=True):
-                ema_buffer.copy_(buffer)
+
+    def sampler_at(self, params: GanTrainParams, step: int) -> GanGenerator:
+        """The generator to sample with after ``step``: G, or the EMA one with batch-norm statistics of its own.
+
+        G's running statistics do not fit the averaged weights, so they are re-estimated on
+        fresh latents from a stream seeded by (seed, step): deterministic, and no other stream moves.
+        """
+        if self.ema_g is None:
+            return self.net_g
+        norms = [m for m in self.ema_g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if norms:
+            device = next(self.ema_g.parameters()).device
+            generator = torch.Generator(device=device).manual_seed(_stream_seed(params.seed, _STREAM_BN, step))
+            momenta = [m.momentum for m in norms]
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None  # a cumulative average over the recalibration batches
+            self.ema_g.train()
+            with torch.no_grad():
+                for _ in range(BN_RECAL_BATCHES):
+                    self.ema_g(torch.randn(BN_RECAL_SIZE, params.nz, 1, 1, generator=generator, device=device))
+            for norm, momentum in zip(norms, momenta, strict=True):
+                norm.momentum = momentum
+            self.ema_g.eval()
+        return self.ema_g
 
     def checkpoint(self, step: int, params: GanTrainParams, metrics: dict[str, float], monitor: _Monitor) -> bytes:
         """Serialise the state after ``step`` (tensors, dicts and primitives only: weights_only loadable)."""
@@ -451,8 +472,10 @@ def train(
             hooks.report_metrics(step, metrics)
             hooks.report_progress(step, params.steps)
             _watch_d(params, monitor, hooks, step, metrics["d_loss"])
+        if sample or evaluate:
+            sampler = models.sampler_at(params, step)
         if sample:
-            samples = _generate(models.sampler, fixed_noise)
+            samples = _generate(sampler, fixed_noise)
             picture = (step, _picture(params, samples))
             hooks.save_artifact(
                 SAMPLE_ARTIFACT.format(step=step), picture[1], kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE
@@ -463,7 +486,7 @@ def train(
                 detail = f"the samples spread {spread:.0%} as much as the data"
                 monitor.warn_once(hooks, "collapse", COLLAPSE_WARNING.format(step=step, detail=detail))
         if evaluate:
-            _evaluate(params, models, monitor, hooks, step)
+            _evaluate(params, sampler, monitor, hooks, step)
         if saved:
             hooks.save_checkpoint(step, models.checkpoint(step, params, metrics, monitor))
 
@@ -476,14 +499,15 @@ def train(
             raise StopRequested(reason, step)
 
     # ---- Final artifacts ----
+    sampler = models.sampler_at(params, params.steps)
     if picture is not None and picture[0] == params.steps:
         final_png = picture[1]
     else:
-        final_png = _picture(params, _generate(models.sampler, fixed_noise))
+        final_png = _picture(params, _generate(sampler, fixed_noise))
     hooks.save_artifact(FINAL_SAMPLE_ARTIFACT, final_png, kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)
     hooks.save_artifact(
         GENERATOR_ARTIFACT,
-        generator_file(models.sampler, params.model_dump()),
+        generator_file(sampler, params.model_dump()),
         kind=WEIGHTS_KIND,
         content_type=WEIGHTS_CONTENT_TYPE,
     )
@@ -498,12 +522,11 @@ def _augment_then(
     return out
 
 
-def _evaluate(params: GanTrainParams, models: _Models, monitor: _Monitor, hooks: TrainHooks, step: int) -> None:
+def _evaluate(params: GanTrainParams, sampler: GanGenerator, monitor: _Monitor, hooks: TrainHooks, step: int) -> None:
     """Mode coverage of 2,500 fresh samples (own seeded stream): the modes and hq_share metrics."""
     z = latents(EVAL_SAMPLES, params.nz, seed=_stream_seed(params.seed, _STREAM_EVAL, step) % 2**63)
-    coverage = mode_coverage(
-        _generate(models.sampler, z.to(next(models.net_g.parameters()).device)).cpu(), mixture(params.dataset)
-    )
+    device = next(sampler.parameters()).device
+    coverage = mode_coverage(_generate(sampler, z.to(device)).cpu(), mixture(params.dataset))
     hooks.report_metrics(step, {MODES_METRIC: float(coverage.modes), HQ_METRIC: coverage.hq_share})
     if coverage.modes < COLLAPSE_MODES * coverage.total_modes and _may_warn(params, step):
         detail = f"{coverage.modes} of {coverage.total_modes} modes have samples"
