@@ -280,6 +280,7 @@ DEFAULT_LR = {"adam": 0.05, "lbfgs": 1.0}
 MAX_STYLE_SCALE = 4.0
 MAX_SCALES = 6
 MAX_STYLE_STEPS = 100_000
+MAX_SNAPSHOTS = 500
 
 
 class StyleTransferParams(_Params):
@@ -423,6 +424,11 @@ class StyleTransferParams(_Params):
                 raise ValueError("style_blend weights must be non-negative and not all zero")
         if self.scales is not None and self.scales[-1] != self.size:
             raise ValueError(f"scales must end at size ({self.size} px), got {self.scales}")
+        if self.snapshot_every is not None and self.total_steps() // self.snapshot_every > MAX_SNAPSHOTS:
+            raise ValueError(
+                f"snapshot_every={self.snapshot_every} would save {self.total_steps() // self.snapshot_every} "
+                f"snapshots; at most {MAX_SNAPSHOTS} are kept, so raise snapshot_every"
+            )
         return self
 
     def blend(self) -> list[float]:

@@ -67,6 +67,7 @@ def submit(client: TestClient, caller: Caller, body: dict[str, Any]) -> Any:
         ({"init": "zeros"}, "params.init", "'content', 'noise' or 'style-stats'"),
         ({"preset": "picasso"}, "params.preset", "'lesson' or 'gatys'"),
         ({"snapshot_every": 0}, "params.snapshot_every", "greater than or equal to 1"),
+        ({"steps": 10_000, "snapshot_every": 1}, "params", "would save 10000 snapshots; at most 500"),
     ],
 )
 def test_bad_style_submissions_get_4xx_naming_the_problem(
