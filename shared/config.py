@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     max_style_size: int = Field(default=2048, ge=32)
     page_size_max: int = Field(default=200, ge=1)
+    # Requests per second per tenant (a token bucket in Redis), and how many may come at once;
+    # 0 disables. Over it: 429 with Retry-After. If Redis is down, requests are let through.
+    rate_limit_per_s: float = Field(default=200.0, ge=0)
+    rate_limit_burst: int = Field(default=400, ge=1)
     # GET /v1/jobs/{id} reuses a read this long (per key and job; 0 disables). Job rows change
     # once per heartbeat at most; a revoked key may still read for this long.
     job_read_cache_s: float = Field(default=0.2, ge=0, le=5.0)

@@ -80,10 +80,14 @@ class UnsupportedMedia(ClientError):
 
 
 class TooManyRequests(ClientError):
-    """A quota or rate limit is exceeded."""
+    """A quota or rate limit is exceeded; ``retry_after_s`` says when to try again, if known."""
 
     status_code = 429
     code = "too_many_requests"
+
+    def __init__(self, message: str, *, field: str | None = None, retry_after_s: int | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s
 
 
 class ServiceUnavailable(AtelierError):

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.deps import AppState
+from services.api.ratelimit import RateLimiter
 from services.api.reads import JobReader
 from services.api.routes import health, jobs, uploads
 from shared.config import Settings
@@ -44,7 +45,10 @@ def _error(
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AtelierError)
     async def atelier_error(_request: Request, exc: AtelierError) -> JSONResponse:
-        headers = {"Retry-After": RETRY_AFTER_S} if exc.status_code in (429, 503) else {}
+        headers = {}
+        if exc.status_code in (429, 503):
+            retry_after = getattr(exc, "retry_after_s", None)
+            headers["Retry-After"] = str(retry_after) if retry_after is not None else RETRY_AFTER_S
         if exc.status_code == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return _error(exc.status_code, exc.code, exc.message, exc.field, headers)
@@ -87,14 +91,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except Exception as exc:  # readyz reports it; the API still serves what it can
                 log.warning("could not ensure bucket %s: %s", settings.s3_bucket, exc)
         reader = JobReader(settings.database_url, cache_s=settings.job_read_cache_s)
+        limiter = RateLimiter(settings.redis_url, per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
         app.state.atelier = AppState(
             settings=settings,
             sessions=make_sessionmaker(engine),
             store=store,
             celery=make_celery(settings),
             reader=reader,
+            limiter=limiter,
         )
         yield
+        await limiter.close()
         await reader.close()
         engine.dispose()
 

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.api.ratelimit import RateLimiter
 from services.api.reads import JobReader
 from shared.config import Settings
 from shared.db import queries
@@ -28,6 +29,7 @@ class AppState:
     store: ObjectStore
     celery: Celery
     reader: JobReader
+    limiter: RateLimiter
 
 
 async def get_state(request: Request) -> AppState:
@@ -74,11 +76,17 @@ async def get_bearer_key(
 BearerKeyDep = Annotated[str, Depends(get_bearer_key)]
 
 
-def get_tenant(session: SessionDep, raw_key: BearerKeyDep) -> uuid.UUID:
+def get_authenticated_tenant(session: SessionDep, raw_key: BearerKeyDep) -> uuid.UUID:
     """The tenant of the presented API key; 401 without a live key."""
     tenant_id = queries.authenticate(session, raw_key=raw_key)
     if tenant_id is None:
         raise Unauthorized("invalid or revoked API key")
+    return tenant_id
+
+
+async def get_tenant(state: StateDep, tenant_id: Annotated[uuid.UUID, Depends(get_authenticated_tenant)]) -> uuid.UUID:
+    """The authenticated tenant, after counting the request against its rate limit (429 over it)."""
+    await state.limiter.admit(tenant_id)
     return tenant_id
 
 

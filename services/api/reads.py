@@ -10,7 +10,7 @@ import logging
 import time
 import types
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -61,7 +61,8 @@ class JobReader:
         self._lock = asyncio.Lock()
         self._cache_s = cache_s
         self._cache_entries = cache_entries
-        self._cache: dict[tuple[str, uuid.UUID], tuple[float, bytes]] = {}
+        # (key hash, job id) -> (expires at, the key's tenant, rendered job)
+        self._cache: dict[tuple[str, uuid.UUID], tuple[float, uuid.UUID, bytes]] = {}
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -83,24 +84,40 @@ class JobReader:
             self._cache.pop(entry, None)
 
     async def job_for_key(
-        self, raw_key: str, job_id: uuid.UUID, render: Callable[[types.SimpleNamespace], bytes]
+        self,
+        raw_key: str,
+        job_id: uuid.UUID,
+        render: Callable[[types.SimpleNamespace], bytes],
+        admit: Callable[[uuid.UUID], Awaitable[None]] | None = None,
     ) -> bytes:
-        """The caller's job, rendered; Unauthorized, NotFound or ServiceUnavailable."""
+        """The caller's job, rendered; Unauthorized, NotFound or ServiceUnavailable.
+
+        ``admit`` is awaited with the key's tenant before any answer about the job, cached or
+        not (the rate limit), so neither cache hits nor 404s escape it.
+        """
         key_hash = hash_key(raw_key)
         now = time.monotonic()
         hit = self._cache.get((key_hash, job_id))
         if hit is not None and hit[0] > now:
-            return hit[1]
-        job = render(await self._read(key_hash, job_id))
+            if admit is not None:
+                await admit(hit[1])
+            return hit[2]
+        row = await self._read(key_hash, job_id)
+        tenant_id: uuid.UUID = row["key_tenant"]
+        if admit is not None:
+            await admit(tenant_id)
+        if row["id"] is None:
+            raise NotFound(f"job {job_id} not found")
+        job = render(types.SimpleNamespace(**dict(row)))
         if self._cache_s > 0:
             if len(self._cache) >= self._cache_entries:
                 self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
                 if len(self._cache) >= self._cache_entries:
                     self._cache.clear()
-            self._cache[(key_hash, job_id)] = (now + self._cache_s, job)
+            self._cache[(key_hash, job_id)] = (now + self._cache_s, tenant_id, job)
         return job
 
-    async def _read(self, key_hash: str, job_id: uuid.UUID) -> types.SimpleNamespace:
+    async def _read(self, key_hash: str, job_id: uuid.UUID) -> Any:
         try:
             pool = await self._get_pool()
             row: Any = await pool.fetchrow(JOB_FOR_KEY, key_hash, job_id)
@@ -109,9 +126,7 @@ class JobReader:
             raise ServiceUnavailable("the database is unavailable; retry shortly") from exc
         if row is None:
             raise Unauthorized("invalid or revoked API key")
-        if row["id"] is None:
-            raise NotFound(f"job {job_id} not found")
-        return types.SimpleNamespace(**dict(row))
+        return row
 
     async def close(self) -> None:
         """Close the pool, if it was opened."""

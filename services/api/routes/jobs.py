@@ -96,7 +96,7 @@ def list_jobs(
 async def get_job(job_id: uuid.UUID, state: StateDep, raw_key: BearerKeyDep) -> Response:
     """A job's state, attempt, progress with ETA, latest metrics, warnings and error."""
     # The polling hot path: one query on the event loop (services/api/reads.py).
-    body = await state.reader.job_for_key(raw_key, job_id, _render_job)
+    body = await state.reader.job_for_key(raw_key, job_id, _render_job, admit=state.limiter.admit)
     return Response(body, media_type="application/json")
 
 
