@@ -125,56 +125,48 @@ class JobRunner:
         with self._lock:
             self._buffer[:0] = batch
 
+    def _sync_in(self, session: Session, batch: list[tuple[str, int, float]], *, final: bool) -> bool:
+        """Extend the lease, write progress and upsert ``batch`` in ``session``; False if fenced out."""
+        with self._lock:
+            progress, rate, latest = self._progress, self._rate, dict(self._latest)
+        result = queries.sync_runner(
+            session,
+            job_id=self.claim.job_id,
+            attempt=self.claim.attempt,
+            lease_s=self.settings.lease_s,
+            metrics=batch,
+            progress=progress,
+            steps_per_s=None if final else rate,
+            latest=latest,
+        )
+        if result.alive and result.cancel_requested:
+            self._cancel.set()
+        return result.alive
+
     def sync(self) -> bool:
         """Heartbeat + progress + metrics flush in one fenced transaction; False if the lease is gone."""
         batch = self._drain()
-        with self._lock:
-            progress, rate, latest = self._progress, self._rate, dict(self._latest)
         try:
             with transaction(self.ctx.sessions) as session:
-                result = queries.sync_runner(
-                    session,
-                    job_id=self.claim.job_id,
-                    attempt=self.claim.attempt,
-                    lease_s=self.settings.lease_s,
-                    metrics=batch,
-                    progress=progress,
-                    steps_per_s=rate,
-                    latest=latest,
-                )
-                if not result.alive:
+                alive = self._sync_in(session, batch, final=False)
+                if not alive:
                     session.rollback()
         except Exception:
             self._requeue(batch)
             raise
-        if not result.alive:
+        if not alive:
             log.warning("job %s attempt %d: lease lost; stopping", self.claim.job_id, self.claim.attempt)
             self._lost.set()
-            return False
-        if result.cancel_requested:
-            self._cancel.set()
-        return True
+        return alive
 
     def finish(self, state: JobState, *, error_code: str | None = None, error_message: str | None = None) -> bool:
         """Flush what is buffered and move the job to ``state``, fenced."""
         self.close()
         batch = self._drain()
-        with self._lock:
-            progress, latest = self._progress, dict(self._latest)
 
         def write() -> bool:
             with transaction(self.ctx.sessions) as session:
-                alive = queries.sync_runner(
-                    session,
-                    job_id=self.claim.job_id,
-                    attempt=self.claim.attempt,
-                    lease_s=self.settings.lease_s,
-                    metrics=batch,
-                    progress=progress,
-                    steps_per_s=None,
-                    latest=latest,
-                ).alive
-                if not alive:
+                if not self._sync_in(session, batch, final=True):
                     session.rollback()
                     return False
                 return queries.finish_job(

@@ -39,6 +39,7 @@ def test_make_up_then_the_readme_walkthrough() -> None:
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="atelier-readme-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
+    env["ATELIER_TORCH_THREADS"] = "1"  # the test process shares two cores with the stack
     log = (work / "make-up.log").open("wb")
     proc = subprocess.Popen(
         ["make", "-C", str(REPO), "up", f"ARGS=--port {port} --data-dir {work / '.atelier'}"],
