@@ -5,11 +5,13 @@ unpacked sizes (zip bombs). Pure functions over bytes; no torch, no I/O."""
 from __future__ import annotations
 
 import io
+import lzma
 import posixpath
 import stat
 import tarfile
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -24,6 +26,19 @@ MAX_PATH_CHARS = 300
 MAX_PATH_DEPTH = 8
 ZIP_MAGIC = b"PK\x03\x04"
 ZIP_EMPTY_MAGIC = b"PK\x05\x06"
+# What reading a hostile zip can raise: bad CRCs or lengths, broken deflate/bzip2/lzma streams
+# (zlib.error, OSError, EOFError, lzma.LZMAError is an Exception of its own), encrypted entries
+# (RuntimeError) and unknown compression methods (NotImplementedError).
+ZIP_ENTRY_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    OSError,
+    EOFError,
+    RuntimeError,
+    NotImplementedError,
+    ValueError,
+)
 
 
 @dataclass(frozen=True)
@@ -92,15 +107,15 @@ def safe_entry_name(name: str) -> str | None:
 
 def _budget(total: int, count: int, limits: UploadLimits) -> None:
     if count > limits.max_files:
-        raise PayloadTooLarge(f"archive holds more than {limits.max_files} files", field="files")
+        raise PayloadTooLarge(f"the upload holds more than {limits.max_files} files", field="files")
     if total > limits.max_unpacked_bytes:
-        raise PayloadTooLarge(f"archive unpacks to more than {limits.max_unpacked_bytes} bytes", field="files")
+        raise PayloadTooLarge(f"the upload unpacks to more than {limits.max_unpacked_bytes} bytes", field="files")
 
 
 def _read_zip(data: bytes, limits: UploadLimits) -> list[tuple[str, bytes]]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
+    except ZIP_ENTRY_ERRORS as exc:
         raise InvalidInput(f"corrupt zip archive: {exc}", field="files") from exc
     out: list[tuple[str, bytes]] = []
     total = 0
@@ -123,9 +138,14 @@ def _read_zip(data: bytes, limits: UploadLimits) -> list[tuple[str, bytes]]:
             name = safe_entry_name(info.filename)
             if name is None:
                 continue
-            with archive.open(info) as handle:
-                # Never trust the declared size: read at most one byte past the budget.
-                blob = handle.read(limits.max_unpacked_bytes - total + 1)
+            try:
+                with archive.open(info) as handle:
+                    # Never trust the declared size: read at most one byte past the budget.
+                    blob = handle.read(limits.max_unpacked_bytes - total + 1)
+            except ZIP_ENTRY_ERRORS as exc:
+                # A CRC or length mismatch (headers that lie), a broken stream, encryption, an
+                # unsupported compression method.
+                raise InvalidInput(f"archive entry {info.filename!r} cannot be read: {exc}", field="files") from exc
             total += len(blob)
             _budget(total, len(out) + 1, limits)
             out.append((name, blob))
