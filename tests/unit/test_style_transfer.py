@@ -108,7 +108,7 @@ def short_run() -> Finished:
 def test_an_uninterrupted_run_checkpoints_every_checkpoint_every_steps(short_run: Finished) -> None:
     assert [step for step, _ in short_run.hooks.checkpoints] == [4, 8]
     state = torch.load(io.BytesIO(short_run.hooks.checkpoints[-1][1]), weights_only=True)
-    assert set(state) == {"version", "step", "scale", "image", "optimizer", "params"}
+    assert set(state) == {"version", "step", "scale", "image", "variable", "optimizer", "params"}
     assert state["step"] == RESUME_STEPS
     assert state["image"].shape == (1, 3, RESUME_SIZE, RESUME_SIZE)
     assert state["params"] == short_run.params.model_dump(mode="json")

@@ -7,10 +7,13 @@ Layers follow Gatys et al., who name them conv4_2 etc. but (Caffe's ReLUs being 
 use the rectified activations: by default content at relu4_2, style at relu1_1 ... relu5_1.
 Any layer of the chosen network (VGG19 or VGG16) can be named instead.
 
-The image is optimised directly in [0, 1] pixel space with Adam or L-BFGS, clamped after
-every step. One L-BFGS step is one iteration with one loss evaluation (no line search), and
-its curvature history carries over between steps, so a step costs the same as an Adam step
-and the checkpointed optimiser state resumes it exactly.
+Adam optimises the pixels directly in [0, 1], clamped after every step. L-BFGS optimises
+logits z with pixels = sigmoid(z): clamping under L-BFGS (as the PyTorch tutorial does)
+invalidates its curvature pairs and makes the loss jump by orders of magnitude, while the
+sigmoid keeps the problem smooth and the pixels in range. One L-BFGS step is one iteration
+with one loss evaluation (no line search), and its curvature history carries over between
+steps, so a step costs the same as an Adam step and the checkpointed optimiser state
+resumes it exactly.
 
 Multi-scale (``scales``, coarse to fine): ``steps`` steps at each size, each scale starting
 from the previous result upsampled, with fresh targets and a fresh optimiser; step numbers
@@ -68,6 +71,7 @@ PIXEL_MAX: Final = 1.0
 UPSAMPLE_MODE: Final = "bicubic"
 LBFGS_HISTORY: Final = 100  # torch's default, and the PyTorch tutorial's
 STD_FLOOR: Final = 1e-6  # luminance matching of a flat style image
+LOGIT_EPS: Final = 1e-3  # pixels are kept in [eps, 1 - eps] before their logit is taken
 
 METRIC_NAMES: Final = {
     "content": "content_loss",
@@ -107,8 +111,33 @@ class TransferResult:
 class _Resume:
     step: int
     scale: int
-    image: torch.Tensor
+    variable: torch.Tensor
     optimizer: dict[str, Any]
+
+
+class _Canvas:
+    """The optimised variable: the pixels themselves (Adam) or their logits (L-BFGS)."""
+
+    def __init__(self, variable: torch.Tensor, *, logits: bool) -> None:
+        self.variable = variable.detach().clone().requires_grad_(True)
+        self.logits = logits
+
+    @classmethod
+    def of_pixels(cls, pixels: torch.Tensor, *, logits: bool) -> _Canvas:
+        """A canvas showing ``pixels`` (clamped to the open interval first for logits)."""
+        if logits:
+            return cls(torch.logit(pixels.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS)), logits=True)
+        return cls(pixels, logits=False)
+
+    def pixels(self) -> torch.Tensor:
+        """The image in [0, 1] (differentiable in the variable)."""
+        return torch.sigmoid(self.variable) if self.logits else self.variable
+
+    def project(self) -> None:
+        """Back into the feasible set after a step: a clamp for pixels, nothing for logits."""
+        if not self.logits:
+            with torch.no_grad():
+                self.variable.clamp_(PIXEL_MIN, PIXEL_MAX)
 
 
 def transfer(
@@ -160,7 +189,8 @@ def run_transfer(
     resume = _load_checkpoint(hooks.load_checkpoint())
     sizes = params.scale_sizes()
     total = params.total_steps()
-    image: torch.Tensor | None = None
+    canvas: _Canvas | None = None
+    logits = params.optimizer == "lbfgs"
     colours = torch.empty(0)
     last_metrics: dict[str, float] = {}
 
@@ -181,30 +211,28 @@ def run_transfer(
 
         # -- Image and optimiser: a checkpoint's, the previous scale's, or the init ----------
         if resume is not None and resume.scale == index:
-            image = resume.image.to(dev)
-            if image.shape != content_image.shape:
+            if resume.variable.shape != content_image.shape:
                 raise ValueError(
-                    f"checkpoint image has shape {tuple(image.shape)} but this job's image at "
+                    f"checkpoint image has shape {tuple(resume.variable.shape)} but this job's image at "
                     f"{size} px has {tuple(content_image.shape)}"
                 )
-        elif image is None:
-            image = _init_image(params, content_image, style_images)
+            canvas = _Canvas(resume.variable.to(dev), logits=logits)
+        elif canvas is None:
+            canvas = _Canvas.of_pixels(_init_image(params, content_image, style_images), logits=logits)
         else:
-            image = F.interpolate(image.detach(), size=content_image.shape[-2:], mode=UPSAMPLE_MODE)
-            image = image.clamp(PIXEL_MIN, PIXEL_MAX)
-        image = image.detach().clone().requires_grad_(True)
-        optimizer = _optimizer(params, image)
+            upsampled = F.interpolate(canvas.pixels().detach(), size=content_image.shape[-2:], mode=UPSAMPLE_MODE)
+            canvas = _Canvas.of_pixels(upsampled.clamp(PIXEL_MIN, PIXEL_MAX), logits=logits)
+        optimizer = _optimizer(params, canvas.variable)
         start = first_step
         if resume is not None and resume.scale == index:
             optimizer.load_state_dict(resume.optimizer)
             start = resume.step
-        step_fn = _step_fn(optimizer, image, loss_fn)
+        step_fn = _step_fn(optimizer, canvas, loss_fn)
 
         # -- Optimisation loop ---------------------------------------------------------------
         for step in range(start + 1, first_step + params.steps + 1):
             losses = step_fn()
-            with torch.no_grad():
-                image.clamp_(PIXEL_MIN, PIXEL_MAX)
+            canvas.project()
 
             # Host syncs (.item()) happen only on log, checkpoint and stop steps; so does the
             # divergence check.
@@ -213,21 +241,21 @@ def run_transfer(
                 hooks.report_metrics(step, last_metrics)
                 hooks.report_progress(step, total)
             if params.snapshot_every is not None and step % params.snapshot_every == 0:
-                _save_image(hooks, SNAPSHOT_ARTIFACT.format(step=step), _visible(params, image, colours))
+                _save_image(hooks, SNAPSHOT_ARTIFACT.format(step=step), _visible(params, canvas, colours))
             reason = hooks.should_stop()
             if step % params.checkpoint_every == 0 or reason is not None:
                 _finite_metrics(step, losses)  # never persist a diverged image
-                hooks.save_checkpoint(step, _checkpoint_bytes(step, index, image, optimizer, params))
+                hooks.save_checkpoint(step, _checkpoint_bytes(step, index, canvas, optimizer, params))
             if reason is not None:
                 raise StopRequested(reason, step)
 
         if len(sizes) > 1:
-            _save_image(hooks, SCALE_ARTIFACT.format(size=size), _visible(params, image, colours))
+            _save_image(hooks, SCALE_ARTIFACT.format(size=size), _visible(params, canvas, colours))
 
     # -- Output --------------------------------------------------------------------------
-    if image is None:  # unreachable: there is at least one scale
+    if canvas is None:  # unreachable: there is at least one scale
         raise RuntimeError("no scale ran")
-    final = _visible(params, image, colours)
+    final = _visible(params, canvas, colours)
     height, width = final.shape[-2:]
     summary = {
         "steps": total,
@@ -259,14 +287,14 @@ def _loss_fn(
     return lambda image: perceptual(image, encoder(image))
 
 
-def _optimizer(params: StyleTransferParams, image: torch.Tensor) -> torch.optim.Optimizer:
+def _optimizer(params: StyleTransferParams, variable: torch.Tensor) -> torch.optim.Optimizer:
     if params.optimizer == "lbfgs":
-        return torch.optim.LBFGS([image], lr=params.lr, max_iter=1, history_size=LBFGS_HISTORY)
-    return torch.optim.Adam([image], lr=params.lr)
+        return torch.optim.LBFGS([variable], lr=params.lr, max_iter=1, history_size=LBFGS_HISTORY)
+    return torch.optim.Adam([variable], lr=params.lr)
 
 
 def _step_fn(
-    optimizer: torch.optim.Optimizer, image: torch.Tensor, loss_fn: LossFn
+    optimizer: torch.optim.Optimizer, canvas: _Canvas, loss_fn: LossFn
 ) -> Callable[[], dict[str, torch.Tensor]]:
     """One optimiser step (one loss evaluation); returns the losses of the image before it."""
 
@@ -275,7 +303,7 @@ def _step_fn(
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
-            losses = loss_fn(image)
+            losses = loss_fn(canvas.pixels())
             losses["total"].backward()
             evaluated.update(losses)
             return losses["total"]
@@ -315,9 +343,9 @@ def _matched_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tens
     return ((style_y - style_y.mean()) * scale + content_y.mean()).clamp(PIXEL_MIN, PIXEL_MAX)
 
 
-def _visible(params: StyleTransferParams, image: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+def _visible(params: StyleTransferParams, canvas: _Canvas, colours: torch.Tensor) -> torch.Tensor:
     """The image as the user sees it: with the content's colours under preserve_colors."""
-    shown = image.detach()
+    shown = canvas.pixels().detach()
     return with_chroma_of(shown, colours) if params.preserve_colors else shown
 
 
@@ -334,7 +362,7 @@ def _finite_metrics(step: int, losses: dict[str, torch.Tensor]) -> dict[str, flo
 
 
 def _checkpoint_bytes(
-    step: int, scale: int, image: torch.Tensor, optimizer: torch.optim.Optimizer, params: StyleTransferParams
+    step: int, scale: int, canvas: _Canvas, optimizer: torch.optim.Optimizer, params: StyleTransferParams
 ) -> bytes:
     """Serialise the resumable state; loadable with ``torch.load(weights_only=True)``."""
     buffer = io.BytesIO()
@@ -343,7 +371,8 @@ def _checkpoint_bytes(
             "version": CHECKPOINT_VERSION,
             "step": step,
             "scale": scale,
-            "image": image.detach().cpu(),
+            "image": canvas.pixels().detach().cpu(),
+            "variable": canvas.variable.detach().cpu(),
             "optimizer": optimizer.state_dict(),
             "params": params.model_dump(mode="json"),
         },
@@ -363,6 +392,6 @@ def _load_checkpoint(data: bytes | None) -> _Resume | None:
     return _Resume(
         step=int(state["step"]),
         scale=int(state.get("scale", 0)),
-        image=state["image"],
+        variable=state.get("variable", state["image"]),
         optimizer=state["optimizer"],
     )
