@@ -1,0 +1,198 @@
+"""Tenant isolation, route by route from the OpenAPI spec: tenant B cannot read, cancel,
+download or sample tenant A's jobs, uploads or artifacts. The answer is 404 (never a 403
+that confirms the id exists); a reference to A's resource inside a body is a 422 naming
+the field, as for an id that does not exist. A route missing from ROUTE_CHECKS fails the
+test, so every new route must say how it keeps tenants apart.
+Each test reads Given / When / Then."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import queries
+from shared.db.models import Job
+from shared.db.session import transaction
+from shared.storage import S3ObjectStore, job_key
+from tests.conftest import Caller
+from tests.support.images import png
+
+pytestmark = pytest.mark.integration
+
+PUBLIC_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
+SECRET_BYTES = b"alice's generator weights, not for bob"
+GAN = {"type": "gan.train", "params": {"dataset": "digits", "steps": 10}}
+
+
+@dataclass(frozen=True)
+class AlicesThings:
+    """Real resources of tenant A: a finished job with artifacts and metrics, a queued job, an upload."""
+
+    done_job: str
+    queued_job: str
+    upload: str
+    artifact: str
+
+
+@pytest.fixture
+def things(client: TestClient, alice: Caller, sessions: sessionmaker[Session], store: S3ObjectStore) -> AlicesThings:
+    """Alice's resources, written as the API and a runner would."""
+    done = client.post("/v1/jobs", json=GAN, headers=alice.headers).json()["id"]
+    queued = client.post("/v1/jobs", json=GAN, headers=alice.headers).json()["id"]
+    upload = client.post("/v1/uploads", files=[("files", ("a.png", png()))], headers=alice.headers).json()["id"]
+    key = job_key(done, "outputs", "a1/generator.pt")
+    store.put(key, SECRET_BYTES)
+    with transaction(sessions) as session:
+        session.execute(update(Job).where(Job.id == uuid.UUID(done)).values(state="running", attempt=1))
+        queries.record_artifact(
+            session, job_id=uuid.UUID(done), attempt=1, name="generator.pt", kind="weights", key=key,
+            size=len(SECRET_BYTES), sha256=hashlib.sha256(SECRET_BYTES).hexdigest(),
+            content_type="application/octet-stream",
+        )  # fmt: skip
+        queries.upsert_metrics(session, job_id=uuid.UUID(done), attempt=1, metrics=[("g_loss", 1, 0.5)])
+        session.execute(update(Job).where(Job.id == uuid.UUID(done)).values(state="succeeded"))
+    # alice herself sees all of it (and has warmed the polling cache for her key)
+    assert client.get(f"/v1/jobs/{done}/artifacts/generator.pt", headers=alice.headers).content == SECRET_BYTES
+    assert client.get(f"/v1/jobs/{done}", headers=alice.headers).status_code == 200
+    return AlicesThings(done_job=done, queued_job=queued, upload=upload, artifact="generator.pt")
+
+
+Check = Callable[[TestClient, Caller, AlicesThings], None]
+
+
+def assert_404(response) -> None:  # type: ignore[no-untyped-def]
+    """Not found, and nothing of alice's in the body."""
+    assert response.status_code == 404, (response.request.method, response.request.url, response.text)
+    assert response.json()["error"]["code"] == "not_found"
+    assert SECRET_BYTES not in response.content
+
+
+def assert_422(response, field: str) -> None:  # type: ignore[no-untyped-def]
+    """Refused, naming the field, as if the id did not exist."""
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field and "not found" in error["message"], error
+
+
+def check_submit(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """POST /v1/jobs: bob can't sample alice's job, train on or style with her upload."""
+    for body, field in (
+        ({"type": "gan.sample", "params": {"source_job": a.done_job}}, "params.source_job"),
+        ({"type": "gan.train", "params": {"dataset": a.upload}}, "params.dataset"),
+        ({"type": "style.transfer", "params": {"content": a.upload, "styles": ["coffee"]}}, "params.content"),
+        ({"type": "style.transfer", "params": {"content": "astronaut", "styles": [a.upload]}}, "params.styles.0"),
+    ):
+        assert_422(client.post("/v1/jobs", json=body, headers=bob.headers), field)
+
+
+def check_list_jobs(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """GET /v1/jobs: none of alice's jobs, whatever the filter."""
+    for params in ({}, {"state": "succeeded"}, {"state": "queued"}, {"type": "gan.train"}, {"limit": 200}):
+        response = client.get("/v1/jobs", params=params, headers=bob.headers)
+        assert response.status_code == 200
+        assert {a.done_job, a.queued_job}.isdisjoint(j["id"] for j in response.json()["items"])
+
+
+def check_list_uploads(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """GET /v1/uploads: none of alice's uploads."""
+    response = client.get("/v1/uploads", params={"limit": 200}, headers=bob.headers)
+    assert response.status_code == 200
+    assert a.upload not in {u["id"] for u in response.json()["items"]}
+
+
+def check_create_upload(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """POST /v1/uploads names nothing of alice's; bob's upload is his alone."""
+    mine = client.post("/v1/uploads", files=[("files", ("b.png", png()))], headers=bob.headers).json()["id"]
+    assert mine != a.upload
+    assert client.get(f"/v1/uploads/{mine}", headers=bob.headers).status_code == 200
+
+
+def by_id(method: str, path: str) -> Check:
+    """Every job id alice has, in the path: 404 for bob."""
+
+    def check(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+        for job in (a.done_job, a.queued_job):
+            url = path.format(job_id=job, upload_id=a.upload, name=a.artifact)
+            assert_404(client.request(method, url, headers=bob.headers))
+            if "{name}" in path:
+                assert_404(client.request(method, url, params={"redirect": "true"}, headers=bob.headers))
+
+    return check
+
+
+def upload_by_id(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """GET /v1/uploads/{id}: 404 for bob."""
+    assert_404(client.get(f"/v1/uploads/{a.upload}", headers=bob.headers))
+
+
+ROUTE_CHECKS: dict[tuple[str, str], Check] = {
+    ("POST", "/v1/jobs"): check_submit,
+    ("GET", "/v1/jobs"): check_list_jobs,
+    ("GET", "/v1/jobs/{job_id}"): by_id("GET", "/v1/jobs/{job_id}"),
+    ("POST", "/v1/jobs/{job_id}/cancel"): by_id("POST", "/v1/jobs/{job_id}/cancel"),
+    ("GET", "/v1/jobs/{job_id}/metrics"): by_id("GET", "/v1/jobs/{job_id}/metrics"),
+    ("GET", "/v1/jobs/{job_id}/artifacts"): by_id("GET", "/v1/jobs/{job_id}/artifacts"),
+    ("GET", "/v1/jobs/{job_id}/artifacts/{name}"): by_id("GET", "/v1/jobs/{job_id}/artifacts/{name}"),
+    ("POST", "/v1/uploads"): check_create_upload,
+    ("GET", "/v1/uploads"): check_list_uploads,
+    ("GET", "/v1/uploads/{upload_id}"): upload_by_id,
+}
+
+
+def spec_routes(client: TestClient) -> set[tuple[str, str]]:
+    """(METHOD, path) of every operation in /openapi.json."""
+    spec = client.get("/openapi.json").json()
+    return {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
+
+
+def test_every_route_is_checked_or_public(client: TestClient) -> None:
+    # Given the routes the API publishes, Then each is public or has an isolation check here
+    routes = spec_routes(client)
+    assert routes - PUBLIC_ROUTES == set(ROUTE_CHECKS), "a route without an isolation check (or a stale check)"
+
+
+def test_every_authenticated_route_needs_a_key(client: TestClient) -> None:
+    # Given the spec, Then every non-public operation declares the bearer scheme
+    spec = client.get("/openapi.json").json()
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            if (method.upper(), path) not in PUBLIC_ROUTES:
+                assert op.get("security"), (method, path)
+
+
+def test_bob_cannot_touch_alices_things(
+    client: TestClient, alice: Caller, bob: Caller, things: AlicesThings, store: S3ObjectStore
+) -> None:
+    # When bob tries every route on alice's ids
+    for route in sorted(spec_routes(client) - PUBLIC_ROUTES):
+        ROUTE_CHECKS[route](client, bob, things)
+    # Then alice's things are as they were: nothing cancelled, nothing gone
+    assert client.get(f"/v1/jobs/{things.queued_job}", headers=alice.headers).json()["state"] == "queued"
+    done = client.get(f"/v1/jobs/{things.done_job}", headers=alice.headers).json()
+    assert done["state"] == "succeeded" and done["cancel_requested"] is False
+    assert (
+        client.get(f"/v1/jobs/{things.done_job}/artifacts/generator.pt", headers=alice.headers).content == SECRET_BYTES
+    )
+    assert client.get(f"/v1/uploads/{things.upload}", headers=alice.headers).status_code == 200
+    # and bob made no job at all from alice's references
+    assert client.get("/v1/jobs", headers=bob.headers).json()["items"] == []
+
+
+def test_ids_that_exist_and_ids_that_dont_look_the_same(client: TestClient, bob: Caller, things: AlicesThings) -> None:
+    # When bob asks for alice's job and for a random id
+    missing = str(uuid.uuid4())
+    theirs = client.get(f"/v1/jobs/{things.done_job}/metrics", headers=bob.headers)
+    nobody = client.get(f"/v1/jobs/{missing}/metrics", headers=bob.headers)
+    # Then the answers differ only in the id they echo
+    assert theirs.status_code == nobody.status_code == 404
+    assert theirs.json()["error"] | {"message": None} == nobody.json()["error"] | {"message": None}
+    assert theirs.json()["error"]["message"].replace(things.done_job, "<id>") == nobody.json()["error"][
+        "message"
+    ].replace(missing, "<id>")
