@@ -1,6 +1,14 @@
-"""Pure-PyTorch Gatys style-transfer engine: images, VGG19 encoder, losses, the loop. No Celery, SQL or S3."""
+"""Pure-PyTorch Gatys style-transfer engine: images, VGG16/VGG19 encoder, losses, the loop. No Celery, SQL or S3."""
 
-from workers.style.transfer import DivergenceError, transfer
-from workers.style.vgg import WeightsUnavailableError, build_vgg19
+from workers.style.transfer import DivergenceError, TransferResult, run_transfer, transfer
+from workers.style.vgg import WeightsUnavailableError, build_vgg, build_vgg19
 
-__all__ = ["DivergenceError", "WeightsUnavailableError", "build_vgg19", "transfer"]
+__all__ = [
+    "DivergenceError",
+    "TransferResult",
+    "WeightsUnavailableError",
+    "build_vgg",
+    "build_vgg19",
+    "run_transfer",
+    "transfer",
+]
