@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit integration e2e compose-check bench-api bench-style bench-quality clean
+.PHONY: up test lint typecheck unit integration e2e compose-check bench-api bench-load bench-style bench-quality clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -43,6 +43,10 @@ e2e: $(STAMP)
 ## API benchmark: GET /v1/jobs/{id} vs a bare endpoint, and queue latency.
 bench-api: $(STAMP)
 	$(PY) -m bench.api
+
+## Load: 1,000 short jobs on 2 workers exactly once, submit/poll throughput, polling at 200 rps while a job trains.
+bench-load: $(STAMP)
+	$(PY) -m bench.load $(ARGS)
 
 ## Style-transfer benchmark: time to the PyTorch tutorial's final loss (CPU 128 px; GPU 512 px).
 bench-style: $(STAMP)
