@@ -38,6 +38,7 @@ REMEDIES_OFF = {
     "ema": None,
     "d_skip_threshold": None,
     "diffaugment": [],
+    "lr_decay": "none",
 }
 
 
@@ -54,6 +55,13 @@ def test_point_datasets_default_to_the_dense_gan() -> None:
         params = GanTrainParams(dataset=dataset)
         assert (params.arch, params.points) == ("mlp", True)
     assert GanTrainParams(arch="mlp").arch == "mlp"  # the lesson's dense GAN on images, too
+
+
+def test_the_stable_preset_on_points_uses_the_point_settings() -> None:
+    ring = GanTrainParams(preset="stable", dataset="ring8")
+    assert (ring.lr_g, ring.lr_d, ring.spectral_norm, ring.ema, ring.lr_decay) == (1e-3, 1e-3, False, 0.999, "linear")
+    assert GanTrainParams(preset="stable", dataset="ring8", spectral_norm=True).spectral_norm is True
+    assert GanTrainParams(preset="lesson", dataset="ring8").lr_g == 2e-4
 
 
 def test_the_lesson_preset_adds_nothing() -> None:

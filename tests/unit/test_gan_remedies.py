@@ -167,6 +167,22 @@ def test_per_step_metrics_include_learning_rates_and_gradient_norms(digits: torc
     assert all(v > 0 for _, v in hooks.series("grad_norm_g"))
 
 
+def test_linear_decay_takes_the_learning_rates_to_zero(digits: torch.Tensor) -> None:
+    hooks = InMemoryHooks()
+    train(_image_params(lr_g=3e-4, lr_d=1e-4, lr_decay="linear", steps=4, log_every=1), digits, hooks)
+    assert [round(v, 12) for _, v in hooks.series("lr_g")] == [3e-4, 2.25e-4, 1.5e-4, 0.75e-4]
+    assert hooks.series("lr_d")[-1] == (4, pytest.approx(0.25e-4))
+    # a resumed run sets the rate of its step, not the last one it saved
+    cut = InMemoryHooks(stop_at_step=2)
+    with pytest.raises(StopRequested):
+        train(_image_params(lr_decay="linear", steps=4), digits, cut)
+    cut.stop_at_step = None
+    train(_image_params(lr_decay="linear", steps=4), digits, cut)
+    whole = InMemoryHooks()
+    train(_image_params(lr_decay="linear", steps=4), digits, whole)
+    assert cut.artifacts["generator.pt"] == whole.artifacts["generator.pt"]
+
+
 def test_a_d_that_wins_for_a_long_stretch_is_reported(digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a fast D and a G that barely learns
     monkeypatch.setattr(loop, "D_WON_STEPS", 20)

@@ -346,6 +346,19 @@ def _grad_norm(net: nn.Module) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
+def _learning_rates(params: GanTrainParams, step: int) -> tuple[float, float]:
+    """(lr_d, lr_g) for ``step``: constant, or falling linearly from the set rates to zero at the end."""
+    if params.lr_decay == "linear":
+        scale = 1.0 - (step - 1) / params.steps
+        return params.lr_d * scale, params.lr_g * scale
+    return params.lr_d, params.lr_g
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def _augment(params: GanTrainParams, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return diff_augment(x, params.diffaugment, generator=generator) if params.diffaugment else x
 
@@ -408,6 +421,9 @@ def train(
         last = step == params.steps
         log = step % params.log_every == 0 or last
         grad_norm_d = torch.zeros(())
+        lr_d, lr_g = _learning_rates(params, step)
+        _set_lr(opt_d, lr_d)
+        _set_lr(opt_g, lr_g)
 
         # ---- D steps (n_critic of them): minimise D's loss on real and fake samples ----
         for critic in range(params.n_critic):
@@ -467,7 +483,7 @@ def train(
                         grad_norm_g.to(device),
                     ]
                 ).tolist()
-            values += [params.lr_d, params.lr_g, float(monitor.d_skips)]
+            values += [lr_d, lr_g, float(monitor.d_skips)]
             metrics = dict(zip(METRIC_NAMES, values, strict=True))
             hooks.report_metrics(step, metrics)
             hooks.report_progress(step, params.steps)
