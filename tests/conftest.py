@@ -56,7 +56,15 @@ def endpoints(s3_server: services.S3Server) -> Endpoints:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, endpoints: Endpoints) -> Iterator[Settings]:
+def settings_overrides() -> dict[str, object]:
+    """Settings a test module changes from the defaults below (none by default)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def settings(
+    tmp_path_factory: pytest.TempPathFactory, endpoints: Endpoints, settings_overrides: dict[str, object]
+) -> Iterator[Settings]:
     """Per test module: a fresh database, a private Redis db and a bucket of its own."""
     db_name, _direct_url = services.create_database()
     redis_url = endpoints.redis_url or services.claim_redis_db()
@@ -74,7 +82,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, endpoints: Endpoints) -> 
         device="cpu",
         allow_weight_download=False,
         torch_threads=1,  # two cores, shared by the test process, API and workers
-        **TEST_TIMINGS,  # type: ignore[arg-type]
+        **{**TEST_TIMINGS, **settings_overrides},  # type: ignore[arg-type]
     )
     upgrade(built)
     store = make_store(built)
