@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, text, update
+from sqlalchemy import Select, and_, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session
 
@@ -153,6 +153,20 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidInput("cursor is not a cursor this API returned", field="cursor") from exc
 
 
+def _paginate(
+    session: Session, query: Select[Any], model: type[Job] | type[Upload], *, limit: int, cursor: str | None
+) -> Page:
+    """Newest first by (created_at, id); the cursor is the last row seen."""
+    if cursor is not None:
+        created_at, row_id = _decode_cursor(cursor)
+        query = query.where(or_(model.created_at < created_at, and_(model.created_at == created_at, model.id < row_id)))
+    rows = list(session.scalars(query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+    return Page(items=rows, next_cursor=next_cursor)
+
+
 def list_jobs(
     session: Session,
     *,
@@ -168,14 +182,7 @@ def list_jobs(
         query = query.where(Job.state == state)
     if job_type is not None:
         query = query.where(Job.type == job_type)
-    if cursor is not None:
-        created_at, row_id = _decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < row_id)))
-    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
-    return Page(items=rows, next_cursor=next_cursor)
+    return _paginate(session, query, Job, limit=limit, cursor=cursor)
 
 
 def request_cancel(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job:
@@ -306,16 +313,7 @@ def get_upload(session: Session, *, tenant_id: uuid.UUID, upload_id: uuid.UUID) 
 def list_uploads(session: Session, *, tenant_id: uuid.UUID, limit: int, cursor: str | None) -> Page:
     """Newest first, cursor-paginated like jobs."""
     query = select(Upload).where(Upload.tenant_id == tenant_id)
-    if cursor is not None:
-        created_at, row_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(Upload.created_at < created_at, and_(Upload.created_at == created_at, Upload.id < row_id))
-        )
-    rows = list(session.scalars(query.order_by(Upload.created_at.desc(), Upload.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
-    return Page(items=rows, next_cursor=next_cursor)
+    return _paginate(session, query, Upload, limit=limit, cursor=cursor)
 
 
 # --- jobs: runner side (fenced by attempt) ---------------------------------------------
