@@ -125,6 +125,8 @@ GPU_WORKER_NAME = "load-gpu-{index}"
 CPU_WORKER_NAME = "load-cpu"
 BEAT_READY = "beat: Starting"
 SUBMIT_PATH = "/v1/jobs"
+PROC_PGRP, PROC_UTIME, PROC_STIME = 2, 11, 12  # /proc/<pid>/stat fields, counted after the ")" of the name
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CREATED = 201
 OK = 200
 
@@ -454,15 +456,67 @@ async def poll_paced(port: int, raw: bytes, *, rate: float, timeout_s: float) ->
     return record
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[PROC_PGRP]) == pgid:
+                total += int(fields[PROC_UTIME]) + int(fields[PROC_STIME])
+    return total / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU seconds used so far by the API, the gpu workers and this process, at a wall-clock time."""
+
+    wall: float
+    api: float
+    workers: float
+    client: float
+
+    @classmethod
+    def take(cls, api: services.Proc, workers: Sequence[services.Proc]) -> CpuMark:
+        """Read the counters now."""
+        return cls(
+            time.perf_counter(),
+            group_cpu_s(_pid(api)),
+            sum(group_cpu_s(_pid(w)) for w in workers),
+            time.process_time(),
+        )
+
+
+def _pid(proc: services.Proc) -> int:
+    if proc.proc is None:
+        raise BenchError(f"{proc.name} is not running")
+    return proc.proc.pid
+
+
+@dataclass(frozen=True)
+class Watched:
+    """The running stack as part 2 needs it."""
+
+    port: int
+    key: str
+    api: services.Proc
+    workers: Sequence[services.Proc]
+
+
 @dataclass
 class TrainRun:
-    """One training run of part 2."""
+    """One training run of part 2, with the CPU (in cores) each side used over it."""
 
     polled: bool
     steps_per_s: float
     flushes: int
     wall_s: float
     polls: PacedPolls | None
+    api_cores: float
+    worker_cores: float
+    client_cores: float
+    cpu_wall_s: float  # submit to finish, as the client timed it: the span of the cpu columns
+    steps: int
 
 
 def flush_rate(sessions: sessionmaker[Session], job_id: uuid.UUID, *, steps: int) -> tuple[float, int]:
@@ -493,9 +547,11 @@ def job_row(sessions: sessionmaker[Session], job_id: uuid.UUID) -> Job:
 
 
 def train_once(
-    client: httpx.Client, sessions: sessionmaker[Session], port: int, key: str, *, polled: bool, rate: float, steps: int
+    client: httpx.Client, sessions: sessionmaker[Session], stack: Watched, *, polled: bool, rate: float, steps: int
 ) -> TrainRun:
     """Submit the training job and wait for it: through Postgres (quiet) or through the API at ``rate``."""
+    port, key = stack.port, stack.key
+    before = CpuMark.take(stack.api, stack.workers)
     response = client.post(SUBMIT_PATH, json={"type": "gan.train", "params": {**TRAIN_JOB, "steps": steps}})
     if response.status_code != CREATED:
         raise BenchError(f"submit failed: {response.status_code} {response.text}")
@@ -506,23 +562,38 @@ def train_once(
         polls = run_async(lambda: poll_paced(port, raw, rate=rate, timeout_s=TRAIN_TIMEOUT_S))
     else:
         wait_all_finished(sessions, [job_id], timeout_s=TRAIN_TIMEOUT_S)
+    after = CpuMark.take(stack.api, stack.workers)
+    wall = after.wall - before.wall
     job = job_row(sessions, job_id)
     if job.state != JobState.SUCCEEDED.value or job.started_at is None or job.finished_at is None:
         raise BenchError(f"training job {job_id} ended {job.state}: {job.error_code} {job.error_message}")
     steps_per_s, flushes = flush_rate(sessions, job_id, steps=steps)
-    return TrainRun(polled, steps_per_s, flushes, (job.finished_at - job.started_at).total_seconds(), polls)
+    return TrainRun(
+        polled,
+        steps_per_s,
+        flushes,
+        (job.finished_at - job.started_at).total_seconds(),
+        polls,
+        api_cores=(after.api - before.api) / wall,
+        worker_cores=(after.workers - before.workers) / wall,
+        client_cores=(after.client - before.client) / wall,
+        cpu_wall_s=wall,
+        steps=steps,
+    )
 
 
 def measure_polling_while_training(
-    base_url: str, sessions: sessionmaker[Session], port: int, key: str, *, pairs: int, rate: float, steps: int
+    base_url: str, sessions: sessionmaker[Session], stack: Watched, *, pairs: int, rate: float, steps: int
 ) -> list[TrainRun]:
     """``pairs`` quiet and ``pairs`` polled runs, alternating the order within each pair."""
     runs: list[TrainRun] = []
-    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=HTTP_TIMEOUT_S) as client:
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {stack.key}"}, timeout=HTTP_TIMEOUT_S
+    ) as client:
         for pair in range(pairs):
             order = (False, True) if pair % 2 == 0 else (True, False)
             for polled in order:
-                run = train_once(client, sessions, port, key, polled=polled, rate=rate, steps=steps)
+                run = train_once(client, sessions, stack, polled=polled, rate=rate, steps=steps)
                 kind = "polled" if polled else "quiet"
                 print(f"  pair {pair + 1} {kind:<6} {run.steps_per_s:6.2f} steps/s ({run.flushes} flushes)", flush=True)
                 runs.append(run)
@@ -584,6 +655,7 @@ class Figures:
 
 def print_part1(v: Verification, submit: Submission, wait_s: float) -> None:
     """The exactly-once table and the throughputs of part 1."""
+    post = submit.latencies_s
     print(f"{'many jobs':<40} {'value':>12}")
     rows: list[tuple[str, str]] = [
         ("jobs submitted", f"{v.jobs}"),
@@ -596,7 +668,7 @@ def print_part1(v: Verification, submit: Submission, wait_s: float) -> None:
         ("duplicate deliveries refused by the claim", f"{v.refused_duplicates}"),
         ("claims per gpu worker", " / ".join(f"{n}" for n in v.per_worker.values())),
         ("submit: jobs/s (POST phase)", f"{submit.jobs_per_s:.1f}"),
-        ("submit: POST p50 / p99 ms", f"{median(submit.latencies_s) * MS:.1f} / {percentile(submit.latencies_s, 0.99) * MS:.1f}"),
+        ("submit: POST p50 / p99 ms", f"{median(post) * MS:.1f} / {percentile(post, 0.99) * MS:.1f}"),
         ("submit: POST phase s", f"{submit.elapsed_s:.1f}"),
         ("e2e: first created -> last finished s", f"{v.e2e_s:.1f}"),
         ("e2e: jobs/s", f"{v.jobs / v.e2e_s:.2f}" if v.e2e_s else "n/a"),
@@ -622,22 +694,33 @@ def print_polls(polls: dict[str, PollPhase], jobs: int) -> None:
 
 
 def print_part2(runs: Sequence[TrainRun], rate: float) -> None:
-    """Each training run: steps/s, and the paced polls' rate and latency."""
-    print(
-        f"{'training run':<14} {'steps/s':>8} {'wall s':>7} {'polls/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'conns':>5} {'reconn':>6}"
-    )
+    """Each training run: steps/s, the paced polls' rate and latency, and who used the CPU."""
+    head = ["run", "steps/s", "wall s", "polls/s", "p50 ms", "p99 ms", "conns", "reconn", "cpu:train", "api", "client"]
+    head.append("train cpu ms/step")
+    widths = (9, 8, 7, 8, 8, 9, 6, 6, 9, 5, 6, 17)
+    print(" ".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(head, widths, strict=True))))
     for i, run in enumerate(runs):
-        label = f"{i + 1} {'polled' if run.polled else 'quiet'}"
+        cells = [f"{i + 1} {'polled' if run.polled else 'quiet'}", f"{run.steps_per_s:.2f}", f"{run.wall_s:.1f}"]
         if run.polls is None:
-            print(
-                f"{label:<14} {run.steps_per_s:>8.2f} {run.wall_s:>7.1f} {'-':>8} {'-':>7} {'-':>7} {'-':>5} {'-':>6}"
-            )
+            cells += ["-"] * 5
         else:
             lat = run.polls.latencies_s
-            print(
-                f"{label:<14} {run.steps_per_s:>8.2f} {run.wall_s:>7.1f} {run.polls.rps:>8.1f} "
-                f"{median(lat) * MS:>7.2f} {percentile(lat, 0.99) * MS:>7.2f} {run.polls.connections:>5} {run.polls.reconnects:>6}"
-            )
+            cells += [
+                f"{run.polls.rps:.1f}",
+                f"{median(lat) * MS:.2f}",
+                f"{percentile(lat, 0.99) * MS:.1f}",
+                f"{run.polls.connections}",
+                f"{run.polls.reconnects}",
+            ]
+        cells += [f"{run.worker_cores:.2f}", f"{run.api_cores:.2f}", f"{run.client_cores:.2f}"]
+        cells.append(f"{run.worker_cores * run.cpu_wall_s / run.steps * MS:.1f}")
+        print(
+            " ".join(f"{c:<{w}}" if j == 0 else f"{c:>{w}}" for j, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        )
+    print(
+        "  cpu columns: cores used from submit to finish by the gpu workers (training), the API process and this "
+        "client; train cpu ms/step: the gpu workers' CPU over that span per step"
+    )
     pairs = [runs[i : i + 2] for i in range(0, len(runs) - 1, 2)]
     ratios = [
         next(r.steps_per_s for r in pair if r.polled) / next(r.steps_per_s for r in pair if not r.polled)
@@ -718,7 +801,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> Figures:
     )
     procs, gpu, port = start_stack(settings, log_dir, stack)
     try:
-        return measure(args, settings, sessions, key, gpu, port)
+        return measure(args, settings, sessions, key, procs[0], gpu, port)
     except Exception:
         dump_logs(procs)
         raise
@@ -729,6 +812,7 @@ def measure(
     settings: Settings,
     sessions: sessionmaker[Session],
     key: str,
+    api: services.Proc,
     gpu: Sequence[services.Proc],
     port: int,
 ) -> Figures:
@@ -759,7 +843,7 @@ def measure(
         flush=True,
     )
     runs = measure_polling_while_training(
-        base_url, sessions, port, key, pairs=args.pairs, rate=args.rate, steps=args.train_steps
+        base_url, sessions, Watched(port, key, api, gpu), pairs=args.pairs, rate=args.rate, steps=args.train_steps
     )
     print_part2(runs, args.rate)
     errors = sum(p.errors for p in polls.values()) + sum(r.polls.errors for r in runs if r.polls is not None)
