@@ -3,6 +3,7 @@ resolving datasets and images from built-ins, uploads and earlier jobs."""
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -103,6 +104,8 @@ def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunn
         raise JobFailed(str(exc), code="diverged") from exc
     except ValueError as exc:  # a checkpoint that doesn't fit these params
         raise JobFailed(str(exc), code="bad_input") from exc
+    except pickle.UnpicklingError as exc:  # a checkpoint torch.load(weights_only=True) refuses to unpickle
+        raise JobFailed(f"checkpoint could not be loaded: {exc}", code="bad_input") from exc
 
 
 def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
