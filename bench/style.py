@@ -12,14 +12,22 @@ same VGG19 weights (Atelier's seeded random ones: no ImageNet download here) and
 images (astronaut content, coffee style, both centre-cropped square).
 
 Atelier runs ``run_transfer`` on the same objective (same layers and weights, per-layer
-weight 1, no TV) with its own schedule: coarse-to-fine scales and one-evaluation L-BFGS
-steps. Its time is the wall time of a complete ``run_transfer`` call (encoder build and
-targets included) configured with the fewest steps per scale whose final image scores a
-total loss, on the reference's own loss code, at or below the reference's final loss.
+weight 1, no TV) with its own schedule: coarse-to-fine scales (half size, then full size) and
+Adam (lr 0.1) by default, or ``--optimizer lbfgs`` (Atelier's L-BFGS on sigmoid logits). Its
+time is the wall time of a complete ``run_transfer`` call (encoder build and targets
+included) configured with the fewest steps per scale whose final image scores a total loss,
+on the reference's own loss code, at or below the target.
+
+Two targets:
+- the issue's: the reference's final loss, against the reference's full 300-evaluation time.
+  With random weights the tutorial's clamped L-BFGS oscillates by orders of magnitude, so
+  its final loss can be far above what it reached earlier, which flatters this ratio;
+- stricter: the lowest loss the reference reached in its 300 evaluations, against the time
+  at which the reference first reached it.
 
 Runs alternate (reference, Atelier, reference, ...) so drift from other load on a shared
 machine hits both alike; each time is the median of ``--repeats``. The last line prints the
-speed-up = reference time / Atelier time.
+issue's speed-up = reference time / Atelier time; the line before it the stricter one.
 """
 
 from __future__ import annotations
@@ -57,11 +65,10 @@ TUTORIAL_STYLE = ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5")
 ATELIER_CONTENT = ["conv2_2"]
 ATELIER_STYLE = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"]
 DEEPEST = "conv3_1"
-# Atelier's schedule: coarse-to-fine sizes as fractions of the benchmark size, and Adam (the
-# tutorial's L-BFGS without a line search oscillates once the [0, 1] clamp is active).
+# Atelier's schedule: coarse-to-fine sizes as fractions of the benchmark size; Adam by default
+# (--optimizer lbfgs: Atelier's L-BFGS on sigmoid logits), with these step sizes.
 SCALE_FRACTIONS = (0.5, 1.0)
-ATELIER_OPTIMIZER = "adam"
-ATELIER_LR = 0.1
+ATELIER_LR = {"adam": 0.1, "lbfgs": 1.0}
 MAX_ATELIER_STEPS = 400
 DEFAULT_SIZE = {"cpu": 128, "cuda": 512}  # the issue's targets: CPU 128 px, GPU 512 px
 DEFAULT_REPEATS = 3
@@ -197,7 +204,7 @@ def run_reference(cnn: nn.Sequential, content: torch.Tensor, style: torch.Tensor
 # -- Atelier ---------------------------------------------------------------------------
 
 
-def atelier_params(size: int, steps: int) -> StyleTransferParams:
+def atelier_params(size: int, steps: int, optimizer: str = "adam") -> StyleTransferParams:
     """Atelier on the reference's objective, with its coarse-to-fine L-BFGS schedule."""
     scales = sorted({max(32, round(size * f)) for f in SCALE_FRACTIONS})
     return StyleTransferParams(
@@ -214,8 +221,8 @@ def atelier_params(size: int, steps: int) -> StyleTransferParams:
         content_weight=CONTENT_WEIGHT,
         style_weight=STYLE_WEIGHT,
         tv_weight=0.0,
-        optimizer=ATELIER_OPTIMIZER,
-        lr=ATELIER_LR,
+        optimizer=optimizer,
+        lr=ATELIER_LR[optimizer],
         init="content",
         seed=SEED,
         log_every=10**6,  # no host syncs for metrics in the timed run, beyond the last step
@@ -223,10 +230,13 @@ def atelier_params(size: int, steps: int) -> StyleTransferParams:
     )
 
 
-def run_atelier(size: int, steps: int, device: torch.device, images: tuple[Image.Image, Image.Image]) -> torch.Tensor:
+def run_atelier(
+    size: int, steps: int, device: torch.device, images: tuple[Image.Image, Image.Image], optimizer: str
+) -> torch.Tensor:
     """One complete Atelier run; its final image."""
     content, style = images
-    return run_transfer(atelier_params(size, steps), content, [style], InMemoryHooks(), device=device).image
+    params = atelier_params(size, steps, optimizer)
+    return run_transfer(params, content, [style], InMemoryHooks(), device=device).image
 
 
 # -- Measurement -------------------------------------------------------------------------
@@ -279,6 +289,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    parser.add_argument("--optimizer", choices=sorted(ATELIER_LR), default="adam", help="Atelier's optimiser")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -303,7 +314,7 @@ def main() -> None:
     best_loss = min(reference.losses)
 
     def atelier_score(steps: int) -> float:
-        return score(run_atelier(args.size, steps, device, images)) if steps else float("inf")
+        return score(run_atelier(args.size, steps, device, images, args.optimizer)) if steps else float("inf")
 
     to_final = _fewest_steps(atelier_score, final_loss)
     to_best = _fewest_steps(atelier_score, best_loss, required=False)
@@ -315,7 +326,7 @@ def main() -> None:
     )
     scales = atelier_params(args.size, 1).scale_sizes()
     print(
-        f"atelier: {ATELIER_OPTIMIZER} lr {ATELIER_LR}, scales {scales}: {to_final} steps per scale reach "
+        f"atelier: {args.optimizer} lr {ATELIER_LR[args.optimizer]}, scales {scales}: {to_final} steps per scale reach "
         f"{atelier_score(to_final):.6g} <= the reference's final loss; "
         + (f"{to_best} steps reach {atelier_score(to_best):.6g} <= its best" if to_best else "its best not reached")
     )
@@ -326,9 +337,11 @@ def main() -> None:
         elapsed, run = _timed(lambda: run_reference(cnn, content, style), device)
         ref_times.append(elapsed)
         ref_best_times.append(run.first_time_at_or_below(best_loss))
-        final_times.append(_timed(lambda: run_atelier(args.size, to_final, device, images), device)[0])
+        final_times.append(_timed(lambda: run_atelier(args.size, to_final, device, images, args.optimizer), device)[0])
         if to_best:
-            best_times.append(_timed(lambda: run_atelier(args.size, to_best, device, images), device)[0])
+            best_times.append(
+                _timed(lambda: run_atelier(args.size, to_best, device, images, args.optimizer), device)[0]
+            )
     ref_s, final_s = statistics.median(ref_times), statistics.median(final_times)
     print(f"reference, 300 evaluations: {_times(ref_times)}; first at its best loss: {_times(ref_best_times)}")
     print(f"atelier to the reference's final loss: {_times(final_times)}")
