@@ -47,6 +47,7 @@ class Settings(BaseSettings):
 
     # --- limits -------------------------------------------------------------
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)  # any other request body (JSON)
     max_upload_files: int = Field(default=10_000, gt=0)
     max_unpacked_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
     max_compression_ratio: float = Field(default=200.0, gt=1)

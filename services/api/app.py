@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.api.bodylimit import BodyLimitMiddleware
 from services.api.deps import AppState
 from services.api.ratelimit import RateLimiter
 from services.api.reads import JobReader
@@ -107,6 +108,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Atelier", version="1", description=DESCRIPTION, lifespan=lifespan)
     _install_error_handlers(app)
+
+    def body_limit(path: str) -> tuple[int, str]:
+        if path.startswith(uploads.router.prefix):
+            return settings.max_upload_bytes + uploads.MULTIPART_OVERHEAD_BYTES, "files"
+        return settings.max_request_bytes, "body"
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(uploads.router)

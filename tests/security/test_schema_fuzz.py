@@ -8,15 +8,12 @@ operation's hypothesis strategy is driven directly.)"""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import requests
 import schemathesis
-import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
@@ -29,7 +26,7 @@ from shared.config import Settings
 from shared.db.models import Tenant
 from shared.db.session import transaction
 from tests.conftest import Caller, make_caller
-from tests.support import services
+from tests.security.conftest import live_server
 from tests.support.images import png
 
 pytestmark = pytest.mark.integration
@@ -37,7 +34,6 @@ pytestmark = pytest.mark.integration
 MAX_EXAMPLES = 15  # per operation, generation mode and key kind
 FUZZ_ACTIVE_JOBS = 1_000_000  # so submissions reach validation rather than the quota
 SERVER_ERROR = 500
-SERVER_START_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 30.0
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 KEY_KINDS = ("valid", "wrong", "none")
@@ -63,18 +59,8 @@ def fuzz_settings(settings: Settings) -> Settings:
 @pytest.fixture(scope="module")
 def server(fuzz_settings: Settings) -> Iterator[str]:
     """The API on a real uvicorn server in a thread; yields its base URL."""
-    port = services.free_port()
-    config = uvicorn.Config(create_app(fuzz_settings), host="127.0.0.1", port=port, log_level="warning")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not instance.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(SERVER_START_TIMEOUT_S)
+    with live_server(fuzz_settings) as (host, port):
+        yield f"http://{host}:{port}"
 
 
 @pytest.fixture(scope="module")

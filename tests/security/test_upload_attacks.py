@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import select
+import socket
 import struct
 import tarfile
 import zipfile
@@ -20,6 +22,7 @@ from services.api.app import create_app
 from shared.config import Settings
 from shared.storage import S3ObjectStore
 from tests.conftest import Caller
+from tests.security.conftest import live_server
 from tests.support.images import jpeg, png, zip_of
 
 pytestmark = pytest.mark.integration
@@ -27,6 +30,9 @@ pytestmark = pytest.mark.integration
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ZIP_BOMB_ZEROS = 20 * 1024 * 1024  # compresses ~1000x
 LYING_DECLARED_SIZE = 100
+CHUNK_BYTES = 1024 * 1024
+SOCKET_TIMEOUT_S = 10.0
+READ_BYTES = 65536
 
 
 # --- payloads -----------------------------------------------------------------------------
@@ -302,3 +308,53 @@ def test_too_many_files_in_one_multipart_request(settings: Settings, alice: Call
         response = send(limited, alice, [(f"f{i}.png", b"x") for i in range(301)])
         # Then the count is refused, not each file's content, and nothing is left
         assert_refused_and_nothing_left(limited, store, alice, response, 413, "more than 300 files")
+
+
+def test_an_endless_chunked_upload_is_cut_off_at_the_limit(
+    settings: Settings, alice: Caller, store: S3ObjectStore, client: TestClient
+) -> None:
+    # Given the API on a real server, and a multipart upload streamed with no Content-Length
+    chunk = b"\0" * CHUNK_BYTES
+    boundary = "AtelierBoundary"
+    part_head = f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'.encode()
+    sent = 0
+    with live_server(settings) as (host, port), socket.create_connection((host, port)) as sock:
+        sock.sendall(
+            f"POST /v1/uploads HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {alice.key}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+            + b"%x\r\n%s\r\n" % (len(part_head), part_head)
+        )
+        # When alice streams four times the limit, stopping when the server answers or hangs up
+        try:
+            while sent < 4 * settings.max_upload_bytes and not select.select([sock], [], [], 0)[0]:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.settimeout(SOCKET_TIMEOUT_S)
+        status_line = sock.recv(READ_BYTES).split(b"\r\n", 1)[0]
+    # Then it is refused with a 413 once the limit is passed, not after the whole body was taken in
+    assert status_line.startswith(b"HTTP/1.1 413"), status_line
+    assert sent < 2 * settings.max_upload_bytes, f"the server read {sent} bytes before refusing"
+    assert stored_upload_objects(store, alice) == []
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_huge_json_body_is_413_before_it_is_parsed(client: TestClient, alice: Caller, settings: Settings) -> None:
+    # When a job is submitted with a body over the JSON limit, declared or streamed
+    huge = b'{"type": "gan.train", "params": {"x": "' + b"a" * settings.max_request_bytes + b'"}}'
+    declared = client.post("/v1/jobs", content=huge, headers={**alice.headers, "Content-Type": "application/json"})
+    streamed = client.post(
+        "/v1/jobs",
+        content=iter([huge[:1000], huge[1000:]]),
+        headers={**alice.headers, "Content-Type": "application/json"},
+    )
+    # Then both are 413 naming the body, and no job was made
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert response.json()["error"] == {
+            "code": "payload_too_large",
+            "message": f"request body is over the limit of {settings.max_request_bytes} bytes",
+            "field": "body",
+        }
+    assert client.get("/v1/jobs", headers=alice.headers).json()["items"] == []
