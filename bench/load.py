@@ -18,6 +18,7 @@ Ctrl-C included.
    each request's scheduled send time). Its steps/s comes from the metrics rows' ``recorded_at``:
    the worker flushes every 2 s, and a flush's time lies within one step of the last step it
    carries, so the rate between the first and last periodic flushes is exact to about a step.
+   The CPU the gpu workers, the API process and this client used over each run is read from /proc.
 
 The last line printed holds the figures; the exit status is 1 if any job was lost, failed,
 ran twice or the benchmark could not measure.
@@ -88,7 +89,7 @@ SHORT_STEPS = 1
 SHORT_JOB = {**SMALLEST_GAN, "steps": SHORT_STEPS, "checkpoint_every": NEVER, "sample_every": NEVER}
 WARMUP_JOBS_PER_WORKER = 1  # the first job in a pool child loads the dataset; not counted
 ACTIVE_JOBS_MARGIN = 100  # the tenant's quota is raised to N + this, so submission is never refused
-DONE_POLL_S = 0.5  # how often the bench asks Postgres whether every job is finished
+DONE_POLL_S = 0.5  # how often the bench asks Postgres whether the jobs (or the unpolled run) finished
 WAIT_S_PER_JOB = 1.0  # the end-to-end timeout, per job ...
 WAIT_MIN_S = 180.0  # ... and at least this
 CLAIM_LINE = re.compile(r"job ([0-9a-f-]{36}) \(([\w.]+)\) claimed: attempt (\d+)")
@@ -116,7 +117,6 @@ TRAIN_JOB = {
     "sample_every": NEVER,
 }
 TRAIN_TIMEOUT_S = 600.0
-QUIET_POLL_S = 0.5  # the unpolled run is watched through Postgres, not the API
 MIN_FLUSHES = 2  # periodic metric flushes needed to time a run
 TERMINAL_MARKERS = tuple(f'"state":"{state}"'.encode() for state in TERMINAL_STATES)
 
