@@ -5,6 +5,7 @@ Each test reads Given / When / Then."""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.app import create_app
+from services.api.ratelimit import FAIL_OPEN_PAUSE_S, REDIS_TIMEOUT_S
 from shared.config import Settings
 from shared.db.models import Tenant
 from shared.db.session import transaction
@@ -124,3 +126,23 @@ def test_active_job_quota_is_429_with_retry_after(
     # And once one is cancelled, a new one is accepted
     assert client.post(f"/v1/jobs/{first.json()['id']}/cancel", headers=bob.headers).status_code == 200
     assert client.post("/v1/jobs", json=GAN, headers=bob.headers).status_code == 201
+
+
+def test_a_redis_that_never_answers_costs_one_timeout_then_nothing(
+    settings: Settings, alice: Caller, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a "Redis" that accepts connections and never replies
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        hung = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        broken = settings.model_copy(update={"redis_url": hung, "rate_limit_per_s": 1.0, "rate_limit_burst": 1})
+        with TestClient(create_app(broken)) as app, caplog.at_level(logging.WARNING, logger="services.api.ratelimit"):
+            # When alice sends requests
+            started = time.monotonic()
+            statuses = [app.get("/v1/jobs", headers=alice.headers).status_code for _ in range(10)]
+            elapsed = time.monotonic() - started
+    # Then all are served: the first waits out one Redis timeout, the rest skip the check meanwhile
+    assert statuses == [200] * 10
+    assert elapsed < REDIS_TIMEOUT_S + FAIL_OPEN_PAUSE_S + 2.0
+    assert any("TimeoutError" in r.getMessage() for r in caplog.records)
