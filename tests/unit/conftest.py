@@ -19,3 +19,8 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``slow`` marker (GAN quality tests that train for minutes)."""
+    config.addinivalue_line("markers", "slow: trains real models for minutes; deselect with -m 'not slow'")

@@ -216,3 +216,14 @@ def test_point_data_of_the_wrong_shape_is_refused() -> None:
         train(_point_params(), torch.zeros(10, 3), InMemoryHooks())
     with pytest.raises(ValueError, match="finite"):
         train(_point_params(), torch.full((10, 2), float("inf")), InMemoryHooks())
+
+
+def test_the_dense_gan_on_images_samples_image_grids(digits: torch.Tensor) -> None:
+    hooks = InMemoryHooks()
+    train(_image_params(arch="mlp", steps=2), digits, hooks)
+    png, raw = sample(hooks.artifacts["generator.pt"][0], n=5, seed=2)
+    images = np.load(io.BytesIO(raw))
+    assert images.shape == (5, 1, SIZE, SIZE)
+    assert float(images.min()) >= -1.0 and float(images.max()) <= 1.0
+    with Image.open(io.BytesIO(png)) as grid:
+        assert grid.format == "PNG"
