@@ -63,6 +63,7 @@ class JobReader:
         self._cache_entries = cache_entries
         # (key hash, job id) -> (expires at, the key's tenant, rendered job)
         self._cache: dict[tuple[str, uuid.UUID], tuple[float, uuid.UUID, bytes]] = {}
+        self._inflight: dict[tuple[str, uuid.UUID], asyncio.Future[Any]] = {}
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -102,7 +103,7 @@ class JobReader:
             if admit is not None:
                 await admit(hit[1])
             return hit[2]
-        row = await self._read(key_hash, job_id)
+        row = await self._read_shared(key_hash, job_id)
         tenant_id: uuid.UUID = row["key_tenant"]
         if admit is not None:
             await admit(tenant_id)
@@ -116,6 +117,33 @@ class JobReader:
                     self._cache.clear()
             self._cache[(key_hash, job_id)] = (now + self._cache_s, tenant_id, job)
         return job
+
+    async def _read_shared(self, key_hash: str, job_id: uuid.UUID) -> Any:
+        """One database read per (key, job) at a time: concurrent misses wait for it.
+
+        Without this, when an entry expires under a backlog every queued poll reads the
+        database, and the backlog grows.
+        """
+        entry = (key_hash, job_id)
+        pending = self._inflight.get(entry)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[entry] = future
+        try:
+            row = await self._read(key_hash, job_id)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters, if any, re-raise it themselves
+            raise
+        else:
+            future.set_result(row)
+            return row
+        finally:
+            self._inflight.pop(entry, None)
 
     async def _read(self, key_hash: str, job_id: uuid.UUID) -> Any:
         try:
