@@ -13,7 +13,8 @@ images (astronaut content, coffee style, both centre-cropped square).
 
 Atelier runs ``run_transfer`` on the same objective (same layers and weights, per-layer
 weight 1, no TV) with its own schedule: coarse-to-fine scales (half size, then full size) and
-Adam (lr 0.1) by default, or ``--optimizer lbfgs`` (Atelier's L-BFGS on sigmoid logits). Its
+Atelier's L-BFGS (one evaluation per step, on sigmoid logits, lr 1) by default, or
+``--optimizer adam`` (lr 0.1, clamped pixels). Its
 time is the wall time of a complete ``run_transfer`` call (encoder build and targets
 included) configured with the fewest steps per scale whose final image scores a total loss,
 on the reference's own loss code, at or below the target.
@@ -65,8 +66,8 @@ TUTORIAL_STYLE = ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5")
 ATELIER_CONTENT = ["conv2_2"]
 ATELIER_STYLE = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"]
 DEEPEST = "conv3_1"
-# Atelier's schedule: coarse-to-fine sizes as fractions of the benchmark size; Adam by default
-# (--optimizer lbfgs: Atelier's L-BFGS on sigmoid logits), with these step sizes.
+# Atelier's schedule: coarse-to-fine sizes as fractions of the benchmark size; L-BFGS on
+# sigmoid logits by default (--optimizer adam: clamped pixels), with these step sizes.
 SCALE_FRACTIONS = (0.5, 1.0)
 ATELIER_LR = {"adam": 0.1, "lbfgs": 1.0}
 MAX_ATELIER_STEPS = 400
@@ -204,7 +205,7 @@ def run_reference(cnn: nn.Sequential, content: torch.Tensor, style: torch.Tensor
 # -- Atelier ---------------------------------------------------------------------------
 
 
-def atelier_params(size: int, steps: int, optimizer: str = "adam") -> StyleTransferParams:
+def atelier_params(size: int, steps: int, optimizer: str = "lbfgs") -> StyleTransferParams:
     """Atelier on the reference's objective, with its coarse-to-fine L-BFGS schedule."""
     scales = sorted({max(32, round(size * f)) for f in SCALE_FRACTIONS})
     return StyleTransferParams(
@@ -289,7 +290,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
-    parser.add_argument("--optimizer", choices=sorted(ATELIER_LR), default="adam", help="Atelier's optimiser")
+    parser.add_argument("--optimizer", choices=sorted(ATELIER_LR), default="lbfgs", help="Atelier's optimiser")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
