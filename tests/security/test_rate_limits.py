@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.api.app import create_app
 from services.api.ratelimit import FAIL_OPEN_PAUSE_S, REDIS_TIMEOUT_S
 from shared.config import Settings
+from shared.db import queries
 from shared.db.models import Tenant
 from shared.db.session import transaction
 from tests.conftest import Caller
@@ -24,7 +25,7 @@ from tests.support import services
 
 pytestmark = pytest.mark.integration
 
-RATE_PER_S = 4.0
+RATE_PER_S = 1.0  # slow refill: a loaded machine cannot earn a token back mid-burst
 BURST = 3
 GAN = {"type": "gan.train", "params": {"dataset": "digits", "steps": 10}}
 
@@ -48,9 +49,23 @@ def _assert_limited(response, limit: float) -> None:  # type: ignore[no-untyped-
 
 
 @pytest.mark.parametrize("route", ["list", "poll", "poll_missing"])
-def test_burst_then_429_with_retry_after(limited: TestClient, client: TestClient, alice: Caller, route: str) -> None:
-    # Given a job of alice's (made through the unlimited app) and the route under test
-    job_id = client.post("/v1/jobs", json=GAN, headers=alice.headers).json()["id"]
+def test_burst_then_429_with_retry_after(
+    limited: TestClient, sessions: sessionmaker[Session], alice: Caller, route: str
+) -> None:
+    # Given a job of alice's, written straight to the database so that no request (through
+    # any app instance) has touched her token bucket yet, and the route under test
+    with transaction(sessions) as session:
+        job, _created = queries.create_job(
+            session,
+            tenant_id=alice.tenant_id,
+            job_type=GAN["type"],
+            params=GAN["params"],
+            queue="gpu",
+            total=10,
+            max_attempts=3,
+            idempotency_key=None,
+        )
+        job_id = str(job.id)
     path = {
         "list": "/v1/jobs",
         "poll": f"/v1/jobs/{job_id}",  # the asyncpg hot path
