@@ -58,40 +58,27 @@ DEFAULT_GAN_IMAGE_SIZE = 32
 MAX_N_CRITIC = 20
 MAX_PENALTY_WEIGHT = 1e4
 MAX_LABEL_SMOOTHING = 0.5
-GAN_PRESETS: dict[str, dict[str, Any]] = {
+_LESSON_GAN: dict[str, Any] = {
     # The lesson's notebook: BCE, Adam 2e-4 with beta1 0.5 for both nets, and no remedy.
-    "lesson": {
-        "loss": "bce",
-        "lr_g": 2e-4,
-        "lr_d": 2e-4,
-        "beta1": 0.5,
-        "beta2": 0.999,
-        "r1_gamma": 0.0,
-        "n_critic": 1,
-        "label_smoothing": 0.0,
-        "spectral_norm": False,
-        "ema": None,
-        "d_skip_threshold": None,
-        "diffaugment": [],
-        "lr_decay": "none",
-    },
-    # The best default we measured (docs/benchmarks.md, "GAN quality"): an EMA generator and learning
-    # rates that fall linearly to zero; spectral norm on D for images.
-    "stable": {
-        "loss": "bce",
-        "lr_g": 2e-4,
-        "lr_d": 2e-4,
-        "beta1": 0.5,
-        "beta2": 0.999,
-        "r1_gamma": 0.0,
-        "n_critic": 1,
-        "label_smoothing": 0.0,
-        "spectral_norm": True,
-        "ema": 0.999,
-        "d_skip_threshold": None,
-        "diffaugment": [],
-        "lr_decay": "linear",
-    },
+    "loss": "bce",
+    "lr_g": 2e-4,
+    "lr_d": 2e-4,
+    "beta1": 0.5,
+    "beta2": 0.999,
+    "r1_gamma": 0.0,
+    "n_critic": 1,
+    "label_smoothing": 0.0,
+    "spectral_norm": False,
+    "ema": None,
+    "d_skip_threshold": None,
+    "diffaugment": [],
+    "lr_decay": "none",
+}
+GAN_PRESETS: dict[str, dict[str, Any]] = {
+    "lesson": _LESSON_GAN,
+    # The best default we measured (docs/benchmarks.md, "GAN quality"): the lesson's settings plus
+    # an EMA generator and learning rates that fall linearly to zero; spectral norm on D for images.
+    "stable": {**_LESSON_GAN, "spectral_norm": True, "ema": 0.999, "lr_decay": "linear"},
 }
 # What a preset sets differently for the 2-D point datasets: the dense GAN there learns sharp modes
 # faster at 1e-3, and spectral norm's 1-Lipschitz D cannot make the 0.02-wide bumps of ring8.
