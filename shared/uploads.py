@@ -229,3 +229,58 @@ def unpack(files: list[tuple[str, bytes]], limits: UploadLimits) -> tuple[list[C
     nested = [p.split("/") for p in paths]
     classes = sorted({parts[0] for parts in nested}) if all(len(parts) > 1 for parts in nested) else []
     return images, classes
+
+
+WEIGHTS_SUFFIXES = frozenset({".pt", ".pth"})
+TORCH_PICKLE_ENTRY = "data.pkl"
+TORCH_LEGACY_HINT = (
+    "save it with torch.save(state_dict, path), whose default (zip) format Atelier reads "
+    "with torch.load(weights_only=True)"
+)
+
+
+@dataclass(frozen=True)
+class CheckedWeights:
+    """A torch zip-format file that passed the structural checks (it is not unpickled here)."""
+
+    path: str
+    data: bytes
+    entries: int
+
+
+def is_weights_upload(files: list[tuple[str, bytes]]) -> bool:
+    """One file named *.pt or *.pth: a weights upload rather than images."""
+    return len(files) == 1 and PurePosixPath(files[0][0] or "").suffix.lower() in WEIGHTS_SUFFIXES
+
+
+def check_weights(name: str, data: bytes, limits: UploadLimits) -> CheckedWeights:
+    """Check a torch.save file's container without unpickling it.
+
+    torch.save's format is a zip with ``<archive>/data.pkl`` (the pickled structure) and
+    ``<archive>/data/<n>`` (raw tensor storages), stored uncompressed. Anything else (the
+    legacy bare-pickle format, an HTML page named .pt, a zip bomb) is refused here; the
+    pickle itself is only ever read by the worker with ``torch.load(weights_only=True)``.
+    """
+    path = safe_entry_name(PurePosixPath(name).name) or "weights.pt"
+    if not data.startswith(ZIP_MAGIC):
+        raise UnsupportedMedia(f"{path}: not a torch.save zip file; {TORCH_LEGACY_HINT}", field="files")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+    except ZIP_ENTRY_ERRORS as exc:
+        raise UnsupportedMedia(f"{path}: not a readable torch.save zip file ({exc})", field="files") from exc
+    if len(infos) > limits.max_files:
+        raise PayloadTooLarge(f"{path}: {len(infos)} entries; the limit is {limits.max_files}", field="files")
+    unpacked = sum(info.file_size for info in infos)
+    if unpacked > limits.max_unpacked_bytes:
+        raise PayloadTooLarge(
+            f"{path}: unpacks to {unpacked} bytes; the limit is {limits.max_unpacked_bytes}", field="files"
+        )
+    roots = {info.filename.split("/", 1)[0] for info in infos}
+    pickles = [info for info in infos if info.filename.endswith("/" + TORCH_PICKLE_ENTRY)]
+    if len(roots) != 1 or len(pickles) != 1 or pickles[0].filename.count("/") != 1:
+        raise UnsupportedMedia(
+            f"{path}: a zip, but not torch.save's layout (one folder with {TORCH_PICKLE_ENTRY}); {TORCH_LEGACY_HINT}",
+            field="files",
+        )
+    return CheckedWeights(path=path, data=data, entries=len(infos))

@@ -25,7 +25,7 @@ from workers.runtime import Executor, JobRunner, WorkerContext
 from workers.style.images import decode_image, load_builtin_image
 from workers.style.transfer import DivergenceError as StyleDivergence
 from workers.style.transfer import transfer as style_transfer
-from workers.style.vgg import WeightsUnavailableError
+from workers.style.vgg import WeightsUnavailableError, load_state_dict_file
 
 
 def pick_device(preference: str) -> torch.device:
@@ -89,6 +89,10 @@ def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunn
     content = _image(ctx, claim.tenant_id, params.content)
     styles = [_image(ctx, claim.tenant_id, ref) for ref in params.styles]
     try:
+        weights_state = None
+        if is_upload_ref(params.weights):
+            _path, data = _upload_files(ctx, claim.tenant_id, params.weights)[0]
+            weights_state = load_state_dict_file(data)
         style_transfer(
             params,
             content,
@@ -97,6 +101,7 @@ def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunn
             device=pick_device(ctx.settings.device),
             weights_dir=ctx.settings.torch_home,
             allow_download=ctx.settings.allow_weight_download,
+            weights_state=weights_state,
         )
     except WeightsUnavailableError as exc:
         raise JobFailed(str(exc), code="weights_unavailable") from exc

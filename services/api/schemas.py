@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -173,7 +173,7 @@ class ArtifactList(BaseModel):
 
 
 class UploadFileOut(BaseModel):
-    """One image of an upload."""
+    """One file of an upload (width and height are 0 for a weights file)."""
 
     path: str
     width: int
@@ -182,9 +182,11 @@ class UploadFileOut(BaseModel):
 
 
 class UploadOut(BaseModel):
-    """An image set (or single image) usable as a dataset or a content/style image."""
+    """An image set (or single image) usable as a dataset or a content/style image, or a weights
+    file (kind "weights") usable as a style.transfer job's ``weights``."""
 
     id: uuid.UUID
+    kind: Literal["images", "weights"] = Field(description="images, or one torch.save weights file")
     filename: str
     file_count: int
     total_bytes: int
@@ -197,6 +199,7 @@ class UploadOut(BaseModel):
         """Render an upload row."""
         return cls(
             id=upload.id,
+            kind="weights" if upload.kind == "weights" else "images",
             filename=upload.filename,
             file_count=upload.file_count,
             total_bytes=upload.total_bytes,

@@ -41,13 +41,23 @@ def describe_validation_error(exc: ValidationError, *, prefix: str) -> InvalidIn
     return InvalidInput("; ".join(problems), field=first_field)
 
 
-def _require_upload(session: Session, *, tenant_id: uuid.UUID, ref: str, field: str) -> None:
+UPLOAD_USES = {"images": "images", "weights": "a weights file"}
+
+
+def _require_upload(session: Session, *, tenant_id: uuid.UUID, ref: str, field: str, kind: str = "images") -> None:
+    """A referenced upload must be the caller's and of the kind the field needs."""
     if not is_upload_ref(ref):
         return
     try:
-        queries.get_upload(session, tenant_id=tenant_id, upload_id=uuid.UUID(ref))
+        upload = queries.get_upload(session, tenant_id=tenant_id, upload_id=uuid.UUID(ref))
     except NotFound as exc:
         raise InvalidInput(f"{field}: upload {ref} not found", field=field) from exc
+    if upload.kind != kind:
+        raise InvalidInput(
+            f"{field}: upload {ref} holds {UPLOAD_USES.get(upload.kind, upload.kind)}; "
+            f"this field needs {UPLOAD_USES[kind]}",
+            field=field,
+        )
 
 
 def _check_references(session: Session, *, tenant_id: uuid.UUID, params: Any, settings: Settings) -> None:
@@ -68,6 +78,7 @@ def _check_references(session: Session, *, tenant_id: uuid.UUID, params: Any, se
         _require_upload(session, tenant_id=tenant_id, ref=params.content, field="params.content")
         for i, ref in enumerate(params.styles):
             _require_upload(session, tenant_id=tenant_id, ref=ref, field=f"params.styles.{i}")
+        _require_upload(session, tenant_id=tenant_id, ref=params.weights, field="params.weights", kind="weights")
     elif isinstance(params, GanSampleParams):
         field = "params.source_job"
         try:

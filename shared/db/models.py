@@ -65,13 +65,15 @@ class ApiKey(Base):
 
 
 class Upload(Base):
-    """A set of user images (one image, a folder, or an unpacked archive) in the object store."""
+    """A set of user images (one image, a folder, or an unpacked archive), or one weights file, in the object store."""
 
     __tablename__ = "uploads"
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
     filename: Mapped[str] = mapped_column(String(500), nullable=False, server_default="")
+    # "images": a dataset or content/style images; "weights": one torch.save file (VGG state_dict).
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, server_default="images")
     file_count: Mapped[int] = mapped_column(Integer, nullable=False)
     total_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     # [{"path": "cats/a.png", "key": "uploads/<t>/<id>/cats/a.png", "width": .., "height": .., "bytes": ..}]
@@ -79,7 +81,10 @@ class Upload(Base):
     classes: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
     created_at: Mapped[datetime] = _created()
 
-    __table_args__ = (Index("ix_uploads_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_uploads_tenant_created", "tenant_id", "created_at"),
+        CheckConstraint("kind IN ('images', 'weights')", name="ck_uploads_kind"),
+    )
 
 
 class Job(Base):

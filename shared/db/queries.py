@@ -285,12 +285,14 @@ def create_upload(
     filename: str,
     manifest: list[dict[str, Any]],
     classes: list[str],
+    kind: str = "images",
 ) -> Upload:
     """Record an upload whose files are already stored."""
     upload = Upload(
         id=upload_id,
         tenant_id=tenant_id,
         filename=filename,
+        kind=kind,
         file_count=len(manifest),
         total_bytes=sum(int(f["bytes"]) for f in manifest),
         manifest=manifest,

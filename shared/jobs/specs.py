@@ -279,6 +279,7 @@ STYLE_PRESETS: dict[str, dict[str, Any]] = {
 DEFAULT_CONTENT_LAYERS = ("relu4_2",)
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 DEFAULT_LR = {"adam": 0.05, "lbfgs": 1.0}
+STYLE_WEIGHT_KINDS = ("imagenet", "random")
 MAX_STYLE_SCALE = 4.0
 MAX_SCALES = 6
 MAX_STYLE_STEPS = 100_000
@@ -307,8 +308,12 @@ class StyleTransferParams(_Params):
         "steps runs at each. Default: [size]. size defaults to the last scale.",
     )
     steps: int = Field(default=300, ge=1, le=MAX_STYLE_STEPS, description="Optimiser steps (per scale).")
-    weights: Literal["imagenet", "random"] = Field(
-        default="imagenet", description="VGG weights: torchvision ImageNet weights, or seeded random ones."
+    weights: str = Field(
+        default="imagenet",
+        description="VGG weights: imagenet (torchvision's ImageNet weights), random (seeded, per-layer "
+        "normalised), or the id of a weights upload: a torch.save'd state_dict of the network, with "
+        "torchvision's keys (features.<i>.weight/bias) or those of its features module (<i>.weight/bias).",
+        examples=["imagenet", "random"],
     )
     network: VggNetwork = Field(default="vgg19", description="Feature network: vgg19 or vgg16.")
     pooling: Literal["max", "avg"] = Field(default="max", description="The network's pooling layers.")
@@ -366,6 +371,15 @@ class StyleTransferParams(_Params):
     @classmethod
     def _known_content(cls, value: str) -> str:
         return _image_ref(value)
+
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, value: str) -> str:
+        if value in STYLE_WEIGHT_KINDS or is_upload_ref(value):
+            return value
+        raise ValueError(
+            f"unknown weights {value!r}: use one of {list(STYLE_WEIGHT_KINDS)} or the id of a weights upload"
+        )
 
     @field_validator("styles")
     @classmethod

@@ -61,6 +61,9 @@ def submit(client: TestClient, caller: Caller, body: dict[str, Any]) -> Any:
             "unknown vgg16 layer(s) ['conv5_4']: vgg16 has conv1_1 ... conv5_3",
         ),
         ({"network": "vgg11"}, "params.network", "'vgg16' or 'vgg19'"),
+        # weights: a kind that doesn't exist, or an upload that doesn't
+        ({"weights": "vgg-face"}, "params.weights", "unknown weights 'vgg-face'"),
+        ({"weights": MISSING_UPLOAD}, "params.weights", f"upload {MISSING_UPLOAD} not found"),
         ({"style_layer_weights": [1.0, 2.0]}, "params.style_layer_weights", "2 weights for 5 style_layers"),
         ({"pooling": "min"}, "params.pooling", "'max' or 'avg'"),
         ({"optimizer": "sgd"}, "params.optimizer", "'adam' or 'lbfgs'"),

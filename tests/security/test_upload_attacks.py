@@ -253,7 +253,7 @@ def assert_refused_and_nothing_left(
             "page.png: not an image",
             id="html-named-png-among-good-ones",
         ),
-        pytest.param("generator.pt", None, 415, "not an image", id="pickle-posing-as-weights"),
+        pytest.param("generator.pt", None, 415, "not a torch.save zip file", id="pickle-posing-as-weights"),
     ],
 )
 def test_upload_attack_is_refused_and_leaves_nothing(

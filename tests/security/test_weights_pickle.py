@@ -3,8 +3,9 @@
 The payload's ``__reduce__`` would create a marker file. The test first shows that an unsafe
 ``torch.load`` does run it (so the payload is live), then routes it through each real loader:
 a gan.sample job's source generator.pt, a gan.train and a style.transfer job resuming from a
-checkpoint pointer (both run by the worker runtime in process, on the real services), and
-the VGG weights cache. Each job fails with a recorded error; no marker appears.
+checkpoint pointer (both run by the worker runtime in process, on the real services), the
+VGG weights cache, and an uploaded style-weights file. Each job fails with a recorded error;
+no marker appears.
 Each test reads Given / When / Then."""
 
 from __future__ import annotations
@@ -175,4 +176,29 @@ def test_resume_from_a_poisoned_checkpoint_fails_cleanly(
     assert (outcome, job.state) == ("failed", "failed"), job.error_message
     assert job.error_code == "bad_input"
     assert "checkpoint could not be loaded: Weights only load failed" in (job.error_message or "")
+    assert not marker.exists()
+
+
+def test_an_uploaded_weights_file_never_executes(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], worker: WorkerContext, tmp_path: Path
+) -> None:
+    # Given the payload in torch.save's zip format, uploaded as style weights: its container is
+    # well formed, so the API (which never unpickles) accepts it as a weights upload
+    marker = tmp_path / "pwned"
+    uploaded = client.post(
+        "/v1/uploads",
+        files=[("files", ("vgg19.pth", torch_zip_pickle(marker), "application/octet-stream"))],
+        headers=alice.headers,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    assert uploaded.json()["kind"] == "weights"
+    # When a style job uses it and a worker runs the job
+    params = TINY_STYLE | {"weights": uploaded.json()["id"]}
+    created = client.post("/v1/jobs", json={"type": "style.transfer", "params": params}, headers=alice.headers)
+    assert created.status_code == 201, created.text
+    outcome = run_job(worker, uuid.UUID(created.json()["id"]), execute)
+    # Then torch.load(weights_only=True) refused it: the job failed saying so, and nothing ran
+    job = _finished(sessions, alice, uuid.UUID(created.json()["id"]))
+    assert (outcome, job.state, job.error_code) == ("failed", "failed", "weights_unavailable"), job.error_message
+    assert "cannot be read by torch.load(weights_only=True)" in (job.error_message or "")
     assert not marker.exists()

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from PIL import Image
 
-from shared.jobs.specs import MIN_STYLE_SIZE, StyleTransferParams
+from shared.jobs.specs import MIN_STYLE_SIZE, StyleTransferParams, is_upload_ref
 from workers.hooks import StopRequested, TrainHooks
 from workers.style.images import luminance, to_png, to_tensor, with_chroma_of
 from workers.style.losses import (
@@ -52,7 +52,7 @@ from workers.style.losses import (
     TotalVariationLoss,
     gram_targets,
 )
-from workers.style.vgg import WEIGHTS_RANDOM, Encoder, build_vgg
+from workers.style.vgg import WEIGHTS_RANDOM, WEIGHTS_UPLOADED, Encoder, build_vgg
 
 # The defaults of StyleTransferParams, kept here for callers of the engine.
 CONTENT_LAYERS: Final[tuple[str, ...]] = ("relu4_2",)
@@ -149,10 +149,18 @@ def transfer(
     device: str | torch.device = "cpu",
     weights_dir: Path | None = None,
     allow_download: bool = False,
+    weights_state: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) Gatys style transfer and save ``output.png``; returns a JSON-able summary."""
     result = run_transfer(
-        params, content, styles, hooks, device=device, weights_dir=weights_dir, allow_download=allow_download
+        params,
+        content,
+        styles,
+        hooks,
+        device=device,
+        weights_dir=weights_dir,
+        allow_download=allow_download,
+        weights_state=weights_state,
     )
     hooks.save_artifact(OUTPUT_ARTIFACT, to_png(result.image), kind=ARTIFACT_KIND_OUTPUT, content_type=PNG_CONTENT_TYPE)
     return result.summary
@@ -167,8 +175,12 @@ def run_transfer(
     device: str | torch.device = "cpu",
     weights_dir: Path | None = None,
     allow_download: bool = False,
+    weights_state: Mapping[str, torch.Tensor] | None = None,
 ) -> TransferResult:
-    """Every scale of the optimisation, with checkpoints and snapshots; the final image stays in memory."""
+    """Every scale of the optimisation, with checkpoints and snapshots; the final image stays in memory.
+
+    ``weights_state`` is the state dict of the upload that ``params.weights`` names.
+    """
     if len(styles) != len(params.styles):
         raise ValueError(f"got {len(styles)} style images for {len(params.styles)} styles in params")
     dev = torch.device(device)
@@ -176,14 +188,18 @@ def run_transfer(
     # -- Encoder: one forward pass per step feeds every loss -----------------------------
     if params.weights == WEIGHTS_RANDOM:
         hooks.warn(RANDOM_WEIGHTS_WARNING)
+    uploaded = is_upload_ref(params.weights)
+    if uploaded and weights_state is None:
+        raise ValueError(f"params.weights names upload {params.weights}; pass its state dict as weights_state")
     encoder = build_vgg(
         params.network,
-        params.weights,
+        WEIGHTS_UPLOADED if uploaded else params.weights,
         seed=params.seed,
         layers=tuple(dict.fromkeys(params.content_layers + params.style_layers)),
         pooling=params.pooling,
         weights_dir=weights_dir,
         allow_download=allow_download,
+        state=weights_state if uploaded else None,
     ).to(dev)
 
     resume = _load_checkpoint(hooks.load_checkpoint())

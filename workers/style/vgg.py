@@ -6,7 +6,10 @@ one onto ``torchvision.models.vgg16/vgg19().features`` indices (see
 in eval mode. Pooling is max (torchvision's) or average (Gatys et al.'s choice); the ImageNet
 weights are the same for both.
 
-Two kinds of weights:
+Three kinds of weights:
+- ``uploaded``: a user's state_dict (``load_state_dict_file``, always ``weights_only=True``),
+  with torchvision's keys (``features.<i>.weight``) or its features module's (``<i>.weight``);
+  only the convolutions up to the deepest requested layer need to be present.
 - ``imagenet``: torchvision's ``VGG16/VGG19_Weights.IMAGENET1K_V1``, read from the torch hub
   cache (or downloaded where allowed).
 - ``random``: seeded Kaiming init, then normalised layer by layer: each conv's weights and
@@ -22,10 +25,11 @@ Two kinds of weights:
 from __future__ import annotations
 
 import contextlib
+import io
 import pickle
 import socket
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlparse
@@ -39,7 +43,10 @@ from shared.jobs.vgg_layers import POOL, VGG_CONFIGS, layer_names
 
 WEIGHTS_IMAGENET: Final = "imagenet"
 WEIGHTS_RANDOM: Final = "random"
-WEIGHT_KINDS: Final = (WEIGHTS_IMAGENET, WEIGHTS_RANDOM)
+WEIGHTS_UPLOADED: Final = "uploaded"
+WEIGHT_KINDS: Final = (WEIGHTS_IMAGENET, WEIGHTS_RANDOM, WEIGHTS_UPLOADED)
+FEATURES_PREFIX: Final = "features."
+WRAPPER_PREFIX: Final = "module."  # DataParallel/DDP checkpoints
 
 POOLINGS: Final = ("max", "avg")
 VGG19_CONFIG: Final[tuple[int | str, ...]] = VGG_CONFIGS["vgg19"]
@@ -121,11 +128,13 @@ def build_vgg(
     pooling: str = "max",
     weights_dir: Path | None = None,
     allow_download: bool = False,
+    state: Mapping[str, torch.Tensor] | None = None,
 ) -> Encoder:
     """A frozen VGG16/VGG19 encoder for ``layers``, cut after the deepest one.
 
     ``weights_dir`` is a torch hub directory (weights live in its ``checkpoints/``); None uses
     torch's default hub dir. ImageNet weights are only downloaded when ``allow_download``.
+    ``state`` is the state dict of ``weights="uploaded"`` (see ``load_state_dict_file``).
     """
     names = layer_names(network)
     if weights not in WEIGHT_KINDS:
@@ -140,9 +149,13 @@ def build_vgg(
     depth = max(names.index(name) for name in layers) + 1
 
     body = _vgg_body(network, depth, pooling)  # uninitialised: every conv is filled below
-    if weights == WEIGHTS_IMAGENET:
-        state = _load_imagenet_state(network, weights_dir, allow_download=allow_download)
-        _copy_imagenet_weights(network, body, state)
+    if weights == WEIGHTS_UPLOADED:
+        if state is None:
+            raise ValueError('weights="uploaded" needs the uploaded state dict')
+        _copy_weights(network, body, state, source="uploaded state_dict", remedy=_UPLOAD_REMEDY.format(network))
+    elif weights == WEIGHTS_IMAGENET:
+        imagenet = _load_imagenet_state(network, weights_dir, allow_download=allow_download)
+        _copy_weights(network, body, imagenet, source="ImageNet state dict", remedy=_IMAGENET_REMEDY)
     else:
         generator = torch.Generator().manual_seed(seed)
         _init_random(body, generator)
@@ -234,19 +247,57 @@ def _load_imagenet_state(network: str, weights_dir: Path | None, *, allow_downlo
     return dict(state)
 
 
-def _copy_imagenet_weights(network: str, body: nn.Sequential, state: dict[str, torch.Tensor]) -> None:
-    """Copy ``features.<index>.*`` tensors of the torchvision state dict into ``body``."""
+_IMAGENET_REMEDY: Final = 'delete the cached file and fetch it again, or use weights="random"'
+_UPLOAD_REMEDY: Final = (
+    "upload torch.save(model.state_dict()) of a torchvision {0} (or of its .features), "
+    "holding every convolution up to the deepest layer the job uses"
+)
+
+
+def load_state_dict_file(data: bytes) -> dict[str, torch.Tensor]:
+    """An uploaded ``torch.save`` file as a flat name -> tensor mapping.
+
+    Read with ``weights_only=True``: a pickle that would run code is refused, never executed.
+    A ``{"state_dict": {...}}`` wrapper is unwrapped; ``module.`` prefixes (DataParallel) are
+    dropped, and features-module keys (``<i>.weight``) become torchvision's ``features.<i>.weight``.
+    """
+    try:
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
+        raise WeightsUnavailableError(
+            f"the uploaded weights file cannot be read by torch.load(weights_only=True) ({type(exc).__name__}: {exc})"
+        ) from exc
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not loaded:
+        raise WeightsUnavailableError(
+            f"the uploaded weights file holds a {type(loaded).__name__}, not a state_dict (a mapping of names to tensors)"
+        )
+    state: dict[str, torch.Tensor] = {}
+    for key, value in loaded.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise WeightsUnavailableError(
+                f"the uploaded state_dict maps {key!r} to a {type(value).__name__}, not a tensor"
+            )
+        name = key.removeprefix(WRAPPER_PREFIX)
+        state[name if not name[:1].isdigit() else FEATURES_PREFIX + name] = value
+    return state
+
+
+def _copy_weights(
+    network: str, body: nn.Sequential, state: Mapping[str, torch.Tensor], *, source: str, remedy: str
+) -> None:
+    """Copy ``features.<index>.*`` tensors of a torchvision-keyed state dict into ``body``."""
     names = layer_names(network)
     with torch.no_grad():
         for name, conv in _convs(body):
             index = names.index(name)
             try:
-                conv.weight.copy_(state[f"features.{index}.weight"])
-                _bias(conv).copy_(state[f"features.{index}.bias"])
+                conv.weight.copy_(state[f"{FEATURES_PREFIX}{index}.weight"])
+                _bias(conv).copy_(state[f"{FEATURES_PREFIX}{index}.bias"])
             except (KeyError, RuntimeError) as exc:
                 raise WeightsUnavailableError(
-                    f"the ImageNet {network.upper()} state dict does not fit layer {name} (features.{index}): {exc}; "
-                    'delete the cached file and fetch it again, or use weights="random"'
+                    f"the {source} does not fit {network.upper()} layer {name} ({FEATURES_PREFIX}{index}): {exc}; {remedy}"
                 ) from exc
 
 

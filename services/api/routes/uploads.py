@@ -3,19 +3,22 @@ content/style images."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from services.api.schemas import ErrorOut, UploadOut, UploadPage
 from shared.db import queries
 from shared.errors import InvalidInput, PayloadTooLarge
-from shared.storage import upload_key
-from shared.uploads import UploadLimits, unpack
+from shared.storage import ObjectStore, upload_key
+from shared.uploads import CheckedWeights, UploadLimits, check_weights, is_weights_upload, unpack
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
@@ -23,12 +26,13 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 READ_CHUNK = 1024 * 1024
 DEFAULT_PAGE = 20
+WEIGHTS_CONTENT_TYPE = "application/octet-stream"
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut},
     404: {"model": ErrorOut},
     413: {"model": ErrorOut, "description": "Too large: body, unpacked archive, file count or pixel count"},
-    415: {"model": ErrorOut, "description": "Not an image or a zip/tar of images"},
+    415: {"model": ErrorOut, "description": "Not an image, a zip/tar of images, or a torch.save weights file"},
     422: {"model": ErrorOut, "description": "Corrupt image or unsafe archive entry"},
 }
 
@@ -62,7 +66,8 @@ async def create_upload(
     store: StoreDep,
     settings: SettingsDep,
 ) -> UploadOut:
-    """Upload images. Sub-folders in an archive become class labels."""
+    """Upload images (sub-folders in an archive become class labels), or one ``.pt``/``.pth``
+    weights file written by ``torch.save`` (a VGG state_dict for style.transfer's ``weights``)."""
     _check_length(request, settings.max_upload_bytes)
     raw = await _read_all(files, settings.max_upload_bytes)
     if not raw:
@@ -73,8 +78,11 @@ async def create_upload(
         max_compression_ratio=settings.max_compression_ratio,
         max_image_pixels=settings.max_image_pixels,
     )
-    images, classes = await run_in_threadpool(unpack, raw, limits)
     upload_id = uuid.uuid4()
+    if is_weights_upload(raw):
+        weights = check_weights(raw[0][0], raw[0][1], limits)
+        return await _store_weights(session, store, tenant_id=tenant_id, upload_id=upload_id, weights=weights)
+    images, classes = await run_in_threadpool(unpack, raw, limits)
     manifest: list[dict[str, Any]] = []
 
     def store_all() -> None:
@@ -97,10 +105,41 @@ async def create_upload(
 
     await run_in_threadpool(store_all)
     filename = raw[0][0] if len(raw) == 1 else f"{len(raw)} files"
-    upload = queries.create_upload(
-        session, upload_id=upload_id, tenant_id=tenant_id, filename=filename, manifest=manifest, classes=classes
-    )
-    session.commit()
+    with _removed_on_failure(store, tenant_id, upload_id):
+        upload = queries.create_upload(
+            session, upload_id=upload_id, tenant_id=tenant_id, filename=filename, manifest=manifest, classes=classes
+        )
+        session.commit()
+    return UploadOut.of(upload)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(store: ObjectStore, tenant_id: uuid.UUID, upload_id: uuid.UUID) -> Iterator[None]:
+    """Delete the upload's stored files if recording it fails, so nothing unreferenced is left."""
+    try:
+        yield
+    except BaseException:
+        store.delete_prefix(f"uploads/{tenant_id}/{upload_id}/")
+        raise
+
+
+async def _store_weights(
+    session: Session, store: ObjectStore, *, tenant_id: uuid.UUID, upload_id: uuid.UUID, weights: CheckedWeights
+) -> UploadOut:
+    key = upload_key(tenant_id, upload_id, weights.path)
+    await run_in_threadpool(store.put, key, weights.data, content_type=WEIGHTS_CONTENT_TYPE)
+    manifest = [{"path": weights.path, "key": key, "width": 0, "height": 0, "bytes": len(weights.data)}]
+    with _removed_on_failure(store, tenant_id, upload_id):
+        upload = queries.create_upload(
+            session,
+            upload_id=upload_id,
+            tenant_id=tenant_id,
+            filename=weights.path,
+            manifest=manifest,
+            classes=[],
+            kind="weights",
+        )
+        session.commit()
     return UploadOut.of(upload)
 
 
