@@ -316,6 +316,11 @@ class StyleTransferParams(_Params):
         examples=["imagenet", "random"],
     )
     network: VggNetwork = Field(default="vgg19", description="Feature network: vgg19 or vgg16.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Encoder arithmetic: auto is bf16 autocast on a CUDA GPU that supports it (features and "
+        "losses stay fp32) and fp32 elsewhere; fp32 or bf16 force it.",
+    )
     pooling: Literal["max", "avg"] = Field(default="max", description="The network's pooling layers.")
     content_layers: list[str] = Field(
         default=list(DEFAULT_CONTENT_LAYERS), min_length=1, description="Layers of the content loss (e.g. relu4_2)."
