@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     max_compression_ratio: float = Field(default=200.0, gt=1)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     max_style_size: int = Field(default=2048, ge=32)
+    # Device memory of the workers that run style.transfer (e.g. the GPU's). A job whose estimate
+    # (shared/jobs/memory.py) is over it gets a 422 at submit. None: only the workers check.
+    style_device_memory_bytes: int | None = Field(default=None, gt=0)
     page_size_max: int = Field(default=200, ge=1)
     # Requests per second per tenant (a token bucket in Redis), and how many may come at once;
     # 0 disables. Over it: 429 with Retry-After. If Redis is down, requests are let through.
@@ -68,6 +71,9 @@ class Settings(BaseSettings):
     torch_home: Path | None = None  # where torchvision weights are cached
     torch_threads: int | None = Field(default=None, ge=1, le=256)  # intra-op threads per worker child
     allow_weight_download: bool = True  # fetch ImageNet weights when they are not cached
+    # At most this much device memory counts as available to a job (default: what the device
+    # reports free); a style job whose estimate is over what is available fails before it starts.
+    device_memory_limit_bytes: int | None = Field(default=None, gt=0)
 
     @field_validator("s3_endpoint")
     @classmethod

@@ -3,10 +3,11 @@ resolving datasets and images from built-ins, uploads and earlier jobs."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import torch
 from PIL import Image
@@ -14,6 +15,7 @@ from PIL import Image
 from shared.db import queries
 from shared.db.session import transaction
 from shared.errors import JobFailed, NotFound
+from shared.jobs.memory import describe_bytes, style_memory_bytes
 from shared.jobs.specs import BUILTIN_DATASETS, GanSampleParams, GanTrainParams, StyleTransferParams, is_upload_ref
 from shared.storage import retry_storage
 from workers.gan import data as gan_data
@@ -27,12 +29,44 @@ from workers.style.transfer import DivergenceError as StyleDivergence
 from workers.style.transfer import transfer as style_transfer
 from workers.style.vgg import WeightsUnavailableError, load_state_dict_file
 
+MEMINFO: Final = "/proc/meminfo"
+
 
 def pick_device(preference: str) -> torch.device:
     """cuda when asked for or available under 'auto', else cpu."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def available_memory_bytes(device: torch.device, limit: int | None = None) -> int:
+    """Memory a job may use on ``device``: free CUDA memory (plus what torch has cached but not
+    in use), or the host's MemAvailable; at most ``limit``."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        have = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    else:
+        have = _host_memory_available()
+    return min(have, limit) if limit is not None else have
+
+
+def _host_memory_available() -> int:
+    with open(MEMINFO) as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _check_style_memory(params: StyleTransferParams, device: torch.device, limit: int | None) -> None:
+    need = style_memory_bytes(params)
+    have = available_memory_bytes(device, limit)
+    if need > have:
+        raise JobFailed(
+            f"params.size: {params.size} px needs about {describe_bytes(need)} of {device.type} memory (estimate), "
+            f"but this worker has {describe_bytes(have)} available; lower size or style_scale, or use optimizer adam",
+            code="too_large",
+        )
 
 
 def _fetch(ctx: WorkerContext, key: str, what: str) -> bytes:
@@ -86,6 +120,8 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
 def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
     """style.transfer: fetch the images, then the Gatys optimisation."""
     params = StyleTransferParams.model_validate(claim.params)
+    device = pick_device(ctx.settings.device)
+    _check_style_memory(params, device, ctx.settings.device_memory_limit_bytes)
     content = _image(ctx, claim.tenant_id, params.content)
     styles = [_image(ctx, claim.tenant_id, ref) for ref in params.styles]
     try:
@@ -98,11 +134,16 @@ def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunn
             content,
             styles,
             runner,
-            device=pick_device(ctx.settings.device),
+            device=device,
             weights_dir=ctx.settings.torch_home,
             allow_download=ctx.settings.allow_weight_download,
             weights_state=weights_state,
         )
+    except torch.OutOfMemoryError as exc:
+        raise JobFailed(
+            f"out of {device.type} memory at {params.size} px ({exc}); lower size or style_scale, or use optimizer adam",
+            code="too_large",
+        ) from exc
     except WeightsUnavailableError as exc:
         raise JobFailed(str(exc), code="weights_unavailable") from exc
     except StyleDivergence as exc:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from services.api.app import create_app
 from shared.config import Settings
 from tests.conftest import Caller
 
@@ -130,3 +131,21 @@ def test_old_style_params_still_validate_unchanged(client: TestClient, alice: Ca
         "content",
         None,
     )
+
+
+def test_a_size_over_the_workers_device_memory_gets_422(settings: Settings, alice: Caller) -> None:
+    # Given a server whose style workers have 1 GiB of device memory
+    small = settings.model_copy(update={"style_device_memory_bytes": 1024**3})
+    with TestClient(create_app(small)) as app:
+        # When a 256 px Adam job (about 0.6 GiB) and a 1024 px one (about 5.6 GiB) are submitted
+        fits = submit(app, alice, style(size=256, optimizer="adam"))
+        over = submit(app, alice, style(size=1024, optimizer="adam"))
+        # And an L-BFGS job at 512 px (its 100-step history: about 2.2 GiB)
+        lbfgs = submit(app, alice, style(size=512, optimizer="lbfgs"))
+    # Then the first is accepted and the others are refused naming the size, the need and the limit
+    assert fits.status_code == 201, fits.text
+    for response, need in ((over, "5.6 GiB"), (lbfgs, "2.2 GiB")):
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["field"] == "params.size"
+        assert f"needs about {need} of device memory (estimate), over the 1.0 GiB" in error["message"], error

@@ -1,5 +1,5 @@
-"""style.transfer with an uploaded VGG state_dict as its weights, on the real API, Postgres and
-S3 server, with the worker runtime run in this process.
+"""style.transfer on the real API, Postgres and S3 server, with the worker runtime run in this
+process: an uploaded VGG state_dict as the weights, and the device-memory check.
 
 A weights upload is one ``.pt``/``.pth`` file in torch.save's zip format; the API checks its
 container (it has no torch) and the worker reads it with ``torch.load(weights_only=True)``.
@@ -79,15 +79,13 @@ def upload(client: TestClient, caller: Caller, name: str, data: bytes) -> Any:
 @pytest.fixture(scope="module")
 def worker(settings: Settings) -> Iterator[WorkerContext]:
     """The worker runtime in this process, on the real Postgres and S3 server."""
-    yield WorkerContext.build(settings.model_copy(update={"worker_name": "weights-test"}))
+    yield WorkerContext.build(settings.model_copy(update={"worker_name": "style-test"}))
 
 
 def run_style(
-    client: TestClient, caller: Caller, sessions: sessionmaker[Session], worker: WorkerContext, weights: str
+    client: TestClient, caller: Caller, sessions: sessionmaker[Session], worker: WorkerContext, params: dict[str, Any]
 ) -> Job:
-    created = client.post(
-        "/v1/jobs", json={"type": "style.transfer", "params": STYLE | {"weights": weights}}, headers=caller.headers
-    )
+    created = client.post("/v1/jobs", json={"type": "style.transfer", "params": params}, headers=caller.headers)
     assert created.status_code == 201, created.text
     job_id = uuid.UUID(created.json()["id"])
     run_job(worker, job_id, execute)
@@ -177,9 +175,9 @@ def test_uploaded_weights_are_the_encoder(
     same = upload(client, alice, "seed7.pth", saved(vgg_state(7, features_only=features_only))).json()["id"]
     other = upload(client, alice, "seed8.pth", saved(vgg_state(8, features_only=features_only))).json()["id"]
     # When the same job runs with weights=random (seed 7), with the seed-7 upload and with the seed-8 upload
-    reference = run_style(client, alice, sessions, worker, "random")
-    uploaded = run_style(client, alice, sessions, worker, same)
-    different = run_style(client, alice, sessions, worker, other)
+    reference = run_style(client, alice, sessions, worker, STYLE | {"weights": "random"})
+    uploaded = run_style(client, alice, sessions, worker, STYLE | {"weights": same})
+    different = run_style(client, alice, sessions, worker, STYLE | {"weights": other})
     # Then all succeed, the seed-7 upload gives the very image weights=random gives, and seed 8 does not
     for job in (reference, uploaded, different):
         assert job.state == "succeeded", job.error_message
@@ -205,7 +203,28 @@ def test_a_state_dict_that_does_not_fit_fails_the_job_naming_the_layer(
     for data, needle in expectations:
         weights = upload(client, alice, "partial.pth", data).json()["id"]
         # When a job that needs relu2_1 runs with it
-        job = run_style(client, alice, sessions, worker, weights)
+        job = run_style(client, alice, sessions, worker, STYLE | {"weights": weights})
         # Then it fails with the reason and the remedy, and the worker carries on
         assert (job.state, job.error_code) == ("failed", "weights_unavailable"), job.error_message
         assert needle in (job.error_message or ""), job.error_message
+
+
+def test_a_job_over_the_workers_memory_fails_before_it_starts(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    # Given a worker that may use at most 512 MiB, and a 512 px L-BFGS job (about 2.1 GiB)
+    limited = WorkerContext.build(
+        settings.model_copy(update={"worker_name": "small-device", "device_memory_limit_bytes": 512 * 1024**2})
+    )
+    params = STYLE | {"size": 512, "optimizer": "lbfgs", "weights": "random", "content_layers": ["relu4_2"]}
+    # When the worker runs it
+    job = run_style(client, alice, sessions, limited, params)
+    # Then it failed at once, saying what it needs, what the worker has and what to change
+    assert (job.state, job.error_code) == ("failed", "too_large"), job.error_message
+    message = job.error_message or ""
+    assert "params.size: 512 px needs about 2.1 GiB of cpu memory" in message, message
+    assert "this worker has 512 MiB available" in message, message
+    assert job.progress_step == 0
+    # And a job that fits runs on the same worker
+    fits = run_style(client, alice, sessions, limited, STYLE | {"weights": "random"})
+    assert fits.state == "succeeded", fits.error_message
