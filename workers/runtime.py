@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -35,6 +36,15 @@ DB_RETRY_MAX_S = 5.0
 DB_RETRY_DEADLINE_S = 120.0
 RATE_SMOOTHING = 0.3
 MAX_ERROR_CHARS = 2000
+# Terminal escape sequences (colours, cursor moves) that some libraries put in exception text.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+def clean_error_text(message: str) -> str:
+    """An exception's text as stored on the job: no terminal escapes, at most MAX_ERROR_CHARS."""
+    return ANSI_ESCAPE.sub("", message)[:MAX_ERROR_CHARS]
+
+
 ARTIFACT_SECTIONS = {"sample": "samples", "checkpoint": "checkpoints"}
 
 
@@ -175,7 +185,7 @@ class JobRunner:
                     attempt=self.claim.attempt,
                     state=state,
                     error_code=error_code,
-                    error_message=error_message[:MAX_ERROR_CHARS] if error_message else None,
+                    error_message=clean_error_text(error_message) if error_message else None,
                 )
 
         done = db_retry(write, what="finishing the job")

@@ -62,6 +62,10 @@ class JobOut(BaseModel):
     params: dict[str, Any]
     attempt: int
     max_attempts: int
+    handbacks: int = Field(
+        description="Attempts a worker handed back on shutdown (deploys, scale-down); they don't count "
+        "against max_attempts"
+    )
     cancel_requested: bool
     progress: Progress
     metrics: dict[str, float] = Field(description="The latest value of each metric")
@@ -90,6 +94,7 @@ class JobOut(BaseModel):
             params=job.params,
             attempt=job.attempt,
             max_attempts=job.max_attempts,
+            handbacks=job.handbacks,
             cancel_requested=job.cancel_requested,
             progress=Progress(
                 step=job.progress_step,

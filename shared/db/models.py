@@ -101,6 +101,8 @@ class Job(Base):
     # Fencing token: incremented by every successful claim; every runner write carries it.
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("3"))
+    # Attempts a worker handed back on shutdown (SIGTERM): they don't count against max_attempts.
+    handbacks: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))

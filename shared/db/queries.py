@@ -338,7 +338,8 @@ def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float
     """Atomically take the lease of a queued job (or one whose lease expired).
 
     Increments ``attempt``, the fencing token. None if the job is running elsewhere,
-    finished, cancelled, out of attempts, or unknown: the caller must then not train.
+    finished, cancelled, out of attempts (handed-back attempts don't count), or unknown: the
+    caller must then not train.
     """
     row = session.execute(
         text(
@@ -347,7 +348,7 @@ def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float
                    lease_expires_at = now() + make_interval(secs => :lease),
                    started_at = coalesce(started_at, now()), updated_at = now(),
                    resumed_from_step = checkpoint_step
-            WHERE id = :job_id AND attempt < max_attempts AND NOT cancel_requested
+            WHERE id = :job_id AND attempt - handbacks < max_attempts AND NOT cancel_requested
               AND (state = 'queued' OR (state = 'running' AND lease_expires_at < now()))
             RETURNING tenant_id, attempt, type, params, checkpoint_key, checkpoint_step
             """
@@ -519,6 +520,8 @@ def finish_job(
         values["progress_step"] = Job.progress_total
     else:
         values["enqueued_at"] = None if not terminal else Job.enqueued_at
+    if state == JobState.QUEUED:  # handed back on shutdown: this attempt does not count
+        values["handbacks"] = Job.handbacks + 1
     return _fenced_update(session, job_id, attempt, **values) is not None
 
 
@@ -570,9 +573,10 @@ def expire_leases(session: Session) -> Reconciled:
                 """
             UPDATE jobs SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL,
                    finished_at = now(), updated_at = now(), error_code = 'attempts_exhausted',
-                   error_message = 'the worker running this job was lost ' || attempt ||
+                   error_message = 'the worker running this job was lost ' || (attempt - handbacks) ||
                                    ' time(s); max_attempts (' || max_attempts || ') is used up'
-            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now() AND attempt >= max_attempts FOR UPDATE SKIP LOCKED)
+            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
+                           AND attempt - handbacks >= max_attempts FOR UPDATE SKIP LOCKED)
             RETURNING id
             """
             )
@@ -585,7 +589,8 @@ def expire_leases(session: Session) -> Reconciled:
             """
             UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                    enqueued_at = NULL, updated_at = now()
-            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now() AND attempt < max_attempts FOR UPDATE SKIP LOCKED)
+            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
+                           AND attempt - handbacks < max_attempts FOR UPDATE SKIP LOCKED)
             RETURNING id, queue
             """
         )

@@ -75,6 +75,7 @@ def test_sigterm_checkpoints_hands_back_and_exits(
     worker.start().wait_for_log("ready.", start=len(worker.log()))
     done = wait_job(client, alice, job_id, timeout=240)
     assert done["state"] == "succeeded" and done["attempt"] == 2
+    assert done["handbacks"] == 1  # the handed-back attempt is not counted against max_attempts
     assert done["resumed_from_step"] == stopped_at
     attempts = d_loss_attempts(sessions, job_id)
     assert [s for s, _a in attempts] == list(range(1, steps + 1))
