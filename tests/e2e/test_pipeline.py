@@ -60,7 +60,7 @@ def test_gan_train_end_to_end_then_sample(
     assert [p["step"] for p in api["series"]["g_loss"]] == list(range(1, GAN_STEPS + 1))
     # the sample grids download as valid PNGs
     names = {a["name"] for a in client.get(f"/v1/jobs/{job['id']}/artifacts", headers=alice.headers).json()["items"]}
-    assert {"generator.pt", "samples/step-0000100.png", "samples/step-0000200.png"} <= names
+    assert {"generator.pt", "samples/step-0000100.png", "samples/step-0000200.png", "plots/losses.png"} <= names
     grid = client.get(f"/v1/jobs/{job['id']}/artifacts/samples/step-0000200.png", headers=alice.headers)
     assert grid.status_code == 200 and grid.headers["content-type"] == "image/png"
     with Image.open(io.BytesIO(grid.content)) as img:

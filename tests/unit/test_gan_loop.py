@@ -71,6 +71,8 @@ def test_metrics_checkpoints_and_samples_follow_the_schedule(digits: torch.Tenso
         "samples/step-0000006.png",
         "samples/step-0000012.png",
         "samples/final.png",
+        "samples/interpolation.png",
+        "plots/losses.png",
         "generator.pt",
     }
     assert summary == {"steps": 12, "resumed_from": 0, **{n: hooks.metrics[(n, 12)] for n in METRICS}}
@@ -145,6 +147,9 @@ def test_resume_after_a_stop_is_bit_identical(digits: torch.Tensor) -> None:
     for step in range(16, 31):
         assert {n: run_b.metrics[(n, step)] for n in METRICS} == {n: run_a.metrics[(n, step)] for n in METRICS}
     assert run_b.artifacts["samples/final.png"][0] == run_a.artifacts["samples/final.png"][0]
+    # And so are the pictures drawn at the end: the loss history came back with the checkpoint
+    for name in ("plots/losses.png", "samples/interpolation.png"):
+        assert run_b.artifacts[name][0] == run_a.artifacts[name][0], name
 
 
 def test_resume_from_an_older_checkpoint_replays_the_same_steps(digits: torch.Tensor) -> None:

@@ -31,6 +31,7 @@ from workers.gan.nets import (
     add_spectral_norm,
     weights_init,
 )
+from workers.gan.plots import LossHistory, interpolation_png, loss_curve_png
 from workers.gan.sample import LOAD_ERRORS, generator_file, grid_png, latents, scatter_png
 from workers.hooks import StopRequested, TrainHooks
 
@@ -45,6 +46,9 @@ MODES_METRIC = "modes"
 HQ_METRIC = "hq_share"
 SAMPLE_ARTIFACT = "samples/step-{step:07d}.png"
 FINAL_SAMPLE_ARTIFACT = "samples/final.png"
+INTERPOLATION_ARTIFACT = "samples/interpolation.png"  # rows of slerp walks between seeded latents
+LOSS_PLOT_ARTIFACT = "plots/losses.png"
+PLOT_KIND = "plot"
 GENERATOR_ARTIFACT = "generator.pt"
 SAMPLE_KIND = "sample"
 WEIGHTS_KIND = "weights"
@@ -58,6 +62,7 @@ _STREAM_ORDER = 3
 _STREAM_AUX = 4  # DiffAugment draws and WGAN-GP interpolation weights
 _STREAM_EVAL = 5  # evaluation samples: seeded per step, so evaluating never moves another stream
 _STREAM_BN = 6  # latents that re-estimate the EMA generator's batch-norm statistics, seeded per step
+_STREAM_INTERPOLATION = 7  # the end points of the interpolation strip
 BN_RECAL_BATCHES = 4
 BN_RECAL_SIZE = 512
 # Params that fix the shapes of the checkpointed models and optimizers.
@@ -151,17 +156,28 @@ class _Monitor:
     d_skips: int = 0
     d_won_since: int = 0  # first logged step of the current streak of tiny D losses; 0: none
     warned: list[str] = field(default_factory=list)
+    history: LossHistory = field(default_factory=lambda: LossHistory(LOSS_NAMES))  # for plots/losses.png
 
     def state(self) -> dict[str, Any]:
         """Checkpointable form."""
-        return {"d_skips": self.d_skips, "d_won_since": self.d_won_since, "warned": list(self.warned)}
+        return {
+            "d_skips": self.d_skips,
+            "d_won_since": self.d_won_since,
+            "warned": list(self.warned),
+            "history": self.history.state(),
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | None) -> _Monitor:
         """Rebuild from ``state`` (None: a fresh monitor)."""
         if not state:
             return cls()
-        return cls(int(state["d_skips"]), int(state["d_won_since"]), [str(w) for w in state["warned"]])
+        return cls(
+            int(state["d_skips"]),
+            int(state["d_won_since"]),
+            [str(w) for w in state["warned"]],
+            LossHistory.from_state(LOSS_NAMES, state.get("history")),
+        )
 
     def warn_once(self, hooks: TrainHooks, kind: str, message: str) -> None:
         """Send a warning of ``kind`` the first time only."""
@@ -485,6 +501,7 @@ def train(
                 ).tolist()
             values += [lr_d, lr_g, float(monitor.d_skips)]
             metrics = dict(zip(METRIC_NAMES, values, strict=True))
+            monitor.history.add(step, [metrics[name] for name in LOSS_NAMES])
             hooks.report_metrics(step, metrics)
             hooks.report_progress(step, params.steps)
             _watch_d(params, monitor, hooks, step, metrics["d_loss"])
@@ -521,6 +538,17 @@ def train(
     else:
         final_png = _picture(params, _generate(sampler, fixed_noise))
     hooks.save_artifact(FINAL_SAMPLE_ARTIFACT, final_png, kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)
+    hooks.save_artifact(
+        LOSS_PLOT_ARTIFACT,
+        loss_curve_png(monitor.history, title=f"d_loss and g_loss ({params.loss}), steps 1-{params.steps}"),
+        kind=PLOT_KIND,
+        content_type=PNG_CONTENT_TYPE,
+    )
+    if not params.points:
+        strip = interpolation_png(
+            sampler, params.nz, seed=_stream_seed(params.seed, _STREAM_INTERPOLATION), device=device
+        )
+        hooks.save_artifact(INTERPOLATION_ARTIFACT, strip, kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)
     hooks.save_artifact(
         GENERATOR_ARTIFACT,
         generator_file(sampler, params.model_dump()),
