@@ -19,7 +19,7 @@ from shared.jobs.memory import describe_bytes, style_memory_bytes
 from shared.jobs.specs import BUILTIN_DATASETS, GanSampleParams, GanTrainParams, StyleTransferParams, is_upload_ref
 from shared.storage import retry_storage
 from workers.gan import data as gan_data
-from workers.gan.loop import GENERATOR_ARTIFACT
+from workers.gan.loop import GENERATOR_ARTIFACT, MIN_CLASSES
 from workers.gan.loop import DivergenceError as GanDivergence
 from workers.gan.loop import train as gan_train
 from workers.gan.sample import sample as gan_sample
@@ -97,20 +97,34 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
     """gan.train: load the dataset, then the adversarial loop."""
     params = GanTrainParams.model_validate(claim.params)
     channels = params.resolved_channels()
+    labels: torch.Tensor | None = None
+    classes: tuple[str, ...] | list[str] = ()
     if params.points:
         images = gan_data.load_points(params.dataset)
     elif params.dataset in BUILTIN_DATASETS:
-        images = gan_data.load_builtin(params.dataset, image_size=params.image_size, channels=channels)
+        builtin = gan_data.load_builtin_labelled(params.dataset, image_size=params.image_size, channels=channels)
+        images, labels, classes = builtin.images, builtin.labels, builtin.classes
     else:
         files = _upload_files(ctx, claim.tenant_id, params.dataset)
         try:
-            images, _labels, _classes = gan_data.load_image_files(
-                files, image_size=params.image_size, channels=channels
-            )
+            images, labels, classes = gan_data.load_image_files(files, image_size=params.image_size, channels=channels)
         except ValueError as exc:
             raise JobFailed(str(exc), code="bad_input") from exc
+    if params.conditional and len(classes) < MIN_CLASSES:
+        raise JobFailed(
+            f"params.conditional: the dataset has {len(classes)} classes; conditioning needs {MIN_CLASSES} or more "
+            "(an upload's classes are its sub-folders)",
+            code="bad_input",
+        )
     try:
-        gan_train(params, images, runner, device=pick_device(ctx.settings.device))
+        gan_train(
+            params,
+            images,
+            runner,
+            device=pick_device(ctx.settings.device),
+            labels=labels,
+            num_classes=len(classes),
+        )
     except GanDivergence as exc:
         raise JobFailed(str(exc), code="diverged") from exc
     except ValueError as exc:  # a checkpoint that doesn't fit these params, or unusable data

@@ -42,6 +42,7 @@ def describe_validation_error(exc: ValidationError, *, prefix: str) -> InvalidIn
     return InvalidInput("; ".join(problems), field=first_field)
 
 
+MIN_CLASSES = 2  # as workers/gan/loop.py
 UPLOAD_USES = {"images": "images", "weights": "a weights file"}
 
 
@@ -64,6 +65,14 @@ def _require_upload(session: Session, *, tenant_id: uuid.UUID, ref: str, field: 
 def _check_references(session: Session, *, tenant_id: uuid.UUID, params: Any, settings: Settings) -> None:
     if isinstance(params, GanTrainParams):
         _require_upload(session, tenant_id=tenant_id, ref=params.dataset, field="params.dataset")
+        if params.conditional and is_upload_ref(params.dataset):
+            upload = queries.get_upload(session, tenant_id=tenant_id, upload_id=uuid.UUID(params.dataset))
+            if len(upload.classes) < MIN_CLASSES:
+                raise InvalidInput(
+                    f"params.conditional: upload {params.dataset} has {len(upload.classes)} classes; conditioning "
+                    f"needs {MIN_CLASSES} or more, one sub-folder of images per class",
+                    field="params.conditional",
+                )
     elif isinstance(params, StyleTransferParams):
         if params.size > settings.max_style_size:
             raise InvalidInput(

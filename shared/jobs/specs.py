@@ -16,9 +16,10 @@ from shared.jobs.vgg_layers import VggNetwork, layer_names
 QUEUE_GPU = "gpu"
 QUEUE_CPU = "cpu"
 
-IMAGE_DATASETS: tuple[str, ...] = ("digits",)
+IMAGE_DATASETS: tuple[str, ...] = ("digits", "shapes")
 # 2-D Gaussian mixtures of the VEEGAN/PacGAN mode-collapse protocol: points, not images.
 POINT_DATASETS: tuple[str, ...] = ("ring8", "grid25")
+GRAY_DATASETS: tuple[str, ...] = ("digits", *POINT_DATASETS)  # built-ins whose default is one channel
 BUILTIN_DATASETS: tuple[str, ...] = (*IMAGE_DATASETS, *POINT_DATASETS)
 # Pictures that ship inside scikit-image and scikit-learn: usable offline as content/style.
 BUILTIN_IMAGES: tuple[str, ...] = (
@@ -99,7 +100,14 @@ class GanTrainParams(_Params):
     )
     dataset: str = Field(
         default="digits",
-        description="A built-in dataset (digits; ring8 and grid25 are 2-D point mixtures) or the id of an image upload.",
+        description="A built-in dataset (digits, 10 classes; shapes: circles, squares and triangles, 3 classes, "
+        "RGB, drawn at any size; ring8 and grid25 are 2-D point mixtures) or the id of an image upload "
+        "(sub-folders are classes).",
+    )
+    conditional: bool = Field(
+        default=False,
+        description="Condition G and D on the class labels (one-hot into G's latent and as label maps into D); "
+        "needs a dataset with classes. Sample grids then show one class per row.",
     )
     arch: GanArch = Field(
         default="dcgan",
@@ -111,7 +119,8 @@ class GanTrainParams(_Params):
         description="Training resolution in pixels: 16, 32, 64 or 128 (images only).",
     )
     channels: Literal[1, 3] | None = Field(
-        default=None, description="1 (grayscale) or 3 (RGB); default: 1 for digits, 3 for uploads (images only)."
+        default=None,
+        description="1 (grayscale) or 3 (RGB); default: 1 for digits, 3 for shapes and uploads (images only).",
     )
     steps: int = Field(default=2000, ge=1, le=MAX_STEPS, description="Generator updates to run.")
     batch_size: int = Field(default=64, ge=1, le=MAX_BATCH)
@@ -216,6 +225,10 @@ class GanTrainParams(_Params):
                 problems.append(("channels", f"{what}: leave channels unset"))
             if self.diffaugment:
                 problems.append(("diffaugment", f"{what}: DiffAugment applies to images only"))
+            if self.conditional:
+                problems.append(("conditional", f"{what}: class conditioning applies to labelled images"))
+        elif self.conditional and self.arch != "dcgan":
+            problems.append(("conditional", "class conditioning needs arch 'dcgan'"))
         if self.label_smoothing and self.loss != "bce":
             problems.append(("label_smoothing", f"label_smoothing applies to the bce loss, not {self.loss!r}"))
         if self.d_skip_threshold is not None and self.loss == "wgan-gp":
@@ -243,7 +256,7 @@ class GanTrainParams(_Params):
         """Channel count after applying the dataset default."""
         if self.channels is not None:
             return self.channels
-        return 1 if self.dataset in BUILTIN_DATASETS else 3
+        return 1 if self.dataset in GRAY_DATASETS else 3
 
     def resolved_eval_every(self) -> int:
         """Steps between quality evaluations."""

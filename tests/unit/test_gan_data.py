@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from workers.gan.data import load_builtin, load_image_files
+from workers.gan.data import SHAPE_CLASSES, SHAPES_COUNT, load_builtin, load_builtin_labelled, load_image_files
 
 DIGITS_COUNT = 1797  # sklearn's load_digits
 SIZE = 16
@@ -106,3 +106,27 @@ def test_no_decodable_file_is_a_clear_error() -> None:
     truncated = _png((32, 32), RED)[:40]
     with pytest.raises(ValueError, match="none of the 2 uploaded files could be decoded"):
         load_image_files([("a.png", b"\x00garbage"), ("b.png", truncated)], image_size=SIZE, channels=3)
+
+
+def test_shapes_are_balanced_seeded_rgb_pictures_at_any_size() -> None:
+    # Given the shapes dataset at two sizes
+    small = load_builtin_labelled("shapes", image_size=16, channels=3)
+    large = load_builtin_labelled("shapes", image_size=48, channels=3)
+    # Then it holds SHAPES_COUNT RGB images in [-1, 1], a third of each class, at the asked size
+    assert small.images.shape == (SHAPES_COUNT, 3, 16, 16) and large.images.shape == (SHAPES_COUNT, 3, 48, 48)
+    assert small.classes == SHAPE_CLASSES == ("circle", "square", "triangle")
+    assert torch.bincount(small.labels).tolist() == [SHAPES_COUNT // 3] * 3
+    assert small.images.min().item() >= -1.0 and small.images.max().item() <= 1.0
+    # And the same pictures every time (seeded), each a bright shape on a dark background
+    load_builtin_labelled.cache_clear()
+    assert torch.equal(load_builtin_labelled("shapes", image_size=16, channels=3).images, small.images)
+    lit = (large.images.max(dim=1).values > 0).float().mean(dim=(1, 2))  # share of bright pixels per image
+    assert lit.min().item() > 0.02 and lit.max().item() < 0.6
+    # And the classes differ in a way a pixel count sees: at equal radius a circle fills more than a triangle
+    fill = {name: lit[large.labels == i].mean().item() for i, name in enumerate(SHAPE_CLASSES)}
+    assert fill["triangle"] < fill["square"] and fill["triangle"] < fill["circle"]
+
+
+def test_gray_shapes_have_one_channel() -> None:
+    gray = load_builtin_labelled("shapes", image_size=16, channels=1)
+    assert gray.images.shape == (SHAPES_COUNT, 1, 16, 16)

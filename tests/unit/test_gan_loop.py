@@ -106,7 +106,7 @@ def test_checkpoints_and_generator_load_with_weights_only(digits: torch.Tensor) 
     data, kind, content_type = hooks.artifacts["generator.pt"]
     assert (kind, content_type) == ("weights", "application/octet-stream")
     weights = _load(data)
-    assert weights["arch"] == {"image_size": SIZE, "nz": 16, "ngf": 16, "channels": 1}
+    assert weights["arch"] == {"image_size": SIZE, "nz": 16, "ngf": 16, "channels": 1, "num_classes": 0}
     net = Generator(**weights["arch"])
     net.load_state_dict(weights["state_dict"])  # strict: every tensor fits
     final = _load(hooks.checkpoints[-1][1])["netG"]
@@ -201,7 +201,7 @@ class _PoisonedDiscriminator(Discriminator):
         super().__init__(**kwargs)
         self.calls = 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         logits = super().forward(x)
         self.calls += 1
         if self.calls > D_CALLS_PER_STEP * (self.poison_from_step - 1):

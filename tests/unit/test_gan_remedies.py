@@ -197,7 +197,7 @@ def test_a_d_that_wins_for_a_long_stretch_is_reported(digits: torch.Tensor, monk
 class _StuckGenerator(MLPGenerator):
     """A generator whose every sample is the same point, whatever the latent."""
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return super().forward(torch.zeros_like(z))
 
 

@@ -11,10 +11,17 @@ from pathlib import PurePosixPath
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 DIGITS = "digits"
 DIGITS_MAX_VALUE = 16.0  # sklearn's digits are 8 x 8 counts in 0..16
+SHAPES = "shapes"
+SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
+SHAPES_COUNT = 3000
+SHAPES_SEED = 0
+SHAPES_SUPERSAMPLE = 2
+SHAPES_RADIUS = (0.15, 0.35)  # of the side
+SHAPES_BACKGROUND = (20, 20, 28)
 PIXEL_MAX_VALUE = 255.0
 GRAY_CHANNELS = 1
 RGB_CHANNELS = 3
@@ -53,18 +60,79 @@ def _to_unit_range(x: torch.Tensor, max_value: float) -> torch.Tensor:
     return (x / max_value * 2.0 - 1.0).clamp_(-1.0, 1.0)
 
 
-@functools.lru_cache(maxsize=BUILTIN_CACHE_SIZE)
+@dataclass(frozen=True)
+class Labelled:
+    """Images (N, C, H, W) in [-1, 1], their int64 class indices (N,), and the class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+
+
 def load_builtin(name: str, *, image_size: int, channels: int) -> torch.Tensor:
     """A built-in dataset as float32 (N, channels, image_size, image_size) in [-1, 1]; cached, do not modify."""
-    _check_channels(channels)
-    if name != DIGITS:
-        raise ValueError(f"unknown built-in dataset {name!r}: use {DIGITS!r}")
-    from sklearn.datasets import load_digits  # deferred: sklearn is slow to import
+    return load_builtin_labelled(name, image_size=image_size, channels=channels).images
 
-    images = torch.from_numpy(load_digits().images.astype(np.float32)).unsqueeze(1)
-    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    images = _to_unit_range(images, DIGITS_MAX_VALUE)
-    return images.repeat(1, channels, 1, 1).contiguous()
+
+@functools.lru_cache(maxsize=BUILTIN_CACHE_SIZE)
+def load_builtin_labelled(name: str, *, image_size: int, channels: int) -> Labelled:
+    """A built-in image dataset with its labels; cached, do not modify."""
+    _check_channels(channels)
+    if name == DIGITS:
+        from sklearn.datasets import load_digits  # deferred: sklearn is slow to import
+
+        bunch = load_digits()
+        images = torch.from_numpy(bunch.images.astype(np.float32)).unsqueeze(1)
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        images = _to_unit_range(images, DIGITS_MAX_VALUE).repeat(1, channels, 1, 1).contiguous()
+        labels = torch.from_numpy(bunch.target.astype(np.int64))
+        return Labelled(images, labels, tuple(str(d) for d in range(10)))
+    if name == SHAPES:
+        return _shapes(image_size, channels)
+    raise ValueError(f"unknown built-in dataset {name!r}: use one of {[DIGITS, SHAPES]}")
+
+
+def _shapes(image_size: int, channels: int) -> Labelled:
+    """SHAPES_COUNT seeded pictures of one filled shape each (circle, square, triangle), any size.
+
+    Each has a random size, position, rotation (squares, triangles) and bright colour on a dark
+    background; drawn at SHAPES_SUPERSAMPLE x and downsampled, so edges are anti-aliased.
+    """
+    rng = np.random.default_rng(SHAPES_SEED)
+    canvas = image_size * SHAPES_SUPERSAMPLE
+    pictures, labels = [], []
+    for index in range(SHAPES_COUNT):
+        label = index % len(SHAPE_CLASSES)
+        radius = rng.uniform(*SHAPES_RADIUS) * canvas
+        cx, cy = rng.uniform(radius, canvas - radius, size=2)
+        angle = rng.uniform(0, 2 * math.pi)
+        hue = rng.uniform(0, 1)
+        colour = tuple(round(255 * c) for c in _hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.8, 1.0)))
+        image = Image.new("RGB", (canvas, canvas), SHAPES_BACKGROUND)
+        draw = ImageDraw.Draw(image)
+        if SHAPE_CLASSES[label] == "circle":
+            draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour)
+        else:
+            corners = 4 if SHAPE_CLASSES[label] == "square" else 3
+            points = [
+                (cx + radius * math.cos(angle + 2 * math.pi * k / corners),
+                 cy + radius * math.sin(angle + 2 * math.pi * k / corners))
+                for k in range(corners)
+            ]  # fmt: skip
+            draw.polygon(points, fill=colour)
+        image = image.resize((image_size, image_size), Image.Resampling.BOX)
+        if channels == GRAY_CHANNELS:
+            image = image.convert("L")
+        pixels = torch.from_numpy(np.array(image, dtype=np.float32)).reshape(image_size, image_size, -1)
+        pictures.append(_to_unit_range(pixels.permute(2, 0, 1), PIXEL_MAX_VALUE))
+        labels.append(label)
+    return Labelled(torch.stack(pictures).contiguous(), torch.tensor(labels, dtype=torch.int64), SHAPE_CLASSES)
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
+    import colorsys
+
+    return colorsys.hsv_to_rgb(h, s, v)
 
 
 def _decode(data: bytes, *, image_size: int, mode: str) -> torch.Tensor | None:

@@ -31,12 +31,13 @@ from workers.gan.nets import (
     add_spectral_norm,
     weights_init,
 )
-from workers.gan.plots import LossHistory, interpolation_png, loss_curve_png
+from workers.gan.plots import INTERPOLATION_ROWS, LossHistory, interpolation_png, loss_curve_png
 from workers.gan.sample import LOAD_ERRORS, generator_file, grid_png, latents, scatter_png
 from workers.hooks import StopRequested, TrainHooks
 
 CHECKPOINT_VERSION = 1
 FIXED_NOISE_COUNT = 64
+MIN_CLASSES = 2
 FIXED_POINTS_COUNT = 1000  # a point dataset's "grid" is a scatter plot of this many fixed-noise samples
 REAL_LABEL = losses.REAL_LABEL
 LOSS_NAMES = ("d_loss", "g_loss")
@@ -66,7 +67,7 @@ _STREAM_INTERPOLATION = 7  # the end points of the interpolation strip
 BN_RECAL_BATCHES = 4
 BN_RECAL_SIZE = 512
 # Params that fix the shapes of the checkpointed models and optimizers.
-_ARCH_FIELDS = ("arch", "image_size", "nz", "ngf", "ndf", "spectral_norm", "loss")
+_ARCH_FIELDS = ("arch", "image_size", "nz", "ngf", "ndf", "spectral_norm", "loss", "conditional")
 _IMAGE_RANGE = (-1.0, 1.0)
 # EMA warm-up: the decay at update t is min(ema, (1 + t) / (EMA_WARMUP + t)), so early weights fade quickly.
 EMA_WARMUP = 10
@@ -203,7 +204,7 @@ class _Models:
     aux: torch.Generator
 
     @classmethod
-    def create(cls, params: GanTrainParams, channels: int, device: torch.device) -> _Models:
+    def create(cls, params: GanTrainParams, channels: int, device: torch.device, num_classes: int = 0) -> _Models:
         """Fresh nets with the DCGAN/dense init, seeded by params.seed; initialised on CPU so every device agrees."""
         init = torch.Generator().manual_seed(_stream_seed(params.seed, _STREAM_INIT))
         shape = _sample_shape(params, channels)
@@ -213,10 +214,18 @@ class _Models:
             net_g = MLPGenerator(nz=params.nz, ngf=params.ngf, out_shape=shape, tanh=not params.points)
             net_d = MLPDiscriminator(ndf=params.ndf, in_shape=shape)
         else:
-            net_g = Generator(image_size=params.image_size, nz=params.nz, ngf=params.ngf, channels=channels)
+            net_g = Generator(
+                image_size=params.image_size, nz=params.nz, ngf=params.ngf, channels=channels, num_classes=num_classes
+            )
             # Spectral norm and the per-sample gradient penalty replace D's batch norm.
             batchnorm = not (params.spectral_norm or params.loss == losses.WGAN_GP)
-            net_d = Discriminator(image_size=params.image_size, ndf=params.ndf, channels=channels, batchnorm=batchnorm)
+            net_d = Discriminator(
+                image_size=params.image_size,
+                ndf=params.ndf,
+                channels=channels,
+                batchnorm=batchnorm,
+                num_classes=num_classes,
+            )
         net_g.apply(partial(weights_init, generator=init))
         net_d.apply(partial(weights_init, generator=init))
         if params.spectral_norm:
@@ -263,8 +272,10 @@ class _Models:
                 norm.momentum = None  # a cumulative average over the recalibration batches
             self.ema_g.train()
             with torch.no_grad():
+                classes = getattr(self.ema_g, "num_classes", 0)
+                labels = torch.arange(BN_RECAL_SIZE, device=device) % classes if classes else None
                 for _ in range(BN_RECAL_BATCHES):
-                    self.ema_g(torch.randn(BN_RECAL_SIZE, params.nz, 1, 1, generator=generator, device=device))
+                    self.ema_g(torch.randn(BN_RECAL_SIZE, params.nz, 1, 1, generator=generator, device=device), labels)
             for norm, momentum in zip(norms, momenta, strict=True):
                 norm.momentum = momentum
             self.ema_g.eval()
@@ -336,22 +347,35 @@ def _check_data(params: GanTrainParams, channels: int, data: torch.Tensor) -> No
         raise ValueError("data values must lie in [-1, 1]")
 
 
-def _generate(net: GanGenerator, z: torch.Tensor) -> torch.Tensor:
+def _check_labels(params: GanTrainParams, data: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> int:
+    """The class count a conditional run uses (0 when not conditional); ValueError if the labels don't fit."""
+    if not params.conditional:
+        return 0
+    if labels is None or num_classes < MIN_CLASSES:
+        raise ValueError(f"conditional training needs a dataset with at least {MIN_CLASSES} classes")
+    if labels.shape != (data.shape[0],) or labels.dtype != torch.int64:
+        raise ValueError(f"labels must be int64 of shape ({data.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must lie in 0 .. {num_classes - 1}")
+    return num_classes
+
+
+def _generate(net: GanGenerator, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Samples in eval mode; consumes no random state and leaves BN statistics alone."""
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
-            return net(z)
+            return net(z, labels)
     finally:
         net.train(was_training)
 
 
-def _picture(params: GanTrainParams, samples: torch.Tensor) -> bytes:
-    """A PNG of fixed-noise samples: an image grid, or a scatter plot over the modes for points."""
+def _picture(params: GanTrainParams, samples: torch.Tensor, nrow: int | None = None) -> bytes:
+    """A PNG of fixed-noise samples: an image grid (``nrow`` per row), or a scatter plot over the modes for points."""
     if params.points:
         return scatter_png(samples, centers=mixture(params.dataset).centers)
-    return grid_png(samples)
+    return grid_png(samples, nrow=nrow)
 
 
 def _grad_norm(net: nn.Module) -> torch.Tensor:
@@ -399,16 +423,26 @@ def _watch_d(params: GanTrainParams, monitor: _Monitor, hooks: TrainHooks, step:
 
 
 def train(
-    params: GanTrainParams, data: torch.Tensor, hooks: TrainHooks, *, device: torch.device | str = "cpu"
+    params: GanTrainParams,
+    data: torch.Tensor,
+    hooks: TrainHooks,
+    *,
+    device: torch.device | str = "cpu",
+    labels: torch.Tensor | None = None,
+    num_classes: int = 0,
 ) -> dict[str, int | float]:
-    """Train a GAN on ``data`` ((N, C, H, W) in [-1, 1], or (N, 2) points), resuming from the hooks' checkpoint."""
+    """Train a GAN on ``data`` ((N, C, H, W) in [-1, 1], or (N, 2) points), resuming from the hooks' checkpoint.
+
+    With ``params.conditional``, ``labels`` (N,) holds each image's class in 0 .. num_classes - 1.
+    """
     device = torch.device(device)
     channels = params.resolved_channels()
     _check_data(params, channels, data)
+    classes = _check_labels(params, data, labels, num_classes)
     batch_size = params.batch_size
 
     # ---- Set up: nets, optimizers, random streams; resume if a checkpoint exists ----
-    models = _Models.create(params, channels, device)
+    models = _Models.create(params, channels, device, num_classes=classes)
     net_g, net_d, opt_g, opt_d = models.net_g, models.net_d, models.opt_g, models.opt_d
     done = 0
     metrics: dict[str, float] = {}
@@ -420,6 +454,11 @@ def train(
         hooks.warn(f"the dataset has {data.shape[0]} images, fewer than batch_size {batch_size}: batches repeat images")
     order = _DataOrder(size=data.shape[0], batch_size=batch_size, seed=params.seed)
     fixed_count = FIXED_POINTS_COUNT if params.points else FIXED_NOISE_COUNT
+    # Conditional grids: one row per class, as many columns as fit in FIXED_NOISE_COUNT.
+    per_row = max(1, FIXED_NOISE_COUNT // classes) if classes else None
+    fixed_labels = torch.arange(classes * per_row, device=device) // per_row if classes and per_row else None
+    if fixed_labels is not None:
+        fixed_count = fixed_labels.shape[0]
     fixed_noise = latents(fixed_count, params.nz, seed=params.seed).to(device)
     reference = data.index_select(
         0, _DataOrder(size=data.shape[0], batch_size=fixed_count, seed=params.seed).indices(1)
@@ -444,23 +483,26 @@ def train(
         # ---- D steps (n_critic of them): minimise D's loss on real and fake samples ----
         for critic in range(params.n_critic):
             update = (step - 1) * params.n_critic + critic + 1
-            real = data.index_select(0, order.indices(update).to(data.device)).to(device, non_blocking=True)
+            batch_index = order.indices(update).to(data.device)
+            real = data.index_select(0, batch_index).to(device, non_blocking=True)
+            # Conditional: the fakes of this step are asked for the real batch's classes.
+            batch_labels = labels.index_select(0, batch_index).to(device) if classes and labels is not None else None
             final_critic = critic == params.n_critic - 1
             net_d.zero_grad(set_to_none=True)
             if params.r1_gamma:
                 real.requires_grad_(True)
-            out_real = net_d(_augment(params, real, models.aux))
+            out_real = net_d(_augment(params, real, models.aux), batch_labels)
             z = torch.randn(batch_size, params.nz, 1, 1, generator=models.noise, device=device)
             with torch.set_grad_enabled(final_critic):  # only the last fakes feed the G step
-                fake = net_g(z)
-            out_fake = net_d(_augment(params, fake.detach(), models.aux))
+                fake = net_g(z, batch_labels)
+            out_fake = net_d(_augment(params, fake.detach(), models.aux), batch_labels)
             d_loss = losses.d_loss(params.loss, out_real, out_fake, real_target=real_target)
             if skip_below is not None and float(d_loss) < skip_below:
                 monitor.d_skips += 1  # the lesson's remedy: let G catch up while D is far ahead
                 continue
             total = d_loss
             if params.loss == losses.WGAN_GP:
-                critic_fn = partial(_augment_then, net_d, params, models.aux)
+                critic_fn = partial(_augment_then, net_d, params, models.aux, batch_labels)
                 total = total + losses.gradient_penalty(critic_fn, real, fake, generator=models.aux)
             if params.r1_gamma:
                 total = total + losses.r1_penalty(out_real, real, gamma=params.r1_gamma)
@@ -472,7 +514,7 @@ def train(
         # ---- G step: minimise G's loss through D, reusing the last D step's fakes ----
         net_g.zero_grad(set_to_none=True)
         net_d.requires_grad_(False)  # D's weight gradients are not needed here
-        g_loss = losses.g_loss(params.loss, net_d(_augment(params, fake, models.aux)))
+        g_loss = losses.g_loss(params.loss, net_d(_augment(params, fake, models.aux), batch_labels))
         g_loss.backward()
         net_d.requires_grad_(True)
         grad_norm_g = _grad_norm(net_g) if log else torch.zeros(())
@@ -508,8 +550,8 @@ def train(
         if sample or evaluate:
             sampler = models.sampler_at(params, step)
         if sample:
-            samples = _generate(sampler, fixed_noise)
-            picture = (step, _picture(params, samples))
+            samples = _generate(sampler, fixed_noise, fixed_labels)
+            picture = (step, _picture(params, samples, per_row))
             hooks.save_artifact(
                 SAMPLE_ARTIFACT.format(step=step), picture[1], kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE
             )
@@ -536,7 +578,7 @@ def train(
     if picture is not None and picture[0] == params.steps:
         final_png = picture[1]
     else:
-        final_png = _picture(params, _generate(sampler, fixed_noise))
+        final_png = _picture(params, _generate(sampler, fixed_noise, fixed_labels), per_row)
     hooks.save_artifact(FINAL_SAMPLE_ARTIFACT, final_png, kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)
     hooks.save_artifact(
         LOSS_PLOT_ARTIFACT,
@@ -545,8 +587,9 @@ def train(
         content_type=PNG_CONTENT_TYPE,
     )
     if not params.points:
+        rows = torch.arange(INTERPOLATION_ROWS) % classes if classes else None
         strip = interpolation_png(
-            sampler, params.nz, seed=_stream_seed(params.seed, _STREAM_INTERPOLATION), device=device
+            sampler, params.nz, seed=_stream_seed(params.seed, _STREAM_INTERPOLATION), device=device, labels=rows
         )
         hooks.save_artifact(INTERPOLATION_ARTIFACT, strip, kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)
     hooks.save_artifact(
@@ -559,10 +602,14 @@ def train(
 
 
 def _augment_then(
-    net_d: nn.Module, params: GanTrainParams, generator: torch.Generator, x: torch.Tensor
+    net_d: nn.Module,
+    params: GanTrainParams,
+    generator: torch.Generator,
+    labels: torch.Tensor | None,
+    x: torch.Tensor,
 ) -> torch.Tensor:
-    """D on the augmented input: the critic the gradient penalty constrains."""
-    out: torch.Tensor = net_d(_augment(params, x, generator))
+    """D on the augmented input (of classes ``labels``): the critic the gradient penalty constrains."""
+    out: torch.Tensor = net_d(_augment(params, x, generator), labels)
     return out
 
 

@@ -11,6 +11,7 @@ import itertools
 import math
 
 import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -38,16 +39,17 @@ def num_stages(image_size: int) -> int:
 class Generator(nn.Module):
     """Maps latents (N, nz) or (N, nz, 1, 1) to images (N, channels, image_size, image_size) in [-1, 1]."""
 
-    def __init__(self, *, image_size: int, nz: int, ngf: int, channels: int) -> None:
+    def __init__(self, *, image_size: int, nz: int, ngf: int, channels: int, num_classes: int = 0) -> None:
         super().__init__()
         self.image_size = image_size
         self.nz = nz
         self.ngf = ngf
         self.channels = channels
+        self.num_classes = num_classes  # > 0: conditional, the one-hot class joins the latent
         mult = 2 ** (num_stages(image_size) - 1)
         layers: list[nn.Module] = [
-            # input is Z, going into a convolution
-            nn.ConvTranspose2d(nz, ngf * mult, KERNEL, 1, 0, bias=False),
+            # input is Z (and the one-hot class), going into a convolution
+            nn.ConvTranspose2d(nz + num_classes, ngf * mult, KERNEL, 1, 0, bias=False),
             nn.BatchNorm2d(ngf * mult),
             nn.ReLU(True),
             # (ngf*mult) x 4 x 4
@@ -67,23 +69,36 @@ class Generator(nn.Module):
         ]
         self.main = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Generate one image per latent."""
-        return self.main(z.reshape(z.shape[0], self.nz, 1, 1))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate one image per latent (of class ``labels[i]`` when conditional)."""
+        z = z.reshape(z.shape[0], self.nz, 1, 1)
+        if self.num_classes:
+            z = torch.cat([z, _one_hot(labels, self.num_classes, z).view(z.shape[0], self.num_classes, 1, 1)], dim=1)
+        return self.main(z)
+
+
+def _one_hot(labels: torch.Tensor | None, num_classes: int, like: torch.Tensor) -> torch.Tensor:
+    """(N, num_classes) one-hot rows in ``like``'s dtype and device."""
+    if labels is None:
+        raise ValueError(f"this network is conditional on {num_classes} classes: pass labels")
+    return F.one_hot(labels.to(like.device, torch.int64), num_classes).to(like.dtype)
 
 
 class Discriminator(nn.Module):
     """Maps images (N, channels, image_size, image_size) to one real/fake logit each, shape (N,)."""
 
-    def __init__(self, *, image_size: int, ndf: int, channels: int, batchnorm: bool = True) -> None:
+    def __init__(
+        self, *, image_size: int, ndf: int, channels: int, batchnorm: bool = True, num_classes: int = 0
+    ) -> None:
         super().__init__()
         self.image_size = image_size
         self.ndf = ndf
         self.channels = channels
+        self.num_classes = num_classes  # > 0: conditional, one constant map per class joins the image
         stages = num_stages(image_size)
         layers: list[nn.Module] = [
-            # input is (channels) x image_size x image_size
-            nn.Conv2d(channels, ndf, KERNEL, STRIDE, PADDING, bias=False),
+            # input is (channels + num_classes) x image_size x image_size
+            nn.Conv2d(channels + num_classes, ndf, KERNEL, STRIDE, PADDING, bias=False),
             nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
             # (ndf) x image_size/2 x image_size/2
         ]
@@ -102,8 +117,11 @@ class Discriminator(nn.Module):
         ]
         self.main = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One logit per image."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """One logit per image (judged as an image of class ``labels[i]`` when conditional)."""
+        if self.num_classes:
+            maps = _one_hot(labels, self.num_classes, x)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+            x = torch.cat([x, maps], dim=1)
         return self.main(x).reshape(-1)
 
 
@@ -131,8 +149,8 @@ class MLPGenerator(nn.Module):
             layers.append(nn.Tanh())
         self.main = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """One sample of shape ``out_shape`` per latent."""
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """One sample of shape ``out_shape`` per latent (the dense GAN is never conditional: labels unused)."""
         return self.main(z.reshape(z.shape[0], self.nz)).reshape(z.shape[0], *self.out_shape)
 
 
@@ -152,8 +170,8 @@ class MLPDiscriminator(nn.Module):
         # 1: a logit; no Sigmoid, the losses work on logits
         self.main = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One logit per sample."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """One logit per sample (labels unused: the dense GAN is never conditional)."""
         return self.main(x).reshape(-1)
 
 

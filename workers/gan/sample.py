@@ -52,9 +52,9 @@ def latents(n: int, nz: int, *, seed: int) -> torch.Tensor:
     return torch.randn(n, nz, 1, 1, generator=generator)
 
 
-def grid_png(images: torch.Tensor) -> bytes:
-    """Encode images (N, C, H, W) in [-1, 1] as a near-square PNG grid."""
-    nrow = math.ceil(math.sqrt(images.shape[0]))
+def grid_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
+    """Encode images (N, C, H, W) in [-1, 1] as a PNG grid, ``nrow`` per row (default: near-square)."""
+    nrow = nrow or math.ceil(math.sqrt(images.shape[0]))
     grid = make_grid(images.detach(), nrow=nrow, padding=GRID_PADDING, normalize=True, value_range=IMAGE_VALUE_RANGE)
     # As torchvision.utils.save_image: round to uint8, channels last.
     pixels = grid.mul(PIXEL_MAX_VALUE).add_(PIXEL_ROUNDING).clamp_(0, PIXEL_MAX_VALUE).to(torch.uint8)
@@ -93,7 +93,13 @@ def scatter_png(points: torch.Tensor, *, centers: torch.Tensor | None = None) ->
 def _arch(net: Generator | MLPGenerator) -> dict[str, Any]:
     if isinstance(net, MLPGenerator):
         return {"net": MLP_NET, "nz": net.nz, "ngf": net.ngf, "out_shape": list(net.out_shape), "tanh": net.tanh}
-    return {"image_size": net.image_size, "nz": net.nz, "ngf": net.ngf, "channels": net.channels}
+    return {
+        "image_size": net.image_size,
+        "nz": net.nz,
+        "ngf": net.ngf,
+        "channels": net.channels,
+        "num_classes": net.num_classes,
+    }
 
 
 def _build(arch: dict[str, Any]) -> Generator | MLPGenerator:
@@ -105,7 +111,11 @@ def _build(arch: dict[str, Any]) -> Generator | MLPGenerator:
             tanh=bool(arch["tanh"]),
         )
     return Generator(
-        image_size=int(arch["image_size"]), nz=int(arch["nz"]), ngf=int(arch["ngf"]), channels=int(arch["channels"])
+        image_size=int(arch["image_size"]),
+        nz=int(arch["nz"]),
+        ngf=int(arch["ngf"]),
+        channels=int(arch["channels"]),
+        num_classes=int(arch.get("num_classes", 0)),
     )
 
 
@@ -139,9 +149,20 @@ def sample(generator_bytes: bytes, *, n: int, seed: int, device: torch.device | 
         raise ValueError(f"n must be at least 1, got {n}")
     net = load_generator(generator_bytes, device=device)
     z = latents(n, net.nz, seed=seed)
+    classes = getattr(net, "num_classes", 0)
+    # A conditional generator draws the classes in turn: image i is of class i % num_classes.
+    labels = torch.arange(n) % classes if classes else torch.zeros(n, dtype=torch.int64)
     with torch.no_grad():
-        images = torch.cat([net(chunk.to(device)).cpu() for chunk in z.split(SAMPLE_CHUNK)])
+        images = torch.cat(
+            [
+                net(chunk.to(device), lab.to(device) if classes else None).cpu()
+                for chunk, lab in zip(z.split(SAMPLE_CHUNK), labels.split(SAMPLE_CHUNK), strict=True)
+            ]
+        )
     buffer = io.BytesIO()
     np.save(buffer, images.numpy().astype(np.float32, copy=False))
-    picture = scatter_png(images) if images.ndim == POINTS_NDIM else grid_png(images[:GRID_MAX_IMAGES])
+    if images.ndim == POINTS_NDIM:
+        picture = scatter_png(images)
+    else:  # conditional: one class per column
+        picture = grid_png(images[:GRID_MAX_IMAGES], nrow=classes or None)
     return picture, buffer.getvalue()
