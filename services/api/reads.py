@@ -26,6 +26,8 @@ POOL_MAX = 10
 CONNECT_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 10.0
 CACHE_ENTRIES = 10_000
+READ_ATTEMPTS = 2
+CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 # One round trip: a live key's tenant, and that tenant's job if it has one with this id.
 # No key row -> 401; a key row without a job -> 404 (never a 403 that confirms the id exists).
@@ -146,12 +148,20 @@ class JobReader:
             self._inflight.pop(entry, None)
 
     async def _read(self, key_hash: str, job_id: uuid.UUID) -> Any:
-        try:
-            pool = await self._get_pool()
-            row: Any = await pool.fetchrow(JOB_FOR_KEY, key_hash, job_id)
-        except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-            log.warning("database unavailable for a job read: %s", type(exc).__name__)
-            raise ServiceUnavailable("the database is unavailable; retry shortly") from exc
+        """The row, retried once on fresh connections: after a database restart every pooled
+        connection is dead, and the first use of each is what finds out."""
+        row: Any = None
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                pool = await self._get_pool()
+                row = await pool.fetchrow(JOB_FOR_KEY, key_hash, job_id)
+                break
+            except CONNECTION_ERRORS as exc:
+                if attempt + 1 < READ_ATTEMPTS and self._pool is not None:
+                    await self._pool.expire_connections()
+                    continue
+                log.warning("database unavailable for a job read: %s", type(exc).__name__)
+                raise ServiceUnavailable("the database is unavailable; retry shortly") from exc
         if row is None:
             raise Unauthorized("invalid or revoked API key")
         return row
