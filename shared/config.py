@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     torch_home: Path | None = None  # where torchvision weights are cached
     torch_threads: int | None = Field(default=None, ge=1, le=256)  # intra-op threads per worker child
     allow_weight_download: bool = True  # fetch ImageNet weights when they are not cached
+    # torchvision datasets (mnist, fashion-mnist, cifar10) live here; default <data_dir>/datasets.
+    data_cache_dir: Path | None = None
+    allow_data_download: bool = True  # fetch a torchvision dataset that is not in the cache
     # At most this much device memory counts as available to a job (default: what the device
     # reports free); a style job whose estimate is over what is available fails before it starts.
     device_memory_limit_bytes: int | None = Field(default=None, gt=0)
@@ -96,6 +99,11 @@ class Settings(BaseSettings):
     def objects_dir(self) -> Path:
         """Root of the local object store."""
         return self.storage_dir or (self.data_dir / "objects")
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Where workers find (or download) torchvision datasets."""
+        return self.data_cache_dir or (self.data_dir / "datasets")
 
     @property
     def beat_schedule_path(self) -> Path:

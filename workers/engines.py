@@ -16,7 +16,14 @@ from shared.db import queries
 from shared.db.session import transaction
 from shared.errors import JobFailed, NotFound
 from shared.jobs.memory import describe_bytes, style_memory_bytes
-from shared.jobs.specs import BUILTIN_DATASETS, GanSampleParams, GanTrainParams, StyleTransferParams, is_upload_ref
+from shared.jobs.specs import (
+    BUILTIN_DATASETS,
+    TORCHVISION_DATASETS,
+    GanSampleParams,
+    GanTrainParams,
+    StyleTransferParams,
+    is_upload_ref,
+)
 from shared.storage import retry_storage
 from workers.gan import data as gan_data
 from workers.gan.loop import GENERATOR_ARTIFACT, MIN_CLASSES
@@ -101,6 +108,18 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
     classes: tuple[str, ...] | list[str] = ()
     if params.points:
         images = gan_data.load_points(params.dataset)
+    elif params.dataset in TORCHVISION_DATASETS:
+        try:
+            named = gan_data.load_torchvision(
+                params.dataset,
+                root=ctx.settings.datasets_dir,
+                image_size=params.image_size,
+                channels=channels,
+                allow_download=ctx.settings.allow_data_download,
+            )
+        except gan_data.DatasetUnavailableError as exc:
+            raise JobFailed(str(exc), code="dataset_unavailable") from exc
+        images, labels, classes = named.images, named.labels, named.classes
     elif params.dataset in BUILTIN_DATASETS:
         builtin = gan_data.load_builtin_labelled(params.dataset, image_size=params.image_size, channels=channels)
         images, labels, classes = builtin.images, builtin.labels, builtin.classes

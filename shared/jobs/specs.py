@@ -17,10 +17,13 @@ QUEUE_GPU = "gpu"
 QUEUE_CPU = "cpu"
 
 IMAGE_DATASETS: tuple[str, ...] = ("digits", "shapes")
+# torchvision datasets, found in the worker's data cache or downloaded (training split).
+TORCHVISION_DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "cifar10")
 # 2-D Gaussian mixtures of the VEEGAN/PacGAN mode-collapse protocol: points, not images.
 POINT_DATASETS: tuple[str, ...] = ("ring8", "grid25")
-GRAY_DATASETS: tuple[str, ...] = ("digits", *POINT_DATASETS)  # built-ins whose default is one channel
-BUILTIN_DATASETS: tuple[str, ...] = (*IMAGE_DATASETS, *POINT_DATASETS)
+# Built-ins whose default is one channel.
+GRAY_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", *POINT_DATASETS)
+BUILTIN_DATASETS: tuple[str, ...] = (*IMAGE_DATASETS, *TORCHVISION_DATASETS, *POINT_DATASETS)
 # Pictures that ship inside scikit-image and scikit-learn: usable offline as content/style.
 BUILTIN_IMAGES: tuple[str, ...] = (
     "astronaut",
@@ -101,7 +104,8 @@ class GanTrainParams(_Params):
     dataset: str = Field(
         default="digits",
         description="A built-in dataset (digits, 10 classes; shapes: circles, squares and triangles, 3 classes, "
-        "RGB, drawn at any size; ring8 and grid25 are 2-D point mixtures) or the id of an image upload "
+        "RGB, drawn at any size; ring8 and grid25 are 2-D point mixtures), a torchvision dataset (mnist, "
+        "fashion-mnist, cifar10: from the worker's data cache, or downloaded), or the id of an image upload "
         "(sub-folders are classes).",
     )
     conditional: bool = Field(
@@ -120,7 +124,8 @@ class GanTrainParams(_Params):
     )
     channels: Literal[1, 3] | None = Field(
         default=None,
-        description="1 (grayscale) or 3 (RGB); default: 1 for digits, 3 for shapes and uploads (images only).",
+        description="1 (grayscale) or 3 (RGB); default: 1 for digits, mnist and fashion-mnist, 3 for shapes, "
+        "cifar10 and uploads (images only).",
     )
     steps: int = Field(default=2000, ge=1, le=MAX_STEPS, description="Generator updates to run.")
     batch_size: int = Field(default=64, ge=1, le=MAX_BATCH)

@@ -1,13 +1,16 @@
-"""Retraining on your own images: a folder of 64 px RGB pictures in class sub-folders is
-uploaded through the API, a conditional gan.train job runs in the worker runtime (in this
-process, on the real Postgres and S3 server), and its sample grid shows the classes, one
-per row. Each test reads Given / When / Then."""
+"""gan.train in the worker runtime (in this process, on the real Postgres and S3 server).
+
+Retraining on your own images: a folder of 64 px RGB pictures in class sub-folders is
+uploaded through the API, a conditional job trains on it, and its sample grid shows the
+classes, one per row. torchvision datasets: found in the worker's data cache, or a failed job
+that says where to put them. Each test reads Given / When / Then."""
 
 from __future__ import annotations
 
 import io
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from shared.config import Settings
 from shared.db import queries
 from shared.db.session import transaction
 from tests.conftest import Caller
+from tests.support.idx import digits_as_mnist, write_idx_dataset
 from tests.support.images import zip_of
 
 pytest.importorskip("torch")
@@ -97,3 +101,40 @@ def test_your_own_images_train_a_grid_that_shows_the_classes(
     # And the run's loss curve and interpolation strip are there to look at
     names = {a["name"] for a in client.get(f"/v1/jobs/{job_id}/artifacts", headers=alice.headers).json()["items"]}
     assert {"plots/losses.png", "samples/interpolation.png", "generator.pt"} <= names
+
+
+def test_a_torchvision_dataset_trains_from_the_cache_or_fails_saying_where_to_put_it(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
+) -> None:
+    # Given a worker whose data cache holds MNIST's files (written from sklearn's digits), downloads off
+    write_idx_dataset(tmp_path / "cache", "MNIST", *digits_as_mnist(200))
+    cached = WorkerContext.build(
+        settings.model_copy(
+            update={"worker_name": "mnist-test", "data_cache_dir": tmp_path / "cache", "allow_data_download": False}
+        )
+    )
+    empty = WorkerContext.build(
+        settings.model_copy(
+            update={"worker_name": "no-cache", "data_cache_dir": tmp_path / "empty", "allow_data_download": False}
+        )
+    )
+    small = {"image_size": 16, "steps": 4, "batch_size": 16, "ngf": 8, "ndf": 8, "nz": 8, "sample_every": 4}
+
+    def run(ctx: WorkerContext, dataset: str) -> tuple[str, str | None, str | None]:
+        created = client.post(
+            "/v1/jobs", json={"type": "gan.train", "params": small | {"dataset": dataset}}, headers=alice.headers
+        )
+        assert created.status_code == 201, created.text
+        job_id = uuid.UUID(created.json()["id"])
+        run_job(ctx, job_id, execute)
+        with transaction(sessions) as session:
+            job = queries.get_job(session, tenant_id=alice.tenant_id, job_id=job_id)
+            return job.state, job.error_code, job.error_message
+
+    # When an mnist job runs on the worker with the cache, Then it trains
+    assert run(cached, "mnist") == ("succeeded", None, None)
+    # When a cifar10 job runs where it is not cached, Then it fails saying where it looked and what to do
+    state, code, message = run(empty, "cifar10")
+    assert (state, code) == ("failed", "dataset_unavailable")
+    assert f"not in the worker's data cache at {tmp_path / 'empty'}" in (message or "")
+    assert "downloading is disabled" in (message or "")

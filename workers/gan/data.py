@@ -1,4 +1,5 @@
-"""Training data: images (N, C, H, W) in [-1, 1] from built-ins and uploaded files; 2-D Gaussian mixtures (N, 2)."""
+"""Training data: images (N, C, H, W) in [-1, 1] from built-ins, torchvision datasets and uploaded files;
+2-D Gaussian mixtures (N, 2)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import functools
 import io
 import math
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from PIL import Image, ImageDraw, ImageOps
+
+from workers.downloads import socket_timeout
 
 DIGITS = "digits"
 DIGITS_MAX_VALUE = 16.0  # sklearn's digits are 8 x 8 counts in 0..16
@@ -208,3 +211,52 @@ def load_points(name: str) -> torch.Tensor:
     modes = torch.randint(mix.centers.shape[0], (POINTS_COUNT,), generator=generator)
     noise = torch.randn(POINTS_COUNT, POINT_DIM, generator=generator) * mix.std
     return (mix.centers[modes] + noise).contiguous()
+
+
+# torchvision datasets by name: (the torchvision class name, its default channel count).
+TORCHVISION_DATASETS: dict[str, tuple[str, int]] = {
+    "mnist": ("MNIST", GRAY_CHANNELS),
+    "fashion-mnist": ("FashionMNIST", GRAY_CHANNELS),
+    "cifar10": ("CIFAR10", RGB_CHANNELS),
+}
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A torchvision dataset is neither in the worker's data cache nor downloadable."""
+
+
+def load_torchvision(name: str, *, root: Path, image_size: int, channels: int, allow_download: bool) -> Labelled:
+    """A torchvision dataset's training split from ``root`` (downloaded there when allowed).
+
+    Images are resized (bilinear) to ``image_size`` and converted to ``channels``; labels and
+    class names come from the dataset.
+    """
+    if name not in TORCHVISION_DATASETS:
+        raise ValueError(f"unknown torchvision dataset {name!r}: use one of {list(TORCHVISION_DATASETS)}")
+    _check_channels(channels)
+    import torchvision.datasets  # deferred: only these jobs need it
+
+    class_name, _default = TORCHVISION_DATASETS[name]
+    dataset_class = getattr(torchvision.datasets, class_name)
+    try:
+        with socket_timeout():
+            dataset = dataset_class(str(root), train=True, download=allow_download)
+    except (RuntimeError, OSError, ValueError, EOFError) as exc:  # "Dataset not found", URLError, corrupt files
+        how = (
+            f"downloading it failed ({type(exc).__name__}: {exc})"
+            if allow_download
+            else "downloading is disabled (ATELIER_ALLOW_DATA_DOWNLOAD=false)"
+        )
+        raise DatasetUnavailableError(
+            f"dataset {name!r} is not in the worker's data cache at {root} and {how}. Put torchvision's "
+            f"{class_name} files there (torchvision.datasets.{class_name}({str(root)!r}, download=True) on a machine "
+            "with network access, then copy the folder), or upload the images instead"
+        ) from exc
+    data = torch.as_tensor(np.asarray(dataset.data))
+    images = (data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)).float()  # N x C x H x W, 0..255
+    if images.shape[1] != channels:
+        images = images.mean(dim=1, keepdim=True) if channels == GRAY_CHANNELS else images.repeat(1, RGB_CHANNELS, 1, 1)
+    if images.shape[-1] != image_size:
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    labels = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
+    return Labelled(_to_unit_range(images, PIXEL_MAX_VALUE).contiguous(), labels, tuple(dataset.classes))

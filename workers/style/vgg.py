@@ -24,10 +24,8 @@ Three kinds of weights:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import pickle
-import socket
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +38,7 @@ import torchvision
 from torch import nn
 
 from shared.jobs.vgg_layers import POOL, VGG_CONFIGS, layer_names
+from workers.downloads import DOWNLOAD_TIMEOUT_S, socket_timeout
 
 WEIGHTS_IMAGENET: Final = "imagenet"
 WEIGHTS_RANDOM: Final = "random"
@@ -61,8 +60,6 @@ IMAGENET_STD: Final = (0.229, 0.224, 0.225)
 
 # torch hub keeps downloaded weights in <hub dir>/checkpoints.
 HUB_CHECKPOINTS_DIR: Final = "checkpoints"
-# Per-socket-operation timeout while downloading, so a black-holed network cannot hang a worker.
-DOWNLOAD_TIMEOUT_S: Final = 30.0
 
 # Random-weight calibration: a seeded uniform-noise image of this size (it reaches 4 x 4 at
 # block 5); a layer whose mean activation is below DEAD_LAYER_MEAN is left unscaled.
@@ -221,24 +218,13 @@ def _unavailable(network: str, reason: str, url: str, path: Path) -> WeightsUnav
     )
 
 
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    # torch.hub's urlopen takes no timeout; the default one is process-wide, so restore it.
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 def _load_imagenet_state(network: str, weights_dir: Path | None, *, allow_download: bool) -> dict[str, torch.Tensor]:
     """The torchvision VGG ImageNet state dict from the hub cache (downloading if allowed)."""
     url, path = _cached_weights_path(network, weights_dir)
     if not path.is_file() and not allow_download:
         raise _unavailable(network, "they are not in the cache and downloading is disabled", url, path)
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+        with socket_timeout(DOWNLOAD_TIMEOUT_S):  # torch.hub's urlopen takes no timeout
             state = _IMAGENET_WEIGHTS[network].get_state_dict(
                 progress=False, model_dir=str(path.parent), check_hash=True, weights_only=True
             )
