@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit integration e2e compose-check bench-api bench-load bench-style bench-quality clean
+.PHONY: up test lint typecheck unit integration e2e compose-check bench-api bench-load bench-style bench-quality bench-gan clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -51,6 +51,10 @@ bench-load: $(STAMP)
 ## Style-transfer benchmark: time to the PyTorch tutorial's final loss (CPU 128 px; GPU 512 px).
 bench-style: $(STAMP)
 	$(PY) -m bench.style $(ARGS)
+
+## GAN throughput: gan.train with all hooks vs the pytorch/examples dcgan loop, images/s ratio (CPU 40 steps; GPU 1000).
+bench-gan: $(STAMP)
+	$(PY) -m bench.gan_speed $(ARGS)
 
 ## GAN quality: ring8/grid25 mode coverage for the lesson and stable presets, beside the papers (CPU, minutes).
 bench-quality: $(STAMP)
