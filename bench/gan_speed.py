@@ -28,8 +28,11 @@ every hook on: metrics every step (``log_every`` 1: nine metrics per step, flush
 the heartbeat thread), a fixed-noise sample grid (PNG, stored and recorded) every
 ``sample_every`` steps, a checkpoint (models, optimisers, RNG states; uploaded, then its pointer
 committed with the metrics) every ``checkpoint_every`` steps, and what gan.train stores at the
-end (the final grid, the loss-curve plot, the latent-interpolation strip, generator.pt). After each run the bench checks the job succeeded and counts its metric rows,
-grids and checkpoints, so a run with a hook silently off would fail.
+end (the final grid, the loss-curve plot, the latent-interpolation strip, generator.pt). The
+image-quality evaluation (fd, kid, precision, recall on 1,000 samples) is switched off with
+``image_metrics=False``: the reference evaluates nothing, so it would be extra work, not
+overhead. After each run the bench checks the job succeeded and counts its metric rows, grids
+and checkpoints, so a run with a hook silently off would fail.
 
 Both sides train on the same tensor: sklearn's digits upscaled to 64 px as Atelier's
 ``load_builtin("digits", image_size=64, channels=1)`` produces it (1797 images in [-1, 1]), on
@@ -373,6 +376,7 @@ def atelier_params(config: Config) -> GanTrainParams:
         log_every=1,
         sample_every=config.sample_every,
         checkpoint_every=config.checkpoint_every,
+        image_metrics=False,  # the reference evaluates nothing; fd/kid/precision/recall are extra work
     )
 
 

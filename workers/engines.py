@@ -3,6 +3,7 @@ resolving datasets and images from built-ins, uploads and earlier jobs."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import uuid
@@ -26,7 +27,16 @@ from shared.jobs.specs import (
 )
 from shared.storage import retry_storage
 from workers.gan import data as gan_data
-from workers.gan.loop import GENERATOR_ARTIFACT, MIN_CLASSES
+from workers.gan.features import (
+    CLASSIFIER_KEY,
+    FeatureSpace,
+    ImageEvaluator,
+    TrainedClassifier,
+    classifier_bytes,
+    load_classifier,
+    train_digits_classifier,
+)
+from workers.gan.loop import EVAL_IMAGES, GENERATOR_ARTIFACT, MIN_CLASSES
 from workers.gan.loop import DivergenceError as GanDivergence
 from workers.gan.loop import train as gan_train
 from workers.gan.sample import sample as gan_sample
@@ -37,6 +47,9 @@ from workers.style.transfer import transfer as style_transfer
 from workers.style.vgg import WeightsUnavailableError, load_state_dict_file
 
 MEMINFO: Final = "/proc/meminfo"
+log = logging.getLogger(__name__)
+# The digits feature classifier per object store (a worker has one; tests build several).
+_CLASSIFIERS: dict[int, TrainedClassifier] = {}
 
 
 def pick_device(preference: str) -> torch.device:
@@ -135,6 +148,7 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
             "(an upload's classes are its sub-folders)",
             code="bad_input",
         )
+    evaluator = _image_evaluator(ctx, images, seed=params.seed) if params.image_metrics and not params.points else None
     try:
         gan_train(
             params,
@@ -143,11 +157,39 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
             device=pick_device(ctx.settings.device),
             labels=labels,
             num_classes=len(classes),
+            evaluator=evaluator,
         )
     except GanDivergence as exc:
         raise JobFailed(str(exc), code="diverged") from exc
     except ValueError as exc:  # a checkpoint that doesn't fit these params, or unusable data
         raise JobFailed(str(exc), code="bad_input") from exc
+
+
+def _digits_classifier(ctx: WorkerContext) -> TrainedClassifier:
+    """The feature classifier for image metrics: from this process, else the store, else trained and stored."""
+    cached = _CLASSIFIERS.get(id(ctx.store))
+    if cached is not None:
+        return cached
+    try:
+        cached = load_classifier(_fetch(ctx, CLASSIFIER_KEY, "the digits classifier"))
+    except (NotFound, ValueError) as exc:  # never stored (or unreadable): train it once, store it for everyone
+        log.info("training the digits feature classifier (%s)", exc)
+        cached = train_digits_classifier()
+        data = classifier_bytes(cached)
+        retry_storage(
+            lambda: ctx.store.put(CLASSIFIER_KEY, data),
+            deadline_s=ctx.settings.storage_retry_deadline_s,
+            what="the digits classifier",
+        )
+    _CLASSIFIERS[id(ctx.store)] = cached
+    return cached
+
+
+def _image_evaluator(ctx: WorkerContext, images: torch.Tensor, *, seed: int) -> ImageEvaluator:
+    """Scores samples against up to EVAL_IMAGES real images drawn (seeded) from the dataset."""
+    generator = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(images.shape[0], generator=generator)[:EVAL_IMAGES]
+    return ImageEvaluator(FeatureSpace(_digits_classifier(ctx).model), images.index_select(0, pick))
 
 
 def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:

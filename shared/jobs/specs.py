@@ -59,6 +59,7 @@ GanLoss = Literal["bce", "hinge", "wgan-gp"]
 GanPreset = Literal["lesson", "stable"]
 DiffAugmentPolicy = Literal["color", "translation", "cutout"]
 DEFAULT_GAN_IMAGE_SIZE = 32
+IMAGE_EVAL_EVERY = 500  # default steps between image-quality evaluations (1,000 samples each)
 MAX_N_CRITIC = 20
 MAX_PENALTY_WEIGHT = 1e4
 MAX_LABEL_SMOOTHING = 0.5
@@ -177,7 +178,12 @@ class GanTrainParams(_Params):
     eval_every: int | None = Field(
         default=None,
         ge=1,
-        description="Quality metrics (modes, hq_share on point datasets) every N steps; default: sample_every.",
+        description="Quality metrics every N steps and at the end: modes and hq_share on point datasets, "
+        "fd, kid, precision and recall on images (in a digits classifier's feature space). Default: "
+        f"sample_every on points, max(sample_every, {IMAGE_EVAL_EVERY}) on images.",
+    )
+    image_metrics: bool = Field(
+        default=True, description="Compute fd, kid, precision and recall at evaluation ticks (images only)."
     )
 
     @model_validator(mode="before")
@@ -265,7 +271,9 @@ class GanTrainParams(_Params):
 
     def resolved_eval_every(self) -> int:
         """Steps between quality evaluations."""
-        return self.eval_every if self.eval_every is not None else self.sample_every
+        if self.eval_every is not None:
+            return self.eval_every
+        return self.sample_every if self.points else max(self.sample_every, IMAGE_EVAL_EVERY)
 
 
 STYLE_PRESETS: dict[str, dict[str, Any]] = {

@@ -3,7 +3,8 @@
 Retraining on your own images: a folder of 64 px RGB pictures in class sub-folders is
 uploaded through the API, a conditional job trains on it, and its sample grid shows the
 classes, one per row. torchvision datasets: found in the worker's data cache, or a failed job
-that says where to put them. Each test reads Given / When / Then."""
+that says where to put them. The digits classifier behind the image metrics: trained once,
+stored, reused. Each test reads Given / When / Then."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from tests.support.images import zip_of
 pytest.importorskip("torch")
 
 from workers.engines import execute
+from workers.gan.features import CLASSIFIER_KEY
 from workers.gan.sample import GRID_PADDING
 from workers.runtime import WorkerContext, run_job
 
@@ -138,3 +140,47 @@ def test_a_torchvision_dataset_trains_from_the_cache_or_fails_saying_where_to_pu
     assert (state, code) == ("failed", "dataset_unavailable")
     assert f"not in the worker's data cache at {tmp_path / 'empty'}" in (message or "")
     assert "downloading is disabled" in (message or "")
+
+
+def test_the_digits_classifier_is_trained_once_stored_and_reused(
+    client: TestClient,
+    alice: Caller,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import workers.engines as engines
+
+    small = {"dataset": "digits", "image_size": 16, "steps": 6, "batch_size": 16, "ngf": 8, "ndf": 8, "nz": 8}
+
+    def run(ctx: WorkerContext) -> str:
+        created = client.post("/v1/jobs", json={"type": "gan.train", "params": small}, headers=alice.headers)
+        job_id = created.json()["id"]
+        assert run_job(ctx, uuid.UUID(job_id), execute) == "succeeded"
+        return str(job_id)
+
+    # Given a store without the classifier and a worker process that has none in memory
+    monkeypatch.setattr(engines, "_CLASSIFIERS", {})
+    first_worker = WorkerContext.build(settings.model_copy(update={"worker_name": "first"}))
+    first_worker.store.delete_prefix(CLASSIFIER_KEY)
+    assert not first_worker.store.exists(CLASSIFIER_KEY)
+    # When an image job runs, Then the classifier is trained and stored, and the job has image metrics
+    first = run(first_worker)
+    assert first_worker.store.exists(CLASSIFIER_KEY)
+    metrics = client.get(
+        f"/v1/jobs/{first}/metrics", params={"names": "fd,kid,precision,recall"}, headers=alice.headers
+    )
+    series = metrics.json()["series"]
+    assert {name: [p["step"] for p in points] for name, points in series.items()} == {
+        name: [6] for name in ("fd", "kid", "precision", "recall")
+    }
+
+    # When another worker (nothing in memory) runs the next job with training made impossible,
+    # Then it reads the stored classifier and the job succeeds with its metrics
+    def no_training() -> None:
+        raise AssertionError("the classifier was trained again")
+
+    monkeypatch.setattr(engines, "train_digits_classifier", no_training)
+    second = run(WorkerContext.build(settings.model_copy(update={"worker_name": "second"})))
+    fd = client.get(f"/v1/jobs/{second}/metrics", params={"names": "fd"}, headers=alice.headers).json()
+    assert [p["step"] for p in fd["series"]["fd"]] == [6] and fd["series"]["fd"][0]["value"] > 0

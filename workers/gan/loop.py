@@ -22,6 +22,7 @@ from shared.jobs.specs import GanTrainParams
 from workers.gan import losses
 from workers.gan.augment import diff_augment
 from workers.gan.data import mixture
+from workers.gan.features import ImageEvaluator
 from workers.gan.metrics import EVAL_SAMPLES, diversity, mode_coverage
 from workers.gan.nets import (
     Discriminator,
@@ -37,6 +38,8 @@ from workers.hooks import StopRequested, TrainHooks
 
 CHECKPOINT_VERSION = 1
 FIXED_NOISE_COUNT = 64
+EVAL_IMAGES = 1000  # generated images per image-quality evaluation (fd, kid, precision, recall)
+EVAL_CHUNK = 250
 MIN_CLASSES = 2
 FIXED_POINTS_COUNT = 1000  # a point dataset's "grid" is a scatter plot of this many fixed-noise samples
 REAL_LABEL = losses.REAL_LABEL
@@ -430,10 +433,13 @@ def train(
     device: torch.device | str = "cpu",
     labels: torch.Tensor | None = None,
     num_classes: int = 0,
+    evaluator: ImageEvaluator | None = None,
 ) -> dict[str, int | float]:
     """Train a GAN on ``data`` ((N, C, H, W) in [-1, 1], or (N, 2) points), resuming from the hooks' checkpoint.
 
     With ``params.conditional``, ``labels`` (N,) holds each image's class in 0 .. num_classes - 1.
+    ``evaluator`` scores image samples (fd, kid, precision, recall) at evaluation ticks; point
+    datasets are always scored by mode coverage.
     """
     device = torch.device(device)
     channels = params.resolved_channels()
@@ -525,7 +531,7 @@ def train(
 
         # ---- Report, sample, evaluate, checkpoint (in that order: a checkpoint marks the step complete) ----
         sample = step % params.sample_every == 0 or last
-        evaluate = params.points and (step % eval_every == 0 or last)
+        evaluate = (params.points or evaluator is not None) and (step % eval_every == 0 or last)
         saved = step % params.checkpoint_every == 0 or last
         if log or sample or saved or evaluate:
             watch.check()  # syncs with the device: only on steps that report, sample or checkpoint
@@ -560,8 +566,10 @@ def train(
             if spread < COLLAPSE_DIVERSITY and _may_warn(params, step):
                 detail = f"the samples spread {spread:.0%} as much as the data"
                 monitor.warn_once(hooks, "collapse", COLLAPSE_WARNING.format(step=step, detail=detail))
-        if evaluate:
+        if evaluate and params.points:
             _evaluate(params, sampler, monitor, hooks, step)
+        elif evaluate and evaluator is not None:
+            _evaluate_images(params, sampler, evaluator, hooks, step, classes)
         if saved:
             hooks.save_checkpoint(step, models.checkpoint(step, params, metrics, monitor))
 
@@ -611,6 +619,26 @@ def _augment_then(
     """D on the augmented input (of classes ``labels``): the critic the gradient penalty constrains."""
     out: torch.Tensor = net_d(_augment(params, x, generator), labels)
     return out
+
+
+def _evaluate_images(
+    params: GanTrainParams,
+    sampler: GanGenerator,
+    evaluator: ImageEvaluator,
+    hooks: TrainHooks,
+    step: int,
+    classes: int,
+) -> None:
+    """FD, KID, precision and recall of EVAL_IMAGES fresh samples (own seeded stream), classes in turn."""
+    seed = _stream_seed(params.seed, _STREAM_EVAL, step) % 2**63
+    z = latents(EVAL_IMAGES, params.nz, seed=seed)
+    device = next(sampler.parameters()).device
+    wanted = torch.arange(EVAL_IMAGES) % classes if classes else None
+    parts = []
+    for start in range(0, EVAL_IMAGES, EVAL_CHUNK):
+        chunk_labels = None if wanted is None else wanted[start : start + EVAL_CHUNK].to(device)
+        parts.append(_generate(sampler, z[start : start + EVAL_CHUNK].to(device), chunk_labels))
+    hooks.report_metrics(step, evaluator(torch.cat(parts), seed=seed))
 
 
 def _evaluate(params: GanTrainParams, sampler: GanGenerator, monitor: _Monitor, hooks: TrainHooks, step: int) -> None:
