@@ -47,6 +47,7 @@ from workers.style.transfer import transfer as style_transfer
 from workers.style.vgg import WeightsUnavailableError, load_state_dict_file
 
 MEMINFO: Final = "/proc/meminfo"
+RESIDENT_SHARE: Final = 0.25  # of free device memory a dataset may take to live on the GPU
 log = logging.getLogger(__name__)
 # The digits feature classifier per object store (a worker has one; tests build several).
 _CLASSIFIERS: dict[int, TrainedClassifier] = {}
@@ -137,11 +138,10 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
         builtin = gan_data.load_builtin_labelled(params.dataset, image_size=params.image_size, channels=channels)
         images, labels, classes = builtin.images, builtin.labels, builtin.classes
     else:
-        files = _upload_files(ctx, claim.tenant_id, params.dataset)
-        try:
-            images, labels, classes = gan_data.load_image_files(files, image_size=params.image_size, channels=channels)
-        except ValueError as exc:
-            raise JobFailed(str(exc), code="bad_input") from exc
+        prepared = _prepared_upload(
+            ctx, claim.tenant_id, params.dataset, image_size=params.image_size, channels=channels
+        )
+        images, labels, classes = prepared.images, prepared.labels, prepared.classes
     if params.conditional and len(classes) < MIN_CLASSES:
         raise JobFailed(
             f"params.conditional: the dataset has {len(classes)} classes; conditioning needs {MIN_CLASSES} or more "
@@ -149,12 +149,14 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
             code="bad_input",
         )
     evaluator = _image_evaluator(ctx, images, seed=params.seed) if params.image_metrics and not params.points else None
+    device = pick_device(ctx.settings.device)
+    images, labels = _resident(images, labels, device)
     try:
         gan_train(
             params,
             images,
             runner,
-            device=pick_device(ctx.settings.device),
+            device=device,
             labels=labels,
             num_classes=len(classes),
             evaluator=evaluator,
@@ -163,6 +165,46 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
         raise JobFailed(str(exc), code="diverged") from exc
     except ValueError as exc:  # a checkpoint that doesn't fit these params, or unusable data
         raise JobFailed(str(exc), code="bad_input") from exc
+
+
+def prepared_key(tenant_id: uuid.UUID, upload_id: str, *, image_size: int, channels: int) -> str:
+    """Where an upload decoded at one size and channel count is kept for later jobs."""
+    return f"prepared/{tenant_id}/{upload_id}/{image_size}px-{channels}ch-v{gan_data.PACKED_VERSION}.pt"
+
+
+def _prepared_upload(
+    ctx: WorkerContext, tenant_id: uuid.UUID, upload_id: str, *, image_size: int, channels: int
+) -> gan_data.Labelled:
+    """An uploaded image set, decoded, resized and packed once per (size, channels), then reused."""
+    key = prepared_key(tenant_id, upload_id, image_size=image_size, channels=channels)
+    try:
+        return gan_data.unpack_packed(_fetch(ctx, key, "the prepared dataset"))
+    except (NotFound, ValueError):
+        pass  # not prepared yet (or unreadable): prepare it now
+    files = _upload_files(ctx, tenant_id, upload_id)
+    try:
+        images, labels, classes = gan_data.load_image_files(files, image_size=image_size, channels=channels)
+    except ValueError as exc:
+        raise JobFailed(str(exc), code="bad_input") from exc
+    labelled = gan_data.Labelled(images, labels, tuple(classes))
+    packed = gan_data.pack(labelled)
+    retry_storage(
+        lambda: ctx.store.put(key, packed),
+        deadline_s=ctx.settings.storage_retry_deadline_s,
+        what="the prepared dataset",
+    )
+    return gan_data.unpack_packed(packed)  # exactly what later jobs will read
+
+
+def _resident(
+    images: torch.Tensor, labels: torch.Tensor | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Move the dataset to the GPU when it takes at most RESIDENT_SHARE of the free memory: no copies per batch."""
+    if device.type != "cuda" or images.numel() * images.element_size() > RESIDENT_SHARE * available_memory_bytes(
+        device
+    ):
+        return images, labels
+    return images.to(device), None if labels is None else labels.to(device)
 
 
 def _digits_classifier(ctx: WorkerContext) -> TrainedClassifier:

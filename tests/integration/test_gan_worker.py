@@ -184,3 +184,42 @@ def test_the_digits_classifier_is_trained_once_stored_and_reused(
     second = run(WorkerContext.build(settings.model_copy(update={"worker_name": "second"})))
     fd = client.get(f"/v1/jobs/{second}/metrics", params={"names": "fd"}, headers=alice.headers).json()
     assert [p["step"] for p in fd["series"]["fd"]] == [6] and fd["series"]["fd"][0]["value"] > 0
+
+
+def test_an_upload_is_decoded_once_per_size_and_reused(
+    client: TestClient,
+    alice: Caller,
+    worker: WorkerContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import workers.engines as engines
+
+    # Given an uploaded folder, and a count of how often the worker decodes uploaded images
+    uploaded = client.post(
+        "/v1/uploads",
+        files=[("files", ("set.zip", class_folder_zip(seed=3), "application/zip"))],
+        headers=alice.headers,
+    ).json()["id"]
+    decodes: list[int] = []
+    real_decode = engines.gan_data.load_image_files
+
+    def counted(files: list[tuple[str, bytes]], *, image_size: int, channels: int) -> object:
+        decodes.append(image_size)
+        return real_decode(files, image_size=image_size, channels=channels)
+
+    monkeypatch.setattr(engines.gan_data, "load_image_files", counted)
+
+    def run(image_size: int) -> None:
+        params = {"dataset": uploaded, "image_size": image_size, "steps": 2, "batch_size": 8, "ngf": 8, "ndf": 8}
+        created = client.post("/v1/jobs", json={"type": "gan.train", "params": params}, headers=alice.headers)
+        assert run_job(worker, uuid.UUID(created.json()["id"]), execute) == "succeeded"
+
+    # When three jobs train on it: at 16 px, at 16 px again, then at 32 px
+    run(16)
+    key = engines.prepared_key(alice.tenant_id, uploaded, image_size=16, channels=3)
+    assert worker.store.exists(key)
+    run(16)
+    run(32)
+    # Then it was decoded once per size: the second 16 px job read the packed array from storage
+    assert decodes == [16, 32]
+    assert worker.store.exists(engines.prepared_key(alice.tenant_id, uploaded, image_size=32, channels=3))

@@ -8,7 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from workers.gan.data import SHAPE_CLASSES, SHAPES_COUNT, load_builtin, load_builtin_labelled, load_image_files
+from workers.gan.data import (
+    SHAPE_CLASSES,
+    SHAPES_COUNT,
+    Labelled,
+    load_builtin,
+    load_builtin_labelled,
+    load_image_files,
+    pack,
+    unpack_packed,
+)
 
 DIGITS_COUNT = 1797  # sklearn's load_digits
 SIZE = 16
@@ -130,3 +139,21 @@ def test_shapes_are_balanced_seeded_rgb_pictures_at_any_size() -> None:
 def test_gray_shapes_have_one_channel() -> None:
     gray = load_builtin_labelled("shapes", image_size=16, channels=1)
     assert gray.images.shape == (SHAPES_COUNT, 1, 16, 16)
+
+
+def test_a_packed_image_set_unpacks_to_the_very_same_tensors() -> None:
+    # Given a decoded upload with classes
+    files = [
+        ("dogs/c.png", _png((20, 30), RED)),
+        ("cats/a.png", _png((40, 40), WHITE)),
+        ("cats/b.jpg", _jpeg((64, 48), BLACK)),
+    ]
+    images, labels, classes = load_image_files(files, image_size=SIZE, channels=3)
+    # When it is packed (uint8 pixels) and unpacked
+    packed = pack(Labelled(images, labels, tuple(classes)))
+    back = unpack_packed(packed)
+    # Then nothing changed: same floats, labels and classes (training on it stays bit-identical)
+    assert torch.equal(back.images, images) and torch.equal(back.labels, labels) and back.classes == ("cats", "dogs")
+    assert len(packed) < images.numel() * 4  # a quarter of float32, plus the container
+    with pytest.raises(ValueError, match="not a packed dataset"):
+        unpack_packed(b"PK\x03\x04 junk")

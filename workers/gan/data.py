@@ -260,3 +260,29 @@ def load_torchvision(name: str, *, root: Path, image_size: int, channels: int, a
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     labels = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
     return Labelled(_to_unit_range(images, PIXEL_MAX_VALUE).contiguous(), labels, tuple(dataset.classes))
+
+
+PACKED_VERSION = 1
+
+
+def pack(labelled: Labelled) -> bytes:
+    """A decoded image set as one file: uint8 pixels (lossless: decoding yields k/255 levels), labels, classes."""
+    pixels = ((labelled.images + 1.0) / 2.0 * PIXEL_MAX_VALUE).round().clamp(0, PIXEL_MAX_VALUE).to(torch.uint8)
+    buffer = io.BytesIO()
+    torch.save(
+        {"version": PACKED_VERSION, "pixels": pixels, "labels": labelled.labels, "classes": list(labelled.classes)},
+        buffer,
+    )
+    return buffer.getvalue()
+
+
+def unpack_packed(data: bytes) -> Labelled:
+    """The image set of ``pack``'s bytes (weights_only load); ValueError if they are not one."""
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if payload.get("version") != PACKED_VERSION:
+            raise ValueError(f"packed dataset version {payload.get('version')!r} is not {PACKED_VERSION}")
+        pixels, labels, classes = payload["pixels"], payload["labels"], payload["classes"]
+    except (RuntimeError, KeyError, AttributeError, EOFError) as exc:
+        raise ValueError(f"not a packed dataset: {exc}") from exc
+    return Labelled(_to_unit_range(pixels.float(), PIXEL_MAX_VALUE), labels, tuple(str(c) for c in classes))

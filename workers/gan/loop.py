@@ -467,7 +467,7 @@ def train(
         fixed_count = fixed_labels.shape[0]
     fixed_noise = latents(fixed_count, params.nz, seed=params.seed).to(device)
     reference = data.index_select(
-        0, _DataOrder(size=data.shape[0], batch_size=fixed_count, seed=params.seed).indices(1)
+        0, _DataOrder(size=data.shape[0], batch_size=fixed_count, seed=params.seed).indices(1).to(data.device)
     )
     data_spread = diversity(reference)
     real_target = REAL_LABEL - params.label_smoothing
