@@ -54,7 +54,7 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-GanArch = Literal["dcgan", "mlp"]
+GanArch = Literal["dcgan", "mlp", "progressive", "msg"]
 GanLoss = Literal["bce", "hinge", "wgan-gp"]
 GanPreset = Literal["lesson", "stable"]
 DiffAugmentPolicy = Literal["color", "translation", "cutout"]
@@ -116,8 +116,10 @@ class GanTrainParams(_Params):
     )
     arch: GanArch = Field(
         default="dcgan",
-        description="dcgan (convolutional) or mlp (the lesson's dense GAN: G 256-512-1024, D 512-256 at "
-        "ngf = ndf = 64); default: mlp for point datasets, dcgan for images.",
+        description="dcgan (convolutional), mlp (the lesson's dense GAN: G 256-512-1024, D 512-256 at "
+        "ngf = ndf = 64), progressive (progressive growing from 4 x 4 with fade-in; the resolution and "
+        "fade_alpha metrics say where it is) or msg (MSG-GAN: D sees G's image at every scale); "
+        "default: mlp for point datasets, dcgan for images.",
     )
     image_size: int = Field(
         default=DEFAULT_GAN_IMAGE_SIZE,
@@ -240,6 +242,24 @@ class GanTrainParams(_Params):
                 problems.append(("conditional", f"{what}: class conditioning applies to labelled images"))
         elif self.conditional and self.arch != "dcgan":
             problems.append(("conditional", "class conditioning needs arch 'dcgan'"))
+        if self.arch in ("progressive", "msg"):
+            why = f"arch {self.arch!r}"
+            if self.points:
+                problems.append(("arch", f"{why} trains images, not 2-D points"))
+            if self.diffaugment:
+                problems.append(("diffaugment", f"{why} does not support DiffAugment"))
+            if self.r1_gamma or self.loss == "wgan-gp":
+                field = "r1_gamma" if self.r1_gamma else "loss"
+                problems.append((field, f"{why} supports the bce and hinge losses without gradient penalties"))
+            resolutions = self.image_size.bit_length() - 2  # 4 x 4 ... image_size
+            if self.arch == "progressive" and self.steps < resolutions:
+                problems.append(
+                    (
+                        "steps",
+                        f"{why} at {self.image_size} px grows through {resolutions} resolutions: "
+                        f"give it at least {resolutions} steps",
+                    )
+                )
         if self.label_smoothing and self.loss != "bce":
             problems.append(("label_smoothing", f"label_smoothing applies to the bce loss, not {self.loss!r}"))
         if self.d_skip_threshold is not None and self.loss == "wgan-gp":

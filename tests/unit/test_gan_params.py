@@ -98,7 +98,7 @@ def test_the_worker_parses_what_the_api_stored(values: dict[str, Any]) -> None:
         ({"diffaugment": ["rotate"]}, "params.diffaugment.0", "'color', 'translation' or 'cutout'"),
         ({"preset": "best"}, "params.preset", "'lesson' or 'stable'"),
         ({"loss": "lsgan"}, "params.loss", "'bce', 'hinge' or 'wgan-gp'"),
-        ({"arch": "resnet"}, "params.arch", "'dcgan' or 'mlp'"),
+        ({"arch": "resnet"}, "params.arch", "'dcgan', 'mlp', 'progressive' or 'msg'"),
         ({"ema": 1.0}, "params.ema", "less than 1"),
         ({"n_critic": 0}, "params.n_critic", "greater than or equal to 1"),
         ({"label_smoothing": 0.5}, "params.label_smoothing", "less than 0.5"),

@@ -24,12 +24,22 @@ from workers.gan.augment import diff_augment
 from workers.gan.data import mixture
 from workers.gan.features import ImageEvaluator
 from workers.gan.metrics import EVAL_SAMPLES, diversity, mode_coverage
+from workers.gan.multiscale import (
+    MSG,
+    MULTISCALE_ARCHS,
+    PROGRESSIVE,
+    MultiScaleDiscriminator,
+    MultiScaleGenerator,
+    Stage,
+    progressive_stage,
+)
 from workers.gan.nets import (
     Discriminator,
     Generator,
     MLPDiscriminator,
     MLPGenerator,
     add_spectral_norm,
+    num_stages,
     weights_init,
 )
 from workers.gan.plots import INTERPOLATION_ROWS, LossHistory, interpolation_png, loss_curve_png
@@ -47,6 +57,8 @@ LOSS_NAMES = ("d_loss", "g_loss")
 METRIC_NAMES = (*LOSS_NAMES, "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_d", "lr_g", "d_skips")
 DIVERSITY_METRIC = "diversity"  # at sample ticks: spread of the fixed-noise samples / spread of as many real ones
 MODES_METRIC = "modes"
+RESOLUTION_METRIC = "resolution"  # progressive and MSG runs: the resolution being trained
+FADE_METRIC = "fade_alpha"  # ... and how far its fade-in has got (1: fully in)
 HQ_METRIC = "hq_share"
 SAMPLE_ARTIFACT = "samples/step-{step:07d}.png"
 FINAL_SAMPLE_ARTIFACT = "samples/final.png"
@@ -150,7 +162,8 @@ class _DivergenceWatch:
             raise DivergenceError(f"training diverged at step {step}: {bad}; try lower learning rates")
 
 
-GanGenerator = Generator | MLPGenerator
+GanGenerator = Generator | MLPGenerator | MultiScaleGenerator
+Fakes = torch.Tensor | list[torch.Tensor]  # MSG: one image per scale
 
 
 @dataclass
@@ -216,6 +229,11 @@ class _Models:
         if params.arch == "mlp":
             net_g = MLPGenerator(nz=params.nz, ngf=params.ngf, out_shape=shape, tanh=not params.points)
             net_d = MLPDiscriminator(ndf=params.ndf, in_shape=shape)
+        elif params.arch in MULTISCALE_ARCHS:
+            net_g = MultiScaleGenerator(image_size=params.image_size, nz=params.nz, ngf=params.ngf, channels=channels)
+            net_d = MultiScaleDiscriminator(
+                image_size=params.image_size, ndf=params.ndf, channels=channels, msg=params.arch == MSG
+            )
         else:
             net_g = Generator(
                 image_size=params.image_size, nz=params.nz, ngf=params.ngf, channels=channels, num_classes=num_classes
@@ -350,6 +368,23 @@ def _check_data(params: GanTrainParams, channels: int, data: torch.Tensor) -> No
         raise ValueError("data values must lie in [-1, 1]")
 
 
+def _set_stage(params: GanTrainParams, models: _Models, step: int) -> Stage | None:
+    """The multi-scale stage of ``step`` (progressive: growing; MSG: every scale at once), set on the nets."""
+    if params.arch == MSG:
+        return Stage(num_stages(params.image_size), 1.0)
+    if params.arch != PROGRESSIVE:
+        return None
+    stage = progressive_stage(step, params.steps, params.image_size)
+    for net in (models.net_g, models.net_d, models.ema_g):
+        if isinstance(net, MultiScaleGenerator | MultiScaleDiscriminator):
+            net.set_stage(stage)
+    return stage
+
+
+def _detached(fake: Fakes) -> Fakes:
+    return [f.detach() for f in fake] if isinstance(fake, list) else fake.detach()
+
+
 def _check_labels(params: GanTrainParams, data: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> int:
     """The class count a conditional run uses (0 when not conditional); ValueError if the labels don't fit."""
     if not params.conditional:
@@ -402,8 +437,18 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def _augment(params: GanTrainParams, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return diff_augment(x, params.diffaugment, generator=generator) if params.diffaugment else x
+def _augment(params: GanTrainParams, x: Fakes, generator: torch.Generator) -> Fakes:
+    if not params.diffaugment:
+        return x
+    if isinstance(x, list):  # GanTrainParams refuses DiffAugment with MSG
+        raise ValueError("DiffAugment applies to single-scale images")
+    return diff_augment(x, params.diffaugment, generator=generator)
+
+
+def _single_scale(fake: Fakes) -> torch.Tensor:
+    if isinstance(fake, list):  # GanTrainParams refuses gradient penalties with MSG
+        raise ValueError("this loss needs single-scale fakes")
+    return fake
 
 
 def _may_warn(params: GanTrainParams, step: int) -> bool:
@@ -482,6 +527,7 @@ def train(
         last = step == params.steps
         log = step % params.log_every == 0 or last
         grad_norm_d = torch.zeros(())
+        stage = _set_stage(params, models, step)
         lr_d, lr_g = _learning_rates(params, step)
         _set_lr(opt_d, lr_d)
         _set_lr(opt_g, lr_g)
@@ -500,8 +546,13 @@ def train(
             out_real = net_d(_augment(params, real, models.aux), batch_labels)
             z = torch.randn(batch_size, params.nz, 1, 1, generator=models.noise, device=device)
             with torch.set_grad_enabled(final_critic):  # only the last fakes feed the G step
-                fake = net_g(z, batch_labels)
-            out_fake = net_d(_augment(params, fake.detach(), models.aux), batch_labels)
+                # MSG: G's image at every scale, so D's gradient reaches each of G's outputs
+                fake = (
+                    net_g.pyramid(z)
+                    if isinstance(net_g, MultiScaleGenerator) and params.arch == MSG
+                    else net_g(z, batch_labels)
+                )
+            out_fake = net_d(_augment(params, _detached(fake), models.aux), batch_labels)
             d_loss = losses.d_loss(params.loss, out_real, out_fake, real_target=real_target)
             if skip_below is not None and float(d_loss) < skip_below:
                 monitor.d_skips += 1  # the lesson's remedy: let G catch up while D is far ahead
@@ -509,7 +560,7 @@ def train(
             total = d_loss
             if params.loss == losses.WGAN_GP:
                 critic_fn = partial(_augment_then, net_d, params, models.aux, batch_labels)
-                total = total + losses.gradient_penalty(critic_fn, real, fake, generator=models.aux)
+                total = total + losses.gradient_penalty(critic_fn, real, _single_scale(fake), generator=models.aux)
             if params.r1_gamma:
                 total = total + losses.r1_penalty(out_real, real, gamma=params.r1_gamma)
             total.backward()
@@ -551,6 +602,8 @@ def train(
             metrics = dict(zip(METRIC_NAMES, values, strict=True))
             monitor.history.add(step, [metrics[name] for name in LOSS_NAMES])
             hooks.report_metrics(step, metrics)
+            if stage is not None:
+                hooks.report_metrics(step, {RESOLUTION_METRIC: float(stage.resolution()), FADE_METRIC: stage.alpha})
             hooks.report_progress(step, params.steps)
             _watch_d(params, monitor, hooks, step, metrics["d_loss"])
         if sample or evaluate:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
+from workers.gan.multiscale import MultiScaleGenerator, Stage
 from workers.gan.nets import Generator, MLPGenerator
 
 GENERATOR_FILE_VERSION = 1
@@ -23,6 +24,7 @@ PIXEL_MAX_VALUE = 255
 PIXEL_ROUNDING = 0.5
 IMAGE_VALUE_RANGE = (-1.0, 1.0)
 MLP_NET = "mlp"
+MULTISCALE_NET = "multiscale"  # progressive and MSG generators
 POINT_DIM = 2
 POINTS_NDIM = 2  # a batch of points is (N, 2); of images, (N, C, H, W)
 SCATTER_SIZE = 512  # pixels per side of a point scatter plot
@@ -90,7 +92,17 @@ def scatter_png(points: torch.Tensor, *, centers: torch.Tensor | None = None) ->
     return buffer.getvalue()
 
 
-def _arch(net: Generator | MLPGenerator) -> dict[str, Any]:
+def _arch(net: Generator | MLPGenerator | MultiScaleGenerator) -> dict[str, Any]:
+    if isinstance(net, MultiScaleGenerator):
+        return {
+            "net": MULTISCALE_NET,
+            "image_size": net.image_size,
+            "nz": net.nz,
+            "ngf": net.ngf,
+            "channels": net.channels,
+            "level": net.stage.level,
+            "alpha": net.stage.alpha,
+        }
     if isinstance(net, MLPGenerator):
         return {"net": MLP_NET, "nz": net.nz, "ngf": net.ngf, "out_shape": list(net.out_shape), "tanh": net.tanh}
     return {
@@ -102,7 +114,13 @@ def _arch(net: Generator | MLPGenerator) -> dict[str, Any]:
     }
 
 
-def _build(arch: dict[str, Any]) -> Generator | MLPGenerator:
+def _build(arch: dict[str, Any]) -> Generator | MLPGenerator | MultiScaleGenerator:
+    if arch.get("net") == MULTISCALE_NET:
+        net = MultiScaleGenerator(
+            image_size=int(arch["image_size"]), nz=int(arch["nz"]), ngf=int(arch["ngf"]), channels=int(arch["channels"])
+        )
+        net.set_stage(Stage(int(arch["level"]), float(arch["alpha"])))
+        return net
     if arch.get("net") == MLP_NET:
         return MLPGenerator(
             nz=int(arch["nz"]),
@@ -119,7 +137,7 @@ def _build(arch: dict[str, Any]) -> Generator | MLPGenerator:
     )
 
 
-def generator_file(net: Generator | MLPGenerator, params: dict[str, Any]) -> bytes:
+def generator_file(net: Generator | MLPGenerator | MultiScaleGenerator, params: dict[str, Any]) -> bytes:
     """Serialise a generator as generator.pt: weights, the architecture to rebuild it, and the job params."""
     payload = {
         "version": GENERATOR_FILE_VERSION,
@@ -132,7 +150,9 @@ def generator_file(net: Generator | MLPGenerator, params: dict[str, Any]) -> byt
     return buffer.getvalue()
 
 
-def load_generator(generator_bytes: bytes, *, device: torch.device | str = "cpu") -> Generator | MLPGenerator:
+def load_generator(
+    generator_bytes: bytes, *, device: torch.device | str = "cpu"
+) -> Generator | MLPGenerator | MultiScaleGenerator:
     """Rebuild a generator from generator.pt bytes (loaded with weights_only=True), in eval mode."""
     try:
         payload = torch.load(io.BytesIO(generator_bytes), map_location="cpu", weights_only=True)
