@@ -187,6 +187,11 @@ class GanTrainParams(_Params):
     image_metrics: bool = Field(
         default=True, description="Compute fd, kid, precision and recall at evaluation ticks (images only)."
     )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="auto: bf16 autocast and channels_last on a CUDA GPU with bf16, fp32 elsewhere; "
+        "fp32 or bf16 force it (losses stay fp32).",
+    )
 
     @model_validator(mode="before")
     @classmethod
