@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 from sqlalchemy import select, update
@@ -87,6 +87,7 @@ SERVER_APP = "bench.app:create_bench_app"
 WORKER_NAME = "bench-gpu"
 LOG_TAIL_CHARS = 3000
 EXIT_INTERRUPTED = 130  # what a shell reports for a Ctrl-C
+T = TypeVar("T")
 MS = 1000.0
 TERMINAL_STATES = {JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value}
 
@@ -533,18 +534,18 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; cleans up every process, the database and the Redis db on any exit."""
-    args = parse_args(argv)
+def guarded_run(run_fn: Callable[[contextlib.ExitStack[None]], T], *, header: str) -> tuple[T, float] | int:
+    """Print ``header``, run ``run_fn`` with an ExitStack that stops everything it started on any
+    exit (SIGTERM and Ctrl-C included); returns (its result, seconds) or an exit status."""
     signal.signal(signal.SIGTERM, _interrupt)
     print(
-        f"machine: {os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()}, pid {os.getpid()}",
+        f"machine: {os.cpu_count()} CPUs ({cpu_model()}), {header}Python {platform.python_version()}, pid {os.getpid()}",
         flush=True,
     )
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         try:
-            verdict = run(args, stack)
+            result = run_fn(stack)
         except BenchError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 1
@@ -555,7 +556,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A second Ctrl-C must not cut the cleanup short.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    print(f"total {time.perf_counter() - started:.0f} s")
+    return result, time.perf_counter() - started
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; cleans up every process, the database and the Redis db on any exit."""
+    args = parse_args(argv)
+    outcome = guarded_run(lambda stack: run(args, stack), header="")
+    if isinstance(outcome, int):
+        return outcome
+    verdict, seconds = outcome
+    print(f"total {seconds:.0f} s")
     print(verdict)
     return 0
 

@@ -31,10 +31,8 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -43,14 +41,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.api import (
-    EXIT_INTERRUPTED,
     HOST,
     HTTP_TIMEOUT_S,
     LOG_TAIL_CHARS,
@@ -63,8 +60,8 @@ from bench.api import (
     HttpConnection,
     api_server,
     bench_settings,
-    cpu_model,
     get_request,
+    guarded_run,
     median,
     percentile,
     run_async,
@@ -624,10 +621,6 @@ def warm_up(base_url: str, key: str, sessions: sessionmaker[Session], *, jobs: i
     wait_all_finished(sessions, ids, timeout_s=WORKER_READY_TIMEOUT_S)
 
 
-def _interrupt(_signum: int, _frame: object) -> NoReturn:
-    raise KeyboardInterrupt
-
-
 # --- report -----------------------------------------------------------------------------------------
 
 
@@ -871,26 +864,11 @@ def verdict(figures: Figures) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; cleans up every process, the database and the Redis db on any exit."""
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    print(
-        f"machine: {os.cpu_count()} CPUs ({cpu_model()}), load average {os.getloadavg()[0]:.1f}, "
-        f"Python {platform.python_version()}, pid {os.getpid()}",
-        flush=True,
-    )
-    started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        try:
-            figures = run(args, stack)
-        except BenchError as exc:
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("interrupted; stopping what the benchmark started", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    print(f"total {time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f}")
+    outcome = guarded_run(lambda stack: run(args, stack), header=f"load average {os.getloadavg()[0]:.1f}, ")
+    if isinstance(outcome, int):
+        return outcome
+    figures, seconds = outcome
+    print(f"total {seconds:.0f} s, load average {os.getloadavg()[0]:.1f}")
     print(verdict(figures))
     return 0 if figures.verification.exactly_once else 1
 
