@@ -29,6 +29,7 @@ from shared.storage import retry_storage
 from workers.gan import data as gan_data
 from workers.gan.features import (
     CLASSIFIER_KEY,
+    MIN_EVAL_IMAGES,
     FeatureSpace,
     ImageEvaluator,
     TrainedClassifier,
@@ -148,7 +149,15 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
             "(an upload's classes are its sub-folders)",
             code="bad_input",
         )
-    evaluator = _image_evaluator(ctx, images, seed=params.seed) if params.image_metrics and not params.points else None
+    evaluator = None
+    if params.image_metrics and not params.points:
+        if images.shape[0] >= MIN_EVAL_IMAGES:
+            evaluator = _image_evaluator(ctx, images, seed=params.seed)
+        else:
+            runner.warn(
+                f"image metrics (fd, kid, precision, recall) need at least {MIN_EVAL_IMAGES} images; "
+                f"this dataset has {images.shape[0]}, so they are not recorded"
+            )
     device = pick_device(ctx.settings.device)
     images, labels = _resident(images, labels, device)
     try:

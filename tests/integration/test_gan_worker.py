@@ -24,7 +24,7 @@ from shared.db import queries
 from shared.db.session import transaction
 from tests.conftest import Caller
 from tests.support.idx import digits_as_mnist, write_idx_dataset
-from tests.support.images import zip_of
+from tests.support.images import png, zip_of
 
 pytest.importorskip("torch")
 
@@ -223,3 +223,21 @@ def test_an_upload_is_decoded_once_per_size_and_reused(
     # Then it was decoded once per size: the second 16 px job read the packed array from storage
     assert decodes == [16, 32]
     assert worker.store.exists(engines.prepared_key(alice.tenant_id, uploaded, image_size=32, channels=3))
+
+
+def test_a_tiny_upload_trains_without_image_metrics_and_says_why(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], worker: WorkerContext
+) -> None:
+    # Given an upload of five pictures: too few for covariances and 3-NN radii
+    entries = {f"p{i}.png": png(24, 24, color=(40 * i, 100, 200)) for i in range(5)}
+    uploaded = client.post(
+        "/v1/uploads", files=[("files", ("few.zip", zip_of(entries), "application/zip"))], headers=alice.headers
+    ).json()["id"]
+    params = {"dataset": uploaded, "image_size": 16, "steps": 3, "batch_size": 4, "ngf": 8, "ndf": 8}
+    created = client.post("/v1/jobs", json={"type": "gan.train", "params": params}, headers=alice.headers)
+    # When it trains, Then it succeeds, records no fd, and its status says why
+    job_id = uuid.UUID(created.json()["id"])
+    assert run_job(worker, job_id, execute) == "succeeded"
+    job = client.get(f"/v1/jobs/{job_id}", headers=alice.headers).json()
+    assert any("image metrics (fd, kid, precision, recall) need at least 20 images" in w for w in job["warnings"])
+    assert "fd" not in job["metrics"]

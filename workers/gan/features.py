@@ -38,6 +38,7 @@ TRAIN_BATCH: Final = 64
 TRAIN_LR: Final = 2e-3
 HELD_OUT_SHARE: Final = 0.2
 PR_K: Final = 3
+MIN_EVAL_IMAGES: Final = 20  # real images an evaluation needs: covariances, k-NN radii, KID subsets
 KID_SUBSETS: Final = 10
 KID_SUBSET_SIZE: Final = 500
 KID_DEGREE: Final = 3
