@@ -471,11 +471,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
-    """Set everything up (registering its cleanup on ``stack``), measure, report; returns the verdict."""
-    root = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
+@dataclass(frozen=True)
+class BenchEnv:
+    """A bench's private world: temp dir, migrated database, Redis db, settings and sessions."""
+
+    root: Path
+    log_dir: Path
+    settings: Settings
+    sessions: sessionmaker[Session]
+
+
+def bench_env(stack: contextlib.ExitStack, *, prefix: str) -> BenchEnv:
+    """Create it all, registering every cleanup on ``stack``."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     stack.callback(shutil.rmtree, root, ignore_errors=True)
-    log_dir = root / "logs"
     db_name, db_url = services.create_database()
     stack.callback(services.drop_database, db_name)
     redis_url = services.claim_redis_db()
@@ -484,7 +493,13 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
     upgrade(settings)
     engine = make_engine(settings, pool_size=SETUP_POOL_SIZE)
     stack.callback(engine.dispose)
-    sessions = make_sessionmaker(engine)
+    return BenchEnv(root, root / "logs", settings, make_sessionmaker(engine))
+
+
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
+    """Set everything up (registering its cleanup on ``stack``), measure, report; returns the verdict."""
+    env = bench_env(stack, prefix="atelier-bench-")
+    log_dir, settings, sessions = env.log_dir, env.settings, env.sessions
     key, job_id = seed(sessions, max_attempts=settings.max_attempts)
 
     port = services.free_port()

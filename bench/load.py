@@ -32,9 +32,7 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -52,14 +50,13 @@ from bench.api import (
     HTTP_TIMEOUT_S,
     LOG_TAIL_CHARS,
     MS,
-    SETUP_POOL_SIZE,
     SMALLEST_GAN,
     TERMINAL_STATES,
     WORKER_READY_TIMEOUT_S,
     BenchError,
     HttpConnection,
     api_server,
-    bench_settings,
+    bench_env,
     get_request,
     guarded_run,
     median,
@@ -69,9 +66,8 @@ from bench.api import (
 )
 from shared.config import Settings
 from shared.db import queries
-from shared.db.migrate import upgrade
 from shared.db.models import Job, Tenant
-from shared.db.session import make_engine, make_sessionmaker, transaction
+from shared.db.session import transaction
 from shared.jobs.specs import QUEUE_CPU, QUEUE_GPU
 from shared.jobs.states import JobState
 from tests.support import services
@@ -773,18 +769,8 @@ def dump_logs(procs: Sequence[services.Proc]) -> None:
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> Figures:
     """Set everything up (registering its cleanup on ``stack``), measure, report; returns the figures."""
-    root = Path(tempfile.mkdtemp(prefix="atelier-bench-load-"))
-    stack.callback(shutil.rmtree, root, ignore_errors=True)
-    log_dir = root / "logs"
-    db_name, db_url = services.create_database()
-    stack.callback(services.drop_database, db_name)
-    redis_url = services.claim_redis_db()
-    stack.callback(services.release_redis_db, redis_url)
-    settings = bench_settings(root, db_url, redis_url)
-    upgrade(settings)
-    engine = make_engine(settings, pool_size=SETUP_POOL_SIZE)
-    stack.callback(engine.dispose)
-    sessions = make_sessionmaker(engine)
+    env = bench_env(stack, prefix="atelier-bench-load-")
+    log_dir, settings, sessions = env.log_dir, env.settings, env.sessions
     key = seed_tenant(sessions, max_active_jobs=args.jobs + ACTIVE_JOBS_MARGIN)
     print(
         f"stack: 1 API process (read cache {settings.job_read_cache_s:g} s), {GPU_WORKERS} gpu workers "

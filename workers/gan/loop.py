@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -48,6 +49,8 @@ from workers.hooks import StopRequested, TrainHooks
 
 CHECKPOINT_VERSION = 1
 FIXED_NOISE_COUNT = 64
+FLUSH_STEPS = 50  # logged steps whose metrics are read back from the device at once
+FLUSH_INTERVAL_S = 1.0  # ... or at least this often, so progress, metrics and warnings stay fresh
 EVAL_IMAGES = 1000  # generated images per image-quality evaluation (fd, kid, precision, recall)
 EVAL_CHUNK = 250
 MIN_CLASSES = 2
@@ -153,13 +156,70 @@ class _DivergenceWatch:
         self._first_step = torch.where(first_bad, step, self._first_step)
         self._losses = torch.where(first_bad, losses, self._losses)
 
+    def first_bad_step(self) -> int:
+        """The first step with a non-finite loss, 0 if none (a sync)."""
+        return int(self._first_step.item())
+
     def check(self) -> None:
         """Raise DivergenceError if any observed loss was NaN or infinite."""
-        step = int(self._first_step.item())
+        step = self.first_bad_step()
         if step:
             values = dict(zip(LOSS_NAMES, self._losses.tolist(), strict=True))
             bad = ", ".join(f"{name}={value}" for name, value in values.items() if not np.isfinite(value))
             raise DivergenceError(f"training diverged at step {step}: {bad}; try lower learning rates")
+
+
+class _MetricLog:
+    """Logged steps' metrics, kept on the device and read back in one transfer per flush.
+
+    A flush comes every FLUSH_STEPS logged steps or FLUSH_INTERVAL_S, and before anything that
+    samples, evaluates, checkpoints or stops; it reports every step before the first
+    non-finite loss, then raises DivergenceError if there was one. So on a GPU the loop does
+    not wait for the device at every logged step.
+    """
+
+    def __init__(
+        self,
+        params: GanTrainParams,
+        hooks: TrainHooks,
+        monitor: _Monitor,
+        watch: _DivergenceWatch,
+        last: dict[str, float],
+    ) -> None:
+        self.params, self.hooks, self.monitor, self.watch = params, hooks, monitor, watch
+        self.pending: list[tuple[int, torch.Tensor, list[float], Stage | None]] = []
+        self.last = last
+        self.flushed_at = time.monotonic()
+
+    def add(self, step: int, on_device: torch.Tensor, on_host: list[float], stage: Stage | None) -> None:
+        """Queue one logged step (no sync)."""
+        self.pending.append((step, on_device, on_host, stage))
+
+    def due(self) -> bool:
+        """Whether enough steps or time have gathered for a flush."""
+        return len(self.pending) >= FLUSH_STEPS or time.monotonic() - self.flushed_at >= FLUSH_INTERVAL_S
+
+    def flush(self) -> None:
+        """Report the queued steps (up to a divergence), then raise if the run diverged."""
+        self.flushed_at = time.monotonic()
+        bad = self.watch.first_bad_step()
+        if self.pending:
+            rows = torch.stack([values for _, values, _, _ in self.pending]).tolist()
+            for (step, _, host, stage), row in zip(self.pending, rows, strict=True):
+                if bad and step >= bad:
+                    break
+                metrics = dict(zip(METRIC_NAMES, row + host, strict=True))
+                self.monitor.history.add(step, [metrics[name] for name in LOSS_NAMES])
+                self.hooks.report_metrics(step, metrics)
+                if stage is not None:
+                    self.hooks.report_metrics(
+                        step, {RESOLUTION_METRIC: float(stage.resolution()), FADE_METRIC: stage.alpha}
+                    )
+                _watch_d(self.params, self.monitor, self.hooks, step, metrics["d_loss"])
+                self.last = metrics
+            self.pending.clear()
+        if bad:
+            self.watch.check()
 
 
 GanGenerator = Generator | MLPGenerator | MultiScaleGenerator
@@ -550,6 +610,7 @@ def train(
     skip_below = params.d_skip_threshold
     eval_every = params.resolved_eval_every()
     watch = _DivergenceWatch(device)
+    metric_log = _MetricLog(params, hooks, monitor, watch, metrics)
     picture: tuple[int, bytes] | None = None
     net_g.train()
     net_d.train()
@@ -620,28 +681,23 @@ def train(
         sample = step % params.sample_every == 0 or last
         evaluate = (params.points or evaluator is not None) and (step % eval_every == 0 or last)
         saved = step % params.checkpoint_every == 0 or last
-        if log or sample or saved or evaluate:
-            watch.check()  # syncs with the device: only on steps that report, sample or checkpoint
         if log:
             with torch.no_grad():
-                values = torch.stack(
+                on_device = torch.stack(
                     [
-                        d_loss.detach(),
-                        g_loss.detach(),
-                        losses.d_outputs(params.loss, out_real.detach()),
-                        losses.d_outputs(params.loss, out_fake.detach()),
-                        grad_norm_d.to(device),
-                        grad_norm_g.to(device),
+                        d_loss.detach().float(),
+                        g_loss.detach().float(),
+                        losses.d_outputs(params.loss, out_real.detach()).float(),
+                        losses.d_outputs(params.loss, out_fake.detach()).float(),
+                        grad_norm_d.to(device).float(),
+                        grad_norm_g.to(device).float(),
                     ]
-                ).tolist()
-            values += [lr_d, lr_g, float(monitor.d_skips)]
-            metrics = dict(zip(METRIC_NAMES, values, strict=True))
-            monitor.history.add(step, [metrics[name] for name in LOSS_NAMES])
-            hooks.report_metrics(step, metrics)
-            if stage is not None:
-                hooks.report_metrics(step, {RESOLUTION_METRIC: float(stage.resolution()), FADE_METRIC: stage.alpha})
-            hooks.report_progress(step, params.steps)
-            _watch_d(params, monitor, hooks, step, metrics["d_loss"])
+                )
+            metric_log.add(step, on_device, [lr_d, lr_g, float(monitor.d_skips)], stage)
+        hooks.report_progress(step, params.steps)  # host-side bookkeeping, no sync
+        if sample or saved or evaluate or metric_log.due():
+            metric_log.flush()  # the only device sync of a step that does none of these
+        metrics = metric_log.last
         if sample or evaluate:
             sampler = models.sampler_at(params, step)
         if sample:
@@ -666,7 +722,8 @@ def train(
         reason = hooks.should_stop()
         if reason is not None:
             if not saved:
-                watch.check()
+                metric_log.flush()
+                metrics = metric_log.last
                 hooks.save_checkpoint(step, models.checkpoint(step, params, metrics, monitor))
             raise StopRequested(reason, step)
 
