@@ -629,6 +629,7 @@ class Figures:
     polls: dict[str, PollPhase]
     runs: list[TrainRun]
     cache_s: float
+    poll_rate: float  # requests/s of the paced polling in part 2
 
     @property
     def ratio(self) -> float:
@@ -828,7 +829,7 @@ def measure(
     errors = sum(p.errors for p in polls.values()) + sum(r.polls.errors for r in runs if r.polls is not None)
     if errors:
         raise BenchError(f"{errors} polls were not answered 200")
-    return Figures(verification, submit, polls, runs, settings.job_read_cache_s)
+    return Figures(verification, submit, polls, runs, settings.job_read_cache_s, args.rate)
 
 
 def verdict(figures: Figures) -> str:
@@ -842,7 +843,7 @@ def verdict(figures: Figures) -> str:
         f"bad metrics: {v.metrics_bad}, multi-claimed: {v.multi_claimed}); "
         f"submit {figures.submit.jobs_per_s:.1f} jobs/s; e2e {e2e:.2f} jobs/s; "
         f"GET many ids {figures.polls['many'].rps:.0f} rps; "
-        f"poll@{POLL_RATE_PER_S:g}/s p50 {median(lat) * MS:.1f} ms p99 {percentile(lat, 0.99) * MS:.1f} ms "
+        f"poll@{figures.poll_rate:g}/s p50 {median(lat) * MS:.1f} ms p99 {percentile(lat, 0.99) * MS:.1f} ms "
         f"(read cache {figures.cache_s:g} s); steps/s polled/quiet = {figures.ratio:.2f}"
     )
 
