@@ -85,6 +85,16 @@ def finished_job_with_artifact(
     return job_id
 
 
+def ask_for_redirect(app: TestClient, caller: Caller, job_id: str) -> httpx.Response:
+    """GET the job's samples/final.png with redirect=true, not following the 307."""
+    return app.get(
+        f"/v1/jobs/{job_id}/artifacts/samples/final.png",
+        params={"redirect": "true"},
+        headers=caller.headers,
+        follow_redirects=False,
+    )
+
+
 def test_presigned_url_stops_working_after_the_configured_expiry(
     signing_settings: Settings, alice: Caller, sessions: sessionmaker[Session]
 ) -> None:
@@ -93,12 +103,7 @@ def test_presigned_url_stops_working_after_the_configured_expiry(
     with TestClient(create_app(signing_settings)) as app:
         job_id = finished_job_with_artifact(app, alice, sessions, store)
         # When alice asks for a redirect
-        response = app.get(
-            f"/v1/jobs/{job_id}/artifacts/samples/final.png",
-            params={"redirect": "true"},
-            headers=alice.headers,
-            follow_redirects=False,
-        )
+        response = ask_for_redirect(app, alice, job_id)
     assert response.status_code == 307, response.text
     url = response.headers["location"]
     issued = time.monotonic()
@@ -128,12 +133,7 @@ def test_a_longer_setting_keeps_the_url_working(
     store = signing_store(longer)
     with TestClient(create_app(longer)) as app:
         job_id = finished_job_with_artifact(app, alice, sessions, store)
-        url = app.get(
-            f"/v1/jobs/{job_id}/artifacts/samples/final.png",
-            params={"redirect": "true"},
-            headers=alice.headers,
-            follow_redirects=False,
-        ).headers["location"]
+        url = ask_for_redirect(app, alice, job_id).headers["location"]
     # When as long as the short URL's lifetime and more has passed
     time.sleep(EXPIRY_S + 1.5)
     # Then this one still works: the expiry is the setting, not a fixed constant

@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 
 from shared.jobs.specs import GanTrainParams
+from tests.support.resume import stopped_and_resumed
 from workers.gan.data import load_builtin_labelled
 from workers.gan.loop import train
 from workers.gan.nets import Discriminator, Generator
 from workers.gan.sample import GRID_PADDING, sample
-from workers.hooks import STOP_SHUTDOWN, InMemoryHooks, StopRequested
+from workers.hooks import InMemoryHooks
 
 SIZE = 16
 
@@ -63,11 +64,7 @@ def test_a_conditional_run_resumes_bit_identically(shapes: Any) -> None:
     kwargs = {"labels": shapes.labels, "num_classes": len(shapes.classes)}
     whole = InMemoryHooks()
     train(params, shapes.images, whole, **kwargs)
-    cut = InMemoryHooks(stop_at_step=13, stop_reason=STOP_SHUTDOWN)
-    with pytest.raises(StopRequested):
-        train(params, shapes.images, cut, **kwargs)
-    cut.stop_at_step = None
-    train(params, shapes.images, cut, **kwargs)
+    cut = stopped_and_resumed(lambda hooks: train(params, shapes.images, hooks, **kwargs), stop_at=13)
     assert cut.artifacts["generator.pt"][0] == whole.artifacts["generator.pt"][0]
     assert cut.artifacts["samples/final.png"][0] == whole.artifacts["samples/final.png"][0]
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from shared.jobs.specs import GanTrainParams
+from tests.support.resume import stopped_and_resumed
 from workers.gan.data import load_builtin
 from workers.gan.features import (
     FEATURE_DIM,
@@ -24,7 +25,7 @@ from workers.gan.features import (
     train_digits_classifier,
 )
 from workers.gan.loop import train
-from workers.hooks import STOP_SHUTDOWN, InMemoryHooks, StopRequested
+from workers.hooks import InMemoryHooks
 
 MIN_ACCURACY = 0.95
 IMAGE_METRICS = {"fd", "kid", "precision", "recall"}
@@ -117,10 +118,6 @@ def test_the_loop_records_image_metrics_at_evaluation_ticks_and_resumes_exactly(
     assert {name for name, step in whole.metrics if step == 10} >= IMAGE_METRICS
     assert all(whole.metrics[("fd", s)] > 0 for s in (5, 10, 12))
     # And a run stopped at step 7 and resumed ends the same, metrics included (evaluation has its own stream)
-    cut = InMemoryHooks(stop_at_step=7, stop_reason=STOP_SHUTDOWN)
-    with pytest.raises(StopRequested):
-        train(params, digits32, cut, evaluator=evaluator)
-    cut.stop_at_step = None
-    train(params, digits32, cut, evaluator=evaluator)
+    cut = stopped_and_resumed(lambda hooks: train(params, digits32, hooks, evaluator=evaluator), stop_at=7)
     assert cut.artifacts["generator.pt"][0] == whole.artifacts["generator.pt"][0]
     assert cut.metrics[("fd", 12)] == whole.metrics[("fd", 12)]

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from shared.jobs.specs import GanTrainParams
+from tests.support.resume import stopped_and_resumed
 from workers.gan import losses
 from workers.gan.data import load_builtin
 from workers.gan.loop import train
@@ -23,7 +24,7 @@ from workers.gan.multiscale import (
     resolutions,
 )
 from workers.gan.sample import sample
-from workers.hooks import STOP_SHUTDOWN, InMemoryHooks, StopRequested
+from workers.hooks import InMemoryHooks
 
 HIGH = 128
 
@@ -116,11 +117,7 @@ def test_a_progressive_run_resumes_in_the_same_stage_bit_identically(digits128: 
     data = load_builtin("digits", image_size=32, channels=1)
     whole = InMemoryHooks()
     train(params, data, whole)
-    cut = InMemoryHooks(stop_at_step=7, stop_reason=STOP_SHUTDOWN)
-    with pytest.raises(StopRequested):
-        train(params, data, cut)
-    cut.stop_at_step = None
-    train(params, data, cut)
+    cut = stopped_and_resumed(lambda hooks: train(params, data, hooks), stop_at=7)
     assert cut.artifacts["generator.pt"][0] == whole.artifacts["generator.pt"][0]
     assert cut.series("fade_alpha") == whole.series("fade_alpha")
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from shared.jobs.specs import GanTrainParams
+from tests.support.resume import stopped_and_resumed
 from workers.gan.data import load_builtin
 from workers.gan.loop import SpeedPath, train
-from workers.hooks import STOP_SHUTDOWN, InMemoryHooks, StopRequested
+from workers.hooks import InMemoryHooks
 
 
 def _params(**overrides: Any) -> GanTrainParams:
@@ -45,11 +46,7 @@ def test_bf16_autocast_trains_with_fp32_losses_and_resumes_exactly(digits: torch
         assert all(math.isfinite(v) for _, v in hooks.series("d_loss") + hooks.series("g_loss"))
     assert bf16.series("d_loss") != fp32.series("d_loss")
     # And a bf16 run stopped at step 7 and resumed ends bit-identical to the uninterrupted one
-    cut = InMemoryHooks(stop_at_step=7, stop_reason=STOP_SHUTDOWN)
-    with pytest.raises(StopRequested):
-        train(_params(precision="bf16"), digits, cut)
-    cut.stop_at_step = None
-    train(_params(precision="bf16"), digits, cut)
+    cut = stopped_and_resumed(lambda hooks: train(_params(precision="bf16"), digits, hooks), stop_at=7)
     assert cut.artifacts["generator.pt"][0] == bf16.artifacts["generator.pt"][0]
 
 
