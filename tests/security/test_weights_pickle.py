@@ -103,6 +103,24 @@ def test_vgg_weights_cache_refuses_it(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def _fails_without_running(
+    worker: WorkerContext,
+    sessions: sessionmaker[Session],
+    caller: Caller,
+    job_id: uuid.UUID,
+    marker: Path,
+    *,
+    code: str,
+    reason: str,
+) -> None:
+    """Run the job: it must fail with ``code`` and ``reason`` in its error, and the payload's marker must not exist."""
+    outcome = run_job(worker, job_id, execute)
+    job = _finished(sessions, caller, job_id)
+    assert (outcome, job.state, job.error_code) == ("failed", "failed", code), job.error_message
+    assert reason in (job.error_message or "")
+    assert not marker.exists()
+
+
 def _finished(sessions: sessionmaker[Session], caller: Caller, job_id: uuid.UUID) -> Job:
     with transaction(sessions) as session:
         job = queries.get_job(session, tenant_id=caller.tenant_id, job_id=job_id)
@@ -139,12 +157,9 @@ def test_gan_sample_of_a_poisoned_generator_fails_cleanly(
         "/v1/jobs", json={"type": "gan.sample", "params": {"source_job": source["id"], "n": 4}}, headers=alice.headers
     )
     assert created.status_code == 201, created.text
-    outcome = run_job(worker, uuid.UUID(created.json()["id"]), execute)
     # Then the job fails with a clear reason and the payload never ran
-    job = _finished(sessions, alice, uuid.UUID(created.json()["id"]))
-    assert (outcome, job.state, job.error_code) == ("failed", "failed", "bad_input"), job.error_message
-    assert "not a usable generator.pt" in (job.error_message or "")
-    assert not marker.exists()
+    _fails_without_running(worker, sessions, alice, uuid.UUID(created.json()["id"]), marker,
+                           code="bad_input", reason="not a usable generator.pt")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -170,13 +185,9 @@ def test_resume_from_a_poisoned_checkpoint_fails_cleanly(
     with transaction(sessions) as session:
         session.execute(update(Job).where(Job.id == job_id).values(checkpoint_key=key, checkpoint_step=1))
     # When a worker runs it (and resumes from that checkpoint)
-    outcome = run_job(worker, job_id, execute)
     # Then the job fails with the load error recorded, and the payload never ran
-    job = _finished(sessions, alice, job_id)
-    assert (outcome, job.state) == ("failed", "failed"), job.error_message
-    assert job.error_code == "bad_input"
-    assert "checkpoint could not be loaded: Weights only load failed" in (job.error_message or "")
-    assert not marker.exists()
+    _fails_without_running(worker, sessions, alice, job_id, marker,
+                           code="bad_input", reason="checkpoint could not be loaded: Weights only load failed")  # fmt: skip
 
 
 def test_an_uploaded_weights_file_never_executes(
@@ -196,9 +207,6 @@ def test_an_uploaded_weights_file_never_executes(
     params = TINY_STYLE | {"weights": uploaded.json()["id"]}
     created = client.post("/v1/jobs", json={"type": "style.transfer", "params": params}, headers=alice.headers)
     assert created.status_code == 201, created.text
-    outcome = run_job(worker, uuid.UUID(created.json()["id"]), execute)
     # Then torch.load(weights_only=True) refused it: the job failed saying so, and nothing ran
-    job = _finished(sessions, alice, uuid.UUID(created.json()["id"]))
-    assert (outcome, job.state, job.error_code) == ("failed", "failed", "weights_unavailable"), job.error_message
-    assert "cannot be read by torch.load(weights_only=True)" in (job.error_message or "")
-    assert not marker.exists()
+    _fails_without_running(worker, sessions, alice, uuid.UUID(created.json()["id"]), marker,
+                           code="weights_unavailable", reason="cannot be read by torch.load(weights_only=True)")  # fmt: skip

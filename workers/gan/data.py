@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import io
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import torch
@@ -278,11 +280,27 @@ def pack(labelled: Labelled) -> bytes:
 
 def unpack_packed(data: bytes) -> Labelled:
     """The image set of ``pack``'s bytes (weights_only load); ValueError if they are not one."""
+    what = "not a packed dataset"
+    payload = load_versioned(data, version=PACKED_VERSION, what=what)
+    try:
+        pixels, labels, classes = payload["pixels"], payload["labels"], payload["classes"]
+    except KeyError as exc:
+        raise ValueError(f"{what}: no {exc}") from exc
+    return Labelled(_to_unit_range(pixels.float(), PIXEL_MAX_VALUE), labels, tuple(str(c) for c in classes))
+
+
+# What torch.load(weights_only=True) raises for bytes that are not a torch.save file of ours.
+PAYLOAD_ERRORS: tuple[type[Exception], ...] = (RuntimeError, KeyError, AttributeError, EOFError, pickle.UnpicklingError)
+
+
+def load_versioned(data: bytes, *, version: int, what: str) -> dict[str, Any]:
+    """A dict that Atelier torch.save'd with ``"version": version``, loaded with weights_only=True;
+    ValueError starting with ``what`` for anything else (unreadable, not a dict, another version)."""
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        if payload.get("version") != PACKED_VERSION:
-            raise ValueError(f"packed dataset version {payload.get('version')!r} is not {PACKED_VERSION}")
-        pixels, labels, classes = payload["pixels"], payload["labels"], payload["classes"]
-    except (RuntimeError, KeyError, AttributeError, EOFError) as exc:
-        raise ValueError(f"not a packed dataset: {exc}") from exc
-    return Labelled(_to_unit_range(pixels.float(), PIXEL_MAX_VALUE), labels, tuple(str(c) for c in classes))
+    except PAYLOAD_ERRORS as exc:
+        raise ValueError(f"{what}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("version") != version:
+        found = payload.get("version") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{what}: version {found!r} is not {version}")
+    return payload

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
+from workers.gan.data import load_builtin_labelled, load_versioned
+
 CLASSIFIER_VERSION: Final = 1
 CLASSIFIER_KEY: Final = f"assets/digits-classifier-v{CLASSIFIER_VERSION}.pt"  # where executors store it
 FEATURE_SIZE: Final = 32
@@ -89,8 +91,6 @@ class TrainedClassifier:
 
 def train_digits_classifier(seed: int = TRAIN_SEED, epochs: int = TRAIN_EPOCHS) -> TrainedClassifier:
     """Train the feature classifier on 80 % of sklearn's digits (seeded); score it on the rest."""
-    from workers.gan.data import load_builtin_labelled  # deferred: data imports sklearn lazily
-
     digits = load_builtin_labelled("digits", image_size=FEATURE_SIZE, channels=1)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(digits.images.shape[0], generator=generator)
@@ -127,14 +127,13 @@ def classifier_bytes(trained: TrainedClassifier) -> bytes:
 
 def load_classifier(data: bytes) -> TrainedClassifier:
     """A stored classifier (torch.load with weights_only=True); ValueError if it is not one."""
+    what = "not a usable digits classifier"
+    payload = load_versioned(data, version=CLASSIFIER_VERSION, what=what)
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        if payload.get("version") != CLASSIFIER_VERSION:
-            raise ValueError(f"classifier version {payload.get('version')!r} is not {CLASSIFIER_VERSION}")
         model = DigitsClassifier()
         model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, AttributeError, EOFError) as exc:
-        raise ValueError(f"not a usable digits classifier: {exc}") from exc
+    except (RuntimeError, KeyError) as exc:  # missing or misshapen weights
+        raise ValueError(f"{what}: {exc}") from exc
     return TrainedClassifier(model.eval().requires_grad_(False), float(payload["held_out_accuracy"]))
 
 
