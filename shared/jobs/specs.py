@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,6 +59,7 @@ GanArch = Literal["dcgan", "mlp", "progressive", "msg"]
 GanLoss = Literal["bce", "hinge", "wgan-gp"]
 GanPreset = Literal["lesson", "stable"]
 DiffAugmentPolicy = Literal["color", "translation", "cutout"]
+MULTISCALE_GAN_ARCHS = ("progressive", "msg")
 DEFAULT_GAN_IMAGE_SIZE = 32
 IMAGE_EVAL_EVERY = 500  # default steps between image-quality evaluations (1,000 samples each)
 MAX_N_CRITIC = 20
@@ -78,19 +80,42 @@ _LESSON_GAN: dict[str, Any] = {
     "d_skip_threshold": None,
     "diffaugment": [],
     "lr_decay": "none",
+    "g_batchnorm": True,
 }
 GAN_PRESETS: dict[str, dict[str, Any]] = {
     "lesson": _LESSON_GAN,
-    # The best default we measured (docs/benchmarks.md, "GAN quality"): the lesson's settings plus
-    # an EMA generator and learning rates that fall linearly to zero; spectral norm on D for images.
-    "stable": {**_LESSON_GAN, "spectral_norm": True, "ema": 0.999, "lr_decay": "linear"},
+    # The best default we measured (docs/benchmarks.md, "GAN quality"): on images, the lesson's
+    # settings plus an EMA generator and DiffAugment (translation, cutout) on everything D sees.
+    "stable": {**_LESSON_GAN, "ema": 0.999, "diffaugment": ["translation", "cutout"]},
 }
-# What a preset sets differently for the 2-D point datasets: the dense GAN there learns sharp modes
-# faster at 1e-3, and spectral norm's 1-Lipschitz D cannot make the 0.02-wide bumps of ring8.
+# What a preset sets differently for the 2-D point datasets (docs/benchmarks.md, "GAN quality"):
+# a 2-D latent, half the lesson's width (G 128-256-512, D 256-128) and no batch norm in G (each
+# point then depends on its latent alone, not on its batch) put more samples on the modes, and
+# sooner, than latent 100 at full width with batch norm; Adam 5e-4 falling linearly to 0 (at 1e-3
+# one seed in five lost every mode). DiffAugment is for images.
 GAN_POINT_PRESETS: dict[str, dict[str, Any]] = {
     "lesson": {},
-    "stable": {"lr_g": 1e-3, "lr_d": 1e-3, "spectral_norm": False},
+    "stable": {
+        "lr_g": 5e-4,
+        "lr_d": 5e-4,
+        "lr_decay": "linear",
+        "diffaugment": [],
+        "nz": 2,
+        "ngf": 32,
+        "ndf": 32,
+        "g_batchnorm": False,
+    },
 }
+
+
+def _preset_filled(data: dict[str, Any], presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A copy of the request ``data`` with its preset's values in every field the caller left out."""
+    filled = dict(data)
+    preset = filled.get("preset")
+    if isinstance(preset, str) and preset in presets:
+        for key, value in presets[preset].items():
+            filled.setdefault(key, value)
+    return filled
 
 
 class GanTrainParams(_Params):
@@ -99,8 +124,9 @@ class GanTrainParams(_Params):
     preset: GanPreset | None = Field(
         default=None,
         description="Fill in the loss, learning rates and remedies; fields given explicitly win. lesson: the "
-        "notebook's settings with nothing added; stable: an EMA generator, linearly decaying learning rates, "
-        "spectral norm on D for images (lr 1e-3 and no spectral norm on the point datasets).",
+        "notebook's settings with nothing added; stable: an EMA generator (0.999) and, on images, DiffAugment "
+        "translation and cutout (not with arch progressive or msg); on the point datasets lr 5e-4 falling "
+        "linearly to 0, latent 2, ngf = ndf = 32 and no batch norm in G.",
     )
     dataset: str = Field(
         default="digits",
@@ -170,6 +196,11 @@ class GanTrainParams(_Params):
         description="DiffAugment policies applied to every D input, real and fake (images only): "
         "color, translation, cutout.",
     )
+    g_batchnorm: bool = Field(
+        default=True,
+        description="Batch norm in the dense generator's hidden layers, as in the lesson (arch 'mlp' only; "
+        "false: none, so each sample depends on its latent alone).",
+    )
     nz: int = Field(default=100, ge=1, le=1024, description="Latent size.")
     ngf: int = Field(default=64, ge=4, le=1024, description="Generator width.")
     ndf: int = Field(default=64, ge=4, le=1024, description="Discriminator width.")
@@ -198,13 +229,15 @@ class GanTrainParams(_Params):
     def _apply_preset(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        filled = dict(data)
-        preset = filled.get("preset")
-        if isinstance(preset, str) and preset in GAN_PRESETS:
-            points = filled.get("dataset") in POINT_DATASETS
-            values = GAN_PRESETS[preset] | (GAN_POINT_PRESETS[preset] if points else {})
-            for key, value in values.items():
-                filled.setdefault(key, value)
+        points = data.get("dataset") in POINT_DATASETS
+        presets = (
+            {name: values | GAN_POINT_PRESETS[name] for name, values in GAN_PRESETS.items()} if points else GAN_PRESETS
+        )
+        if data.get("arch") in MULTISCALE_GAN_ARCHS:  # they take no DiffAugment: the preset leaves it off
+            presets = {
+                name: {k: v for k, v in values.items() if k != "diffaugment"} for name, values in presets.items()
+            }
+        filled = _preset_filled(data, presets)
         if "arch" not in filled:
             filled["arch"] = "mlp" if filled.get("dataset") in POINT_DATASETS else "dcgan"
         return filled
@@ -247,7 +280,7 @@ class GanTrainParams(_Params):
                 problems.append(("conditional", f"{what}: class conditioning applies to labelled images"))
         elif self.conditional and self.arch != "dcgan":
             problems.append(("conditional", "class conditioning needs arch 'dcgan'"))
-        if self.arch in ("progressive", "msg"):
+        if self.arch in MULTISCALE_GAN_ARCHS:
             why = f"arch {self.arch!r}"
             if self.points:
                 problems.append(("arch", f"{why} trains images, not 2-D points"))
@@ -265,6 +298,10 @@ class GanTrainParams(_Params):
                         f"give it at least {resolutions} steps",
                     )
                 )
+        if not self.g_batchnorm and self.arch != "mlp":
+            problems.append(
+                ("g_batchnorm", f"g_batchnorm false applies to the dense GAN (arch 'mlp'), not {self.arch!r}")
+            )
         if self.label_smoothing and self.loss != "bce":
             problems.append(("label_smoothing", f"label_smoothing applies to the bce loss, not {self.loss!r}"))
         if self.d_skip_threshold is not None and self.loss == "wgan-gp":
@@ -411,11 +448,7 @@ class StyleTransferParams(_Params):
     def _apply_preset(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        filled = dict(data)
-        preset = filled.get("preset")
-        if isinstance(preset, str) and preset in STYLE_PRESETS:
-            for key, value in STYLE_PRESETS[preset].items():
-                filled.setdefault(key, value)
+        filled = _preset_filled(data, STYLE_PRESETS)
         if "lr" not in filled and filled.get("optimizer") in DEFAULT_LR:
             filled["lr"] = DEFAULT_LR[filled["optimizer"]]
         scales = filled.get("scales")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from shared.jobs.specs import GanTrainParams
 from workers.gan import loop
-from workers.gan.data import load_builtin
+from workers.gan.data import load_builtin, load_points
 from workers.gan.loop import DivergenceError, train
 from workers.gan.nets import Discriminator, Generator
 from workers.hooks import STOP_CANCEL, STOP_SHUTDOWN, InMemoryHooks, StopRequested
@@ -227,6 +227,33 @@ def test_a_checkpoint_of_another_architecture_is_refused(digits: torch.Tensor) -
     train(_params(steps=2), digits, first)
     with pytest.raises(ValueError, match="different ngf"):
         train(_params(steps=2, ngf=8), digits, InMemoryHooks(checkpoints=list(first.checkpoints)))
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"not a checkpoint", "checkpoint could not be loaded: "),
+        (None, f"checkpoint could not be loaded: version 0 is not {loop.CHECKPOINT_VERSION}"),
+    ],
+)
+def test_an_unreadable_or_foreign_checkpoint_is_refused(data: bytes | None, reason: str) -> None:
+    if data is None:  # a readable torch file from another version of Atelier
+        buffer = io.BytesIO()
+        torch.save({"version": 0, "step": 1}, buffer)
+        data = buffer.getvalue()
+    points = load_points("ring8")
+    params = GanTrainParams(dataset="ring8", steps=2, batch_size=8, nz=2, ngf=4, ndf=4)
+    with pytest.raises(ValueError, match=f"^{reason}"):
+        train(params, points, InMemoryHooks(checkpoints=[(1, data)]))
+
+
+def test_a_point_checkpoint_with_batch_norm_is_not_resumed_without_it() -> None:
+    points = load_points("ring8")
+    first = InMemoryHooks()
+    params = GanTrainParams(dataset="ring8", steps=2, batch_size=8, nz=2, ngf=4, ndf=4)
+    train(params, points, first)
+    with pytest.raises(ValueError, match="different g_batchnorm"):
+        train(params.model_copy(update={"g_batchnorm": False}), points, InMemoryHooks(checkpoints=first.checkpoints))
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from workers.gan.nets import (
     SUPPORTED_SIZES,
     Discriminator,
     Generator,
+    MLPGenerator,
     num_stages,
     weights_init,
 )
@@ -91,3 +92,16 @@ def test_weights_init_is_reproducible_from_a_seeded_generator() -> None:
     first = nets[0].state_dict()
     assert all(torch.equal(first[k], same[k]) for k in first)
     assert not torch.equal(first["main.0.weight"], other["main.0.weight"])
+
+
+def test_the_dense_generator_without_batch_norm_draws_each_point_from_its_latent_alone() -> None:
+    # Given the lesson's dense generator with and without its batch norms, in training mode
+    torch.manual_seed(0)
+    with_bn = MLPGenerator(nz=2, ngf=WIDTH, out_shape=(2,), tanh=False).train()
+    without = MLPGenerator(nz=2, ngf=WIDTH, out_shape=(2,), tanh=False, batchnorm=False).train()
+    z = torch.randn(16, 2)
+    # Then only the batch-norm one changes a point when the rest of its batch changes
+    assert len(_layers(with_bn, nn.BatchNorm1d)) == 3
+    assert _layers(without, nn.BatchNorm1d) == []
+    assert not torch.allclose(with_bn(z)[:4], with_bn(z[:4]))
+    assert torch.equal(without(z)[:4], without(z[:4]))

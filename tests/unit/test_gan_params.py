@@ -59,9 +59,15 @@ def test_point_datasets_default_to_the_dense_gan() -> None:
 
 def test_the_stable_preset_on_points_uses_the_point_settings() -> None:
     ring = GanTrainParams(preset="stable", dataset="ring8")
-    assert (ring.lr_g, ring.lr_d, ring.spectral_norm, ring.ema, ring.lr_decay) == (1e-3, 1e-3, False, 0.999, "linear")
+    assert (ring.lr_g, ring.lr_d, ring.spectral_norm, ring.ema, ring.lr_decay) == (5e-4, 5e-4, False, 0.999, "linear")
+    assert (ring.nz, ring.ngf, ring.ndf, ring.g_batchnorm) == (2, 32, 32, False)  # latent 2, half width, no BN in G
     assert GanTrainParams(preset="stable", dataset="ring8", spectral_norm=True).spectral_norm is True
-    assert GanTrainParams(preset="lesson", dataset="ring8").lr_g == 2e-4
+    mine = GanTrainParams(preset="stable", dataset="grid25", nz=100, ngf=64)
+    assert (mine.nz, mine.ngf, mine.ndf) == (100, 64, 32)  # what the caller gives wins, field by field
+    lesson = GanTrainParams(preset="lesson", dataset="ring8")
+    assert (lesson.lr_g, lesson.nz, lesson.ngf, lesson.ndf, lesson.g_batchnorm) == (2e-4, 100, 64, 64, True)
+    images = GanTrainParams(preset="stable", dataset="digits")
+    assert (images.nz, images.ngf, images.ndf, images.g_batchnorm) == (100, 64, 64, True)  # points only
 
 
 def test_the_lesson_preset_adds_nothing() -> None:
@@ -104,6 +110,8 @@ def test_the_worker_parses_what_the_api_stored(values: dict[str, Any]) -> None:
         ({"label_smoothing": 0.5}, "params.label_smoothing", "less than 0.5"),
         ({"r1_gamma": -1}, "params.r1_gamma", "greater than or equal to 0"),
         ({"d_skip_threshold": 0}, "params.d_skip_threshold", "greater than 0"),
+        ({"g_batchnorm": False}, "params.g_batchnorm", "dense GAN (arch 'mlp'), not 'dcgan'"),
+        ({"g_batchnorm": "sometimes"}, "params.g_batchnorm", "valid boolean"),
     ],
 )
 def test_nonsense_is_refused_naming_the_field(values: dict[str, Any], field: str, needle: str) -> None:
@@ -114,3 +122,14 @@ def test_nonsense_is_refused_naming_the_field(values: dict[str, Any], field: str
     # Then the error is a 422 naming the field, with a message that says why
     assert (error.status_code, error.field) == (422, field)
     assert needle in error.message
+
+
+def test_the_stable_preset_leaves_diffaugment_off_where_the_arch_cannot_take_it() -> None:
+    assert GanTrainParams(preset="stable").diffaugment == ["translation", "cutout"]
+    for arch in ("progressive", "msg"):
+        # Given stable with a multi-scale arch, which takes no DiffAugment; Then it validates, EMA on, no DiffAugment
+        params = GanTrainParams(preset="stable", arch=arch, image_size=64)
+        assert (params.diffaugment, params.ema) == ([], 0.999)
+    # Asking for both explicitly is still refused, naming the field
+    with pytest.raises(ValidationError, match="does not support DiffAugment"):
+        GanTrainParams(preset="stable", arch="msg", diffaugment=["cutout"])

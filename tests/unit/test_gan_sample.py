@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from shared.jobs.specs import GanTrainParams
-from workers.gan.data import load_builtin
+from workers.gan.data import load_builtin, load_points
 from workers.gan.loop import train
 from workers.gan.sample import GRID_MAX_IMAGES, sample
 from workers.hooks import InMemoryHooks
@@ -87,3 +87,17 @@ def test_files_that_are_not_a_generator_are_refused() -> None:
     for data in (b"garbage", pickled_object.getvalue(), missing_arch.getvalue()):
         with pytest.raises(ValueError, match=r"not a usable generator\.pt file"):
             sample(data, n=1, seed=0)
+
+
+def test_a_dense_generator_without_batch_norm_samples_as_it_was_trained() -> None:
+    # Given a point run whose dense G has no batch norm (the stable preset on ring8)
+    params = GanTrainParams(dataset="ring8", preset="stable", steps=3, batch_size=16, ngf=8, ndf=8, seed=SEED)
+    assert params.g_batchnorm is False
+    hooks = InMemoryHooks()
+    train(params, load_points("ring8"), hooks)
+    # When gan.sample rebuilds it from generator.pt
+    _, raw = sample(hooks.artifacts["generator.pt"][0], n=5, seed=3)
+    # Then it rebuilds the same net (a net with batch norm would not load these weights) and draws 2-D points
+    points = np.load(io.BytesIO(raw))
+    assert points.shape == (5, 2)
+    assert np.isfinite(points).all()

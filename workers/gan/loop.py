@@ -22,7 +22,7 @@ from torch import nn
 from shared.jobs.specs import GanTrainParams
 from workers.gan import losses
 from workers.gan.augment import diff_augment
-from workers.gan.data import mixture
+from workers.gan.data import load_versioned, mixture
 from workers.gan.features import ImageEvaluator
 from workers.gan.metrics import EVAL_SAMPLES, diversity, mode_coverage
 from workers.gan.multiscale import (
@@ -44,7 +44,7 @@ from workers.gan.nets import (
     weights_init,
 )
 from workers.gan.plots import INTERPOLATION_ROWS, LossHistory, interpolation_png, loss_curve_png
-from workers.gan.sample import LOAD_ERRORS, generator_file, grid_png, latents, scatter_png
+from workers.gan.sample import generator_file, grid_png, latents, scatter_png
 from workers.hooks import StopRequested, TrainHooks
 
 CHECKPOINT_VERSION = 1
@@ -85,7 +85,7 @@ _STREAM_INTERPOLATION = 7  # the end points of the interpolation strip
 BN_RECAL_BATCHES = 4
 BN_RECAL_SIZE = 512
 # Params that fix the shapes of the checkpointed models and optimizers.
-_ARCH_FIELDS = ("arch", "image_size", "nz", "ngf", "ndf", "spectral_norm", "loss", "conditional")
+_ARCH_FIELDS = ("arch", "image_size", "nz", "ngf", "ndf", "spectral_norm", "loss", "conditional", "g_batchnorm")
 _IMAGE_RANGE = (-1.0, 1.0)
 # EMA warm-up: the decay at update t is min(ema, (1 + t) / (EMA_WARMUP + t)), so early weights fade quickly.
 EMA_WARMUP = 10
@@ -287,7 +287,9 @@ class _Models:
         net_g: GanGenerator
         net_d: nn.Module
         if params.arch == "mlp":
-            net_g = MLPGenerator(nz=params.nz, ngf=params.ngf, out_shape=shape, tanh=not params.points)
+            net_g = MLPGenerator(
+                nz=params.nz, ngf=params.ngf, out_shape=shape, tanh=not params.points, batchnorm=params.g_batchnorm
+            )
             net_d = MLPDiscriminator(ndf=params.ndf, in_shape=shape)
         elif params.arch in MULTISCALE_ARCHS:
             net_g = MultiScaleGenerator(image_size=params.image_size, nz=params.nz, ngf=params.ngf, channels=channels)
@@ -388,12 +390,7 @@ class _Models:
 
     def restore(self, data: bytes, params: GanTrainParams) -> tuple[int, dict[str, float], _Monitor]:
         """Load a checkpoint taken with the same architecture; returns (its step, its last metrics, its monitor)."""
-        try:
-            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except LOAD_ERRORS as exc:
-            raise ValueError(f"checkpoint could not be loaded: {exc}") from exc
-        if payload.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"checkpoint version {payload.get('version')!r} is not {CHECKPOINT_VERSION}")
+        payload = load_versioned(data, version=CHECKPOINT_VERSION, what="checkpoint could not be loaded")
         saved = GanTrainParams.model_validate(payload["params"])
         mismatched = [f for f in _ARCH_FIELDS if getattr(saved, f) != getattr(params, f)]
         if saved.resolved_channels() != params.resolved_channels():

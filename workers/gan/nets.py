@@ -126,21 +126,26 @@ class Discriminator(nn.Module):
 
 
 class MLPGenerator(nn.Module):
-    """The lesson's dense generator: latents (N, nz) -> Linear 4-8-16 x ngf (LeakyReLU, BN) -> ``out_shape``."""
+    """The lesson's dense generator: latents (N, nz) -> Linear 4-8-16 x ngf (LeakyReLU, BN) -> ``out_shape``.
 
-    def __init__(self, *, nz: int, ngf: int, out_shape: tuple[int, ...], tanh: bool) -> None:
+    ``batchnorm=False`` leaves out the batch norms: each sample then depends on its latent alone,
+    not on the batch's statistics (sharper modes on the 2-D mixtures; docs/benchmarks.md).
+    """
+
+    def __init__(self, *, nz: int, ngf: int, out_shape: tuple[int, ...], tanh: bool, batchnorm: bool = True) -> None:
         super().__init__()
         self.nz = nz
         self.ngf = ngf
         self.out_shape = out_shape
         self.tanh = tanh
+        self.batchnorm = batchnorm
         widths = [nz, *(ngf * m for m in MLP_G_MULTS)]
         layers: list[nn.Module] = []
         for width_in, width_out in itertools.pairwise(widths):
             layers += [
                 nn.Linear(width_in, width_out),
                 nn.LeakyReLU(LEAKY_SLOPE),
-                nn.BatchNorm1d(width_out, momentum=MLP_BN_MOMENTUM),
+                nn.BatchNorm1d(width_out, momentum=MLP_BN_MOMENTUM) if batchnorm else nn.Identity(),
             ]
             # width_out
         layers.append(nn.Linear(widths[-1], math.prod(out_shape)))

@@ -104,7 +104,14 @@ def _arch(net: Generator | MLPGenerator | MultiScaleGenerator) -> dict[str, Any]
             "alpha": net.stage.alpha,
         }
     if isinstance(net, MLPGenerator):
-        return {"net": MLP_NET, "nz": net.nz, "ngf": net.ngf, "out_shape": list(net.out_shape), "tanh": net.tanh}
+        return {
+            "net": MLP_NET,
+            "nz": net.nz,
+            "ngf": net.ngf,
+            "out_shape": list(net.out_shape),
+            "tanh": net.tanh,
+            "batchnorm": net.batchnorm,
+        }
     return {
         "image_size": net.image_size,
         "nz": net.nz,
@@ -127,6 +134,7 @@ def _build(arch: dict[str, Any]) -> Generator | MLPGenerator | MultiScaleGenerat
             ngf=int(arch["ngf"]),
             out_shape=tuple(int(d) for d in arch["out_shape"]),
             tanh=bool(arch["tanh"]),
+            batchnorm=bool(arch.get("batchnorm", True)),  # files written before the option had batch norm
         )
     return Generator(
         image_size=int(arch["image_size"]),
