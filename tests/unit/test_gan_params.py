@@ -59,8 +59,8 @@ def test_point_datasets_default_to_the_dense_gan() -> None:
 
 def test_the_stable_preset_on_points_uses_the_point_settings() -> None:
     ring = GanTrainParams(preset="stable", dataset="ring8")
-    assert (ring.lr_g, ring.lr_d, ring.spectral_norm, ring.ema, ring.lr_decay) == (5e-4, 5e-4, False, 0.999, "linear")
-    assert (ring.nz, ring.ngf, ring.ndf, ring.g_batchnorm) == (2, 32, 32, False)  # latent 2, half width, no BN in G
+    assert (ring.lr_g, ring.lr_d, ring.spectral_norm, ring.ema, ring.lr_decay) == (1e-3, 1e-3, False, 0.999, "linear")
+    assert (ring.nz, ring.ngf, ring.ndf, ring.g_batchnorm) == (2, 32, 32, True)  # latent 2, half the width
     assert GanTrainParams(preset="stable", dataset="ring8", spectral_norm=True).spectral_norm is True
     mine = GanTrainParams(preset="stable", dataset="grid25", nz=100, ngf=64)
     assert (mine.nz, mine.ngf, mine.ndf) == (100, 64, 32)  # what the caller gives wins, field by field
