@@ -1,9 +1,11 @@
-"""GAN quality on the 2-D mixtures (VEEGAN/PacGAN protocol): the stable preset against the lesson's settings.
+"""GAN quality on ring8 (VEEGAN/PacGAN protocol): what the stable preset reaches at a short CPU budget.
 
-Slow (marked ``slow``; deselect with ``-m 'not slow'``): 6 training runs of 1,500 steps, about 3 to 6
-minutes on one shared core. The width and budget match ``make bench-quality --width 16 --steps 1500``,
-whose table in docs/benchmarks.md ("GAN quality") also records that the issue's absolute targets
-are not met at this budget.
+Slow (marked ``slow``; deselect with ``-m 'not slow'``): 3 training runs of 4,000 steps of the
+stable preset's dense GAN (latent 2, G 128-256-512, D 256-128), about 50 s
+each on one shared core. ``make bench-quality`` runs the longer 5-seed table beside the lesson's
+settings and the papers (docs/benchmarks.md, "GAN quality"); on CPU the runs are deterministic,
+so ``make bench-quality ARGS="--steps 4000 --seeds 3 --presets stable --datasets ring8"`` prints
+this test's figures.
 """
 
 from __future__ import annotations
@@ -13,42 +15,23 @@ import statistics
 import pytest
 import torch
 
-from shared.jobs.specs import GanTrainParams
-from workers.gan.data import load_points
-from workers.gan.loop import HQ_METRIC, MODES_METRIC, train
-from workers.hooks import InMemoryHooks
+from bench.gan_quality import run
 
 pytestmark = pytest.mark.slow
 
-SEEDS = range(3)  # the bench's seeds 0-2; 5 seeds would double the minutes
-STEPS = 1500
+SEEDS = range(3)  # the bench's seeds 0-2
+STEPS = 4000
 BATCH = 128
-WIDTH = 16  # ngf = ndf: G 64-128-256, D 128-64 (the lesson's 256-512-1024 / 512-256 at 64)
-NEVER = 10**9
-MODE_MARGIN = 1.0  # modes, on average over the seeds
+MIN_MODES = 7.5  # the issue's ring8 target, on average over the seeds
+MIN_HQ = 0.55  # measured 0.659 at this budget; the issue's 90% is not reached yet: docs/benchmarks.md
 
 
-def _scores(dataset: str, preset: str) -> tuple[float, float]:
-    """Mean (modes captured, high-quality share) over the seeds, from the job metrics of the last step."""
-    modes, shares = [], []
-    for seed in SEEDS:
-        params = GanTrainParams(
-            dataset=dataset,
-            preset=preset,
-            seed=seed,
-            steps=STEPS,
-            batch_size=BATCH,
-            ngf=WIDTH,
-            ndf=WIDTH,
-            log_every=NEVER,
-            checkpoint_every=NEVER,
-            sample_every=NEVER,
-        )
-        hooks = InMemoryHooks()
-        train(params, load_points(dataset), hooks)
-        modes.append(hooks.metrics[(MODES_METRIC, STEPS)])
-        shares.append(hooks.metrics[(HQ_METRIC, STEPS)])
-    return statistics.fmean(modes), statistics.fmean(shares)
+def _scores(dataset: str, preset: str) -> tuple[list[int], list[float]]:
+    """(modes captured, high-quality share) per seed, from the job metrics of the last step: the bench's runs."""
+    results = [
+        run(dataset=dataset, preset=preset, seed=seed, steps=STEPS, batch_size=BATCH, width=None) for seed in SEEDS
+    ]
+    return [m for m, _ in results], [h for _, h in results]
 
 
 @pytest.fixture(autouse=True)
@@ -56,11 +39,10 @@ def _one_thread() -> None:
     assert torch.get_num_threads() == 1  # the unit conftest's setting: these timings assume it
 
 
-def test_stable_covers_more_of_ring8_than_the_lesson_settings() -> None:
-    # Given the same dense GAN, seeds and step budget for both presets
-    lesson_modes, lesson_hq = _scores("ring8", "lesson")
-    stable_modes, stable_hq = _scores("ring8", "stable")
-    # Then stable captures clearly more of the 8 modes, with at least as many high-quality samples
-    # (the issue's >= 7.5 modes with >= 90% HQ is not reached at this budget: docs/benchmarks.md)
-    assert stable_modes >= lesson_modes + MODE_MARGIN, (stable_modes, lesson_modes)
-    assert stable_hq >= lesson_hq, (stable_hq, lesson_hq)
+def test_stable_captures_the_ring8_modes_with_most_samples_on_them() -> None:
+    # Given the stable preset's dense GAN trained for a short CPU budget on three seeds
+    modes, shares = _scores("ring8", "stable")
+    # Then it captures the issue's 7.5 of 8 modes on average, and most samples lie within 3 std of one
+    # (the lesson's settings put under 2% of their samples there: docs/benchmarks.md)
+    assert statistics.fmean(modes) >= MIN_MODES, modes
+    assert statistics.fmean(shares) >= MIN_HQ, shares
