@@ -128,8 +128,9 @@ class Discriminator(nn.Module):
 class MLPGenerator(nn.Module):
     """The lesson's dense generator: latents (N, nz) -> Linear 4-8-16 x ngf (LeakyReLU, BN) -> ``out_shape``.
 
-    ``batchnorm=False`` leaves out the batch norms: each sample then depends on its latent alone,
-    not on the batch's statistics (sharper modes on the 2-D mixtures; docs/benchmarks.md).
+        ``batchnorm=False`` leaves out the batch norms: each sample then depends on its latent alone,
+        not on the batch's statistics (more samples on the modes of the 2-D mixtures, but one ring8 seed
+    in five collapsed; docs/benchmarks.md).
     """
 
     def __init__(self, *, nz: int, ngf: int, out_shape: tuple[int, ...], tanh: bool, batchnorm: bool = True) -> None:
