@@ -27,7 +27,18 @@ CONNECT_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 10.0
 CACHE_ENTRIES = 10_000
 READ_ATTEMPTS = 2
-CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# What a pooled connection the server dropped can raise on its next use: a closed socket
+# (OSError, ConnectionDoesNotExistError), the server's FATAL "terminating connection" itself
+# (AdminShutdownError, an OperatorInterventionError), or, when that message was read but
+# the close not yet seen, asyncpg's InternalClientError ("cannot switch to state ...").
+CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InternalClientError,
+)
 
 # One round trip: a live key's tenant, and that tenant's job if it has one with this id.
 # No key row -> 401; a key row without a job -> 404 (never a 403 that confirms the id exists).

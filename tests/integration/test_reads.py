@@ -16,6 +16,8 @@ from tests.support.services import PG_ADMIN_URL
 
 pytestmark = pytest.mark.integration
 
+ROUNDS = 30  # the close-versus-next-query race showed about once in 3 CI runs with one round
+
 
 def terminate_connections(database: str) -> int:
     """Close every server connection to ``database`` from the server side, as a restart does."""
@@ -35,9 +37,12 @@ def test_a_poll_after_the_database_dropped_every_connection_still_answers(settin
             "id"
         ]
         assert app.get(f"/v1/jobs/{job_id}", headers=alice.headers).status_code == 200
-        # When the database drops every connection to it
-        assert terminate_connections(make_url(settings.database_url).database or "") >= 1
-        # Then the next poll still answers 200 with the job, not a 503
-        again = app.get(f"/v1/jobs/{job_id}", headers=alice.headers)
-        assert again.status_code == 200, again.text
-        assert again.json()["id"] == job_id
+        # When the database drops every connection to it, again and again: the poll right
+        # after may find the socket closed, or the server's FATAL message read but the close
+        # not yet seen (asyncpg then refuses the query with an InternalClientError)
+        for round_ in range(ROUNDS):
+            assert terminate_connections(make_url(settings.database_url).database or "") >= 1
+            # Then the next poll still answers 200 with the job, not a 503 or a 500
+            again = app.get(f"/v1/jobs/{job_id}", headers=alice.headers)
+            assert again.status_code == 200, (round_, again.text)
+            assert again.json()["id"] == job_id
