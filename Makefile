@@ -19,7 +19,7 @@ up: $(STAMP)
 
 ## Everything CI runs: lint, types, compose validation, unit + integration + e2e tests.
 test: $(STAMP) lint typecheck compose-check
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=15
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

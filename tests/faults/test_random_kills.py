@@ -42,8 +42,9 @@ KILL_SEED = 20261126
 
 @pytest.fixture(scope="module")
 def settings_overrides() -> dict[str, object]:
-    """Enough attempts for ten crashes."""
-    return {"max_attempts": KILLS + 2}
+    """Enough attempts for ten crashes, and no API read cache: the job read right after a kill must
+    show the row as the dead worker left it, not a poll from up to job_read_cache_s before."""
+    return {"max_attempts": KILLS + 2, "job_read_cache_s": 0.0}
 
 
 def uninterrupted_generator() -> dict[str, torch.Tensor]:
