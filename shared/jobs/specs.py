@@ -63,6 +63,7 @@ MULTISCALE_GAN_ARCHS = ("progressive", "msg")
 DEFAULT_GAN_IMAGE_SIZE = 32
 IMAGE_EVAL_EVERY = 500  # default steps between image-quality evaluations (1,000 samples each)
 MAX_N_CRITIC = 20
+MAX_PACK = 8
 MAX_PENALTY_WEIGHT = 1e4
 MAX_LABEL_SMOOTHING = 0.5
 _LESSON_GAN: dict[str, Any] = {
@@ -81,6 +82,7 @@ _LESSON_GAN: dict[str, Any] = {
     "diffaugment": [],
     "lr_decay": "none",
     "g_batchnorm": True,
+    "pack": 1,
 }
 GAN_PRESETS: dict[str, dict[str, Any]] = {
     "lesson": _LESSON_GAN,
@@ -192,6 +194,14 @@ class GanTrainParams(_Params):
         description="Batch norm in the dense generator's hidden layers, as in the lesson (arch 'mlp' only; "
         "false: none, so each sample depends on its latent alone).",
     )
+    pack: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_PACK,
+        description="PacGAN packing: D judges this many samples at once (one logit per pack), which makes "
+        "a generator that repeats itself easy to spot; must divide batch_size (arch mlp or dcgan, "
+        "unconditional). 1: off.",
+    )
     nz: int = Field(default=100, ge=1, le=1024, description="Latent size.")
     ngf: int = Field(default=64, ge=4, le=1024, description="Generator width.")
     ndf: int = Field(default=64, ge=4, le=1024, description="Discriminator width.")
@@ -293,6 +303,12 @@ class GanTrainParams(_Params):
             problems.append(
                 ("g_batchnorm", f"g_batchnorm false applies to the dense GAN (arch 'mlp'), not {self.arch!r}")
             )
+        if self.pack > 1:
+            if self.arch in MULTISCALE_GAN_ARCHS or self.conditional:
+                why = f"arch {self.arch!r}" if self.arch in MULTISCALE_GAN_ARCHS else "conditional training"
+                problems.append(("pack", f"pack applies to unconditional mlp and dcgan training, not {why}"))
+            if self.batch_size % self.pack:
+                problems.append(("pack", f"pack {self.pack} must divide batch_size {self.batch_size}"))
         if self.label_smoothing and self.loss != "bce":
             problems.append(("label_smoothing", f"label_smoothing applies to the bce loss, not {self.loss!r}"))
         if self.d_skip_threshold is not None and self.loss == "wgan-gp":

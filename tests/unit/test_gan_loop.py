@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import pytest
@@ -254,6 +255,18 @@ def test_a_point_checkpoint_with_batch_norm_is_not_resumed_without_it() -> None:
     train(params, points, first)
     with pytest.raises(ValueError, match="different g_batchnorm"):
         train(params.model_copy(update={"g_batchnorm": False}), points, InMemoryHooks(checkpoints=first.checkpoints))
+
+
+def test_a_packed_run_trains_and_is_not_resumed_unpacked() -> None:
+    # Given a PacGAN run on points (D judges pairs) that finished
+    points = load_points("ring8")
+    first = InMemoryHooks()
+    params = GanTrainParams(dataset="ring8", steps=2, batch_size=8, nz=2, ngf=4, ndf=4, pack=2)
+    result = train(params, points, first)
+    assert result["steps"] == 2 and math.isfinite(result["d_loss"])
+    # Then its checkpoint does not resume a run whose D takes single samples
+    with pytest.raises(ValueError, match="different pack"):
+        train(params.model_copy(update={"pack": 1}), points, InMemoryHooks(checkpoints=first.checkpoints))
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,18 @@ def test_gradient_penalty_of_a_linear_critic(scale: float, expected: float) -> N
     assert math.isclose(float(penalty), expected, abs_tol=1e-5)
 
 
+def test_gradient_penalty_with_packing_takes_the_norm_over_each_pack() -> None:
+    # D(pack) = w.x1 + w.x2 with ||w|| = 1: each sample's gradient has norm 1, each pack's sqrt(2)
+    w = torch.tensor([0.6, 0.8])
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        return (x @ w).reshape(-1, 2).sum(dim=1)
+
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    penalty = losses.gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(0), pack=2)
+    assert math.isclose(float(penalty), losses.GP_WEIGHT * (math.sqrt(2) - 1) ** 2, rel_tol=1e-5)
+
+
 def test_r1_penalises_the_gradient_at_real_data_and_reaches_d() -> None:
     w = torch.tensor([0.6, 0.8], requires_grad=True)
     real = torch.randn(5, 2).requires_grad_(True)

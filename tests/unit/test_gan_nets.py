@@ -15,6 +15,7 @@ from workers.gan.nets import (
     SUPPORTED_SIZES,
     Discriminator,
     Generator,
+    MLPDiscriminator,
     MLPGenerator,
     num_stages,
     weights_init,
@@ -105,3 +106,30 @@ def test_the_dense_generator_without_batch_norm_draws_each_point_from_its_latent
     assert _layers(without, nn.BatchNorm1d) == []
     assert not torch.allclose(with_bn(z)[:4], with_bn(z[:4]))
     assert torch.equal(without(z)[:4], without(z[:4]))
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        MLPDiscriminator(ndf=WIDTH, in_shape=(2,), pack=2),
+        Discriminator(image_size=16, ndf=WIDTH, channels=1, pack=2),
+    ],
+    ids=["mlp", "dcgan"],
+)
+def test_a_packed_discriminator_judges_consecutive_samples_together(net: nn.Module) -> None:
+    # Given PacGAN's D with packs of 2, and a batch of 6 samples
+    torch.manual_seed(0)
+    net.eval()
+    shape = (2,) if isinstance(net, MLPDiscriminator) else (1, 16, 16)
+    x = torch.randn(6, *shape)
+    # Then it gives one logit per pack, and each depends on both samples of its pack and no other
+    out = net(x)
+    assert out.shape == (3,)
+    changed = x.clone()
+    changed[1] += 1.0  # the second sample of the first pack
+    moved = net(changed)
+    assert moved[0] != out[0]
+    assert torch.equal(moved[1:], out[1:])
+    # A batch that does not split into packs is refused
+    with pytest.raises(ValueError, match="does not split into packs of 2"):
+        net(x[:5])

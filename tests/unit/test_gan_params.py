@@ -112,6 +112,11 @@ def test_the_worker_parses_what_the_api_stored(values: dict[str, Any]) -> None:
         ({"d_skip_threshold": 0}, "params.d_skip_threshold", "greater than 0"),
         ({"g_batchnorm": False}, "params.g_batchnorm", "dense GAN (arch 'mlp'), not 'dcgan'"),
         ({"g_batchnorm": "sometimes"}, "params.g_batchnorm", "valid boolean"),
+        ({"pack": 3}, "params.pack", "pack 3 must divide batch_size 64"),
+        ({"pack": 2, "arch": "msg"}, "params.pack", "not arch 'msg'"),
+        ({"pack": 2, "dataset": "digits", "conditional": True}, "params.pack", "not conditional training"),
+        ({"pack": 0}, "params.pack", "greater than or equal to 1"),
+        ({"pack": 9}, "params.pack", "less than or equal to 8"),
     ],
 )
 def test_nonsense_is_refused_naming_the_field(values: dict[str, Any], field: str, needle: str) -> None:

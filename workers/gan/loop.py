@@ -85,7 +85,7 @@ _STREAM_INTERPOLATION = 7  # the end points of the interpolation strip
 BN_RECAL_BATCHES = 4
 BN_RECAL_SIZE = 512
 # Params that fix the shapes of the checkpointed models and optimizers.
-_ARCH_FIELDS = ("arch", "image_size", "nz", "ngf", "ndf", "spectral_norm", "loss", "conditional", "g_batchnorm")
+_ARCH_FIELDS = ("arch", "image_size", "nz", "ngf", "ndf", "spectral_norm", "loss", "conditional", "g_batchnorm", "pack")
 _IMAGE_RANGE = (-1.0, 1.0)
 # EMA warm-up: the decay at update t is min(ema, (1 + t) / (EMA_WARMUP + t)), so early weights fade quickly.
 EMA_WARMUP = 10
@@ -290,7 +290,7 @@ class _Models:
             net_g = MLPGenerator(
                 nz=params.nz, ngf=params.ngf, out_shape=shape, tanh=not params.points, batchnorm=params.g_batchnorm
             )
-            net_d = MLPDiscriminator(ndf=params.ndf, in_shape=shape)
+            net_d = MLPDiscriminator(ndf=params.ndf, in_shape=shape, pack=params.pack)
         elif params.arch in MULTISCALE_ARCHS:
             net_g = MultiScaleGenerator(image_size=params.image_size, nz=params.nz, ngf=params.ngf, channels=channels)
             net_d = MultiScaleDiscriminator(
@@ -308,6 +308,7 @@ class _Models:
                 channels=channels,
                 batchnorm=batchnorm,
                 num_classes=num_classes,
+                pack=params.pack,
             )
         net_g.apply(partial(weights_init, generator=init))
         net_d.apply(partial(weights_init, generator=init))
@@ -652,7 +653,9 @@ def train(
             total = d_loss
             if params.loss == losses.WGAN_GP:
                 critic_fn = partial(_augment_then, net_d, params, models.aux, batch_labels)
-                total = total + losses.gradient_penalty(critic_fn, real, _single_scale(fake), generator=models.aux)
+                total = total + losses.gradient_penalty(
+                    critic_fn, real, _single_scale(fake), generator=models.aux, pack=params.pack
+                )
             if params.r1_gamma:
                 total = total + losses.r1_penalty(out_real, real, gamma=params.r1_gamma)
             total.backward()

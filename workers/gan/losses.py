@@ -56,13 +56,17 @@ def gradient_penalty(
     fake: torch.Tensor,
     *,
     generator: torch.Generator,
+    pack: int = 1,
 ) -> torch.Tensor:
-    """WGAN-GP: weight * E (||grad D(x_hat)|| - 1)^2 on random interpolates of real and fake samples."""
+    """WGAN-GP: weight * E (||grad D(x_hat)|| - 1)^2 on random interpolates of real and fake samples.
+
+    With PacGAN packing, D is a function of each pack of ``pack`` consecutive samples, so the norm is the pack's.
+    """
     shape = (real.shape[0],) + (1,) * (real.ndim - 1)
     eps = torch.rand(shape, generator=generator, device=real.device, dtype=real.dtype)
     mixed = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(net_d(mixed).sum(), mixed, create_graph=True)
-    norms = grad.reshape(grad.shape[0], -1).norm(dim=1)
+    norms = grad.reshape(grad.shape[0] // pack, -1).norm(dim=1)
     return GP_WEIGHT * (norms - GP_TARGET_NORM).pow(2).mean()
 
 

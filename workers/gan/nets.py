@@ -88,17 +88,25 @@ class Discriminator(nn.Module):
     """Maps images (N, channels, image_size, image_size) to one real/fake logit each, shape (N,)."""
 
     def __init__(
-        self, *, image_size: int, ndf: int, channels: int, batchnorm: bool = True, num_classes: int = 0
+        self,
+        *,
+        image_size: int,
+        ndf: int,
+        channels: int,
+        batchnorm: bool = True,
+        num_classes: int = 0,
+        pack: int = 1,
     ) -> None:
         super().__init__()
         self.image_size = image_size
         self.ndf = ndf
         self.channels = channels
         self.num_classes = num_classes  # > 0: conditional, one constant map per class joins the image
+        self.pack = pack  # > 1: PacGAN, one logit per ``pack`` images stacked along the channels
         stages = num_stages(image_size)
         layers: list[nn.Module] = [
-            # input is (channels + num_classes) x image_size x image_size
-            nn.Conv2d(channels + num_classes, ndf, KERNEL, STRIDE, PADDING, bias=False),
+            # input is (pack * channels + num_classes) x image_size x image_size
+            nn.Conv2d(pack * channels + num_classes, ndf, KERNEL, STRIDE, PADDING, bias=False),
             nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
             # (ndf) x image_size/2 x image_size/2
         ]
@@ -118,7 +126,8 @@ class Discriminator(nn.Module):
         self.main = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """One logit per image (judged as an image of class ``labels[i]`` when conditional)."""
+        """One logit per image (judged as an image of class ``labels[i]`` when conditional), or per pack of images."""
+        x = packed(x, self.pack)
         if self.num_classes:
             maps = _one_hot(labels, self.num_classes, x)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
             x = torch.cat([x, maps], dim=1)
@@ -161,13 +170,18 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """The lesson's dense discriminator: flattened input -> Linear 8-4 x ndf (LeakyReLU) -> one logit, shape (N,)."""
+    """The lesson's dense discriminator: flattened input -> Linear 8-4 x ndf (LeakyReLU) -> one logit, shape (N,).
 
-    def __init__(self, *, ndf: int, in_shape: tuple[int, ...]) -> None:
+    ``pack`` > 1 is PacGAN (Lin et al. 2018): D judges ``pack`` samples at once, concatenated, and
+    gives one logit per pack (shape (N / pack,)), so a generator that repeats itself is easy to spot.
+    """
+
+    def __init__(self, *, ndf: int, in_shape: tuple[int, ...], pack: int = 1) -> None:
         super().__init__()
         self.ndf = ndf
         self.in_shape = in_shape
-        widths = [math.prod(in_shape), *(ndf * m for m in MLP_D_MULTS)]
+        self.pack = pack
+        widths = [pack * math.prod(in_shape), *(ndf * m for m in MLP_D_MULTS)]
         layers: list[nn.Module] = [nn.Flatten()]
         for width_in, width_out in itertools.pairwise(widths):
             layers += [nn.Linear(width_in, width_out), nn.LeakyReLU(LEAKY_SLOPE)]
@@ -177,8 +191,17 @@ class MLPDiscriminator(nn.Module):
         self.main = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """One logit per sample (labels unused: the dense GAN is never conditional)."""
-        return self.main(x).reshape(-1)
+        """One logit per sample, or per pack (labels unused: the dense GAN is never conditional)."""
+        return self.main(packed(x, self.pack)).reshape(-1)
+
+
+def packed(x: torch.Tensor, pack: int) -> torch.Tensor:
+    """PacGAN's packing: (N, C, ...) -> (N / pack, pack * C, ...), consecutive samples side by side."""
+    if pack == 1:
+        return x
+    if x.shape[0] % pack:
+        raise ValueError(f"a batch of {x.shape[0]} samples does not split into packs of {pack}")
+    return x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:])
 
 
 def add_spectral_norm(net: nn.Module, *, generator: torch.Generator) -> None:
