@@ -38,7 +38,7 @@ DATASETS = (*MIXTURES, DIGITS)
 PRESETS = ("lesson", "stable")
 DEFAULT_SEEDS = 5
 # The defaults reproduce the table in docs/benchmarks.md (minutes per cell on a shared 2-core CPU).
-DEFAULT_STEPS = 8000
+DEFAULT_STEPS = 16000
 DEFAULT_BATCH = 128
 DIGITS_STEPS = 4000
 DIGITS_BATCH = 64
@@ -120,7 +120,8 @@ def _network(dataset: str, preset: str, width: int | None) -> str:
     """The latent size and widths a cell trains with, for the table."""
     sizes = {} if width is None else {"ngf": width, "ndf": width}
     params = GanTrainParams(dataset=dataset, preset=preset, **sizes)
-    return f"nz {params.nz}, ngf/ndf {params.ngf}/{params.ndf}"
+    extras = ([] if params.g_batchnorm else ["G without BN"]) + ([f"pack {params.pack}"] if params.pack > 1 else [])
+    return ", ".join([f"nz {params.nz}, ngf/ndf {params.ngf}/{params.ndf}", *extras])
 
 
 @dataclass(frozen=True)

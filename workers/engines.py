@@ -117,7 +117,7 @@ def _image(ctx: WorkerContext, tenant_id: uuid.UUID, ref: str) -> Image.Image:
 
 def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
     """gan.train: load the dataset, then the adversarial loop."""
-    params = GanTrainParams.model_validate(claim.params)
+    params = GanTrainParams.from_stored(claim.params)
     channels = params.resolved_channels()
     labels: torch.Tensor | None = None
     classes: tuple[str, ...] | list[str] = ()
@@ -245,7 +245,7 @@ def _image_evaluator(ctx: WorkerContext, images: torch.Tensor, *, seed: int) -> 
 
 def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
     """style.transfer: fetch the images, then the Gatys optimisation."""
-    params = StyleTransferParams.model_validate(claim.params)
+    params = StyleTransferParams.from_stored(claim.params)
     device = pick_device(ctx.settings.device)
     _check_style_memory(params, device, ctx.settings.device_memory_limit_bytes)
     content = _image(ctx, claim.tenant_id, params.content)
@@ -282,7 +282,7 @@ def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunn
 
 def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
     """gan.sample: load the source job's generator, draw n images."""
-    params = GanSampleParams.model_validate(claim.params)
+    params = GanSampleParams.from_stored(claim.params)
     with transaction(ctx.sessions) as session:
         try:
             source = queries.get_job(session, tenant_id=claim.tenant_id, job_id=uuid.UUID(params.source_job))

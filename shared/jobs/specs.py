@@ -7,7 +7,7 @@ import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -51,8 +51,18 @@ def is_upload_ref(value: str) -> bool:
     return bool(UPLOAD_ID_RE.match(value))
 
 
+_STORED = "stored"  # validation context key: the data is a stored job's params, already filled in
+
+
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> Self:
+        """A stored job's params. Its preset was filled in at submit, so it is not applied again: a
+        field a later version added (or a preset changed since) takes its plain default, and an old
+        job resumes as it started."""
+        return cls.model_validate(data, context={_STORED: True})
 
 
 GanArch = Literal["dcgan", "mlp", "progressive", "msg"]
@@ -90,20 +100,31 @@ GAN_PRESETS: dict[str, dict[str, Any]] = {
     # settings plus an EMA generator and DiffAugment (translation, cutout) on everything D sees.
     "stable": {**_LESSON_GAN, "ema": 0.999, "diffaugment": ["translation", "cutout"]},
 }
-# What a preset sets differently for the 2-D point datasets (docs/benchmarks.md, "GAN quality"):
+# What a preset sets differently on each 2-D point dataset (docs/benchmarks.md, "GAN quality"):
 # a 2-D latent and half the lesson's width (G 128-256-512, D 256-128) put more samples on the
-# modes than latent 100 at full width; Adam 1e-3 falling linearly to 0. G keeps its batch norm:
-# without it (g_batchnorm false) four seeds in five put more samples on the modes, but the fifth
-# collapsed onto one mode. DiffAugment is for images.
-GAN_POINT_PRESETS: dict[str, dict[str, Any]] = {
-    "lesson": {},
-    "stable": {"lr_g": 1e-3, "lr_d": 1e-3, "lr_decay": "linear", "diffaugment": [], "nz": 2, "ngf": 32, "ndf": 32},
+# modes than latent 100 at full width, and both rates fall linearly to 0. DiffAugment is for images.
+# ring8: PacGAN packing (D judges pairs) and no batch norm in G, Adam 5e-4: each point then comes
+# from its latent alone and sits closer to a mode, and the packed D catches the collapse that
+# G without batch norm fell into on one seed in five. grid25: packing cost modes there (11-13 of
+# 25 against 21), so it keeps G's batch norm, no packing, and Adam 1e-3.
+_POINT_STABLE = {"lr_decay": "linear", "diffaugment": [], "nz": 2, "ngf": 32, "ndf": 32}
+GAN_POINT_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "ring8": {
+        "lesson": {},
+        "stable": {**_POINT_STABLE, "lr_g": 5e-4, "lr_d": 5e-4, "g_batchnorm": False, "pack": 2},
+    },
+    "grid25": {"lesson": {}, "stable": {**_POINT_STABLE, "lr_g": 1e-3, "lr_d": 1e-3}},
 }
 
 
-def _preset_filled(data: dict[str, Any], presets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """A copy of the request ``data`` with its preset's values in every field the caller left out."""
+def _preset_filled(
+    data: dict[str, Any], presets: Mapping[str, Mapping[str, Any]], info: ValidationInfo
+) -> dict[str, Any]:
+    """A copy of the request ``data`` with its preset's values in every field the caller left out
+    (none for stored params: see ``_Params.from_stored``)."""
     filled = dict(data)
+    if isinstance(info.context, Mapping) and info.context.get(_STORED):
+        return filled
     preset = filled.get("preset")
     if isinstance(preset, str) and preset in presets:
         for key, value in presets[preset].items():
@@ -118,8 +139,9 @@ class GanTrainParams(_Params):
         default=None,
         description="Fill in the loss, learning rates and remedies; fields given explicitly win. lesson: the "
         "notebook's settings with nothing added; stable: an EMA generator (0.999) and, on images, DiffAugment "
-        "translation and cutout (not with arch progressive or msg); on the point datasets lr 1e-3 falling "
-        "linearly to 0, latent 2 and ngf = ndf = 32.",
+        "translation and cutout (not with arch progressive or msg); on the point datasets latent 2, "
+        "ngf = ndf = 32 and rates falling linearly to 0, with on ring8 lr 5e-4, pack 2 and no batch norm "
+        "in G, on grid25 lr 1e-3.",
     )
     dataset: str = Field(
         default="digits",
@@ -227,18 +249,21 @@ class GanTrainParams(_Params):
 
     @model_validator(mode="before")
     @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
+    def _apply_preset(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             return data
-        points = data.get("dataset") in POINT_DATASETS
+        dataset = data.get("dataset")
+        point_presets = GAN_POINT_PRESETS.get(dataset) if isinstance(dataset, str) else None
         presets = (
-            {name: values | GAN_POINT_PRESETS[name] for name, values in GAN_PRESETS.items()} if points else GAN_PRESETS
+            {name: values | point_presets[name] for name, values in GAN_PRESETS.items()}
+            if point_presets is not None
+            else GAN_PRESETS
         )
         if data.get("arch") in MULTISCALE_GAN_ARCHS:  # they take no DiffAugment: the preset leaves it off
             presets = {
                 name: {k: v for k, v in values.items() if k != "diffaugment"} for name, values in presets.items()
             }
-        filled = _preset_filled(data, presets)
+        filled = _preset_filled(data, presets, info)
         if "arch" not in filled:
             filled["arch"] = "mlp" if filled.get("dataset") in POINT_DATASETS else "dcgan"
         return filled
@@ -452,10 +477,10 @@ class StyleTransferParams(_Params):
 
     @model_validator(mode="before")
     @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
+    def _apply_preset(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             return data
-        filled = _preset_filled(data, STYLE_PRESETS)
+        filled = _preset_filled(data, STYLE_PRESETS, info)
         if "lr" not in filled and filled.get("optimizer") in DEFAULT_LR:
             filled["lr"] = DEFAULT_LR[filled["optimizer"]]
         scales = filled.get("scales")

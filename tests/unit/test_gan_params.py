@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.api.submit import describe_validation_error
-from shared.jobs.specs import GAN_PRESETS, GanTrainParams
+from shared.jobs.specs import GAN_PRESETS, GanTrainParams, StyleTransferParams
 
 # The params as they were before arch, losses and remedies existed: same meaning, same defaults.
 ORIGINAL_DEFAULTS = {
@@ -59,8 +59,12 @@ def test_point_datasets_default_to_the_dense_gan() -> None:
 
 def test_the_stable_preset_on_points_uses_the_point_settings() -> None:
     ring = GanTrainParams(preset="stable", dataset="ring8")
-    assert (ring.lr_g, ring.lr_d, ring.spectral_norm, ring.ema, ring.lr_decay) == (1e-3, 1e-3, False, 0.999, "linear")
-    assert (ring.nz, ring.ngf, ring.ndf, ring.g_batchnorm) == (2, 32, 32, True)  # latent 2, half the width
+    assert (ring.lr_g, ring.lr_d, ring.spectral_norm, ring.ema, ring.lr_decay) == (5e-4, 5e-4, False, 0.999, "linear")
+    assert (ring.nz, ring.ngf, ring.ndf) == (2, 32, 32)  # latent 2, half the width
+    assert (ring.g_batchnorm, ring.pack) == (False, 2)  # G without batch norm, D judging pairs
+    grid = GanTrainParams(preset="stable", dataset="grid25")
+    assert (grid.lr_g, grid.lr_d, grid.ema, grid.lr_decay, grid.nz, grid.ngf) == (1e-3, 1e-3, 0.999, "linear", 2, 32)
+    assert (grid.g_batchnorm, grid.pack) == (True, 1)  # packing cost modes on grid25
     assert GanTrainParams(preset="stable", dataset="ring8", spectral_norm=True).spectral_norm is True
     mine = GanTrainParams(preset="stable", dataset="grid25", nz=100, ngf=64)
     assert (mine.nz, mine.ngf, mine.ndf) == (100, 64, 32)  # what the caller gives wins, field by field
@@ -138,3 +142,22 @@ def test_the_stable_preset_leaves_diffaugment_off_where_the_arch_cannot_take_it(
     # Asking for both explicitly is still refused, naming the field
     with pytest.raises(ValidationError, match="does not support DiffAugment"):
         GanTrainParams(preset="stable", arch="msg", diffaugment=["cutout"])
+
+
+def test_stored_params_are_not_refilled_by_a_preset() -> None:
+    # Given a stable ring8 job stored by a version whose preset had no pack field (and BN in G)
+    stored = GanTrainParams(preset="stable", dataset="ring8").model_dump(mode="json")
+    del stored["pack"]
+    stored["g_batchnorm"] = True
+    # When a worker reads it back, Then the job keeps what it was submitted with, and the field it
+    # lacks takes its plain default, not today's preset value (which would not resume its checkpoint)
+    again = GanTrainParams.from_stored(stored)
+    assert (again.pack, again.g_batchnorm, again.lr_g) == (1, True, 5e-4)
+    # While a new request with the same preset gets today's preset
+    assert GanTrainParams.model_validate({"preset": "stable", "dataset": "ring8"}).pack == 2
+    # And stored style params are read back as they were stored, too
+    request = {"content": "astronaut", "styles": ["coffee"], "weights": "random", "preset": "gatys"}
+    style = StyleTransferParams.model_validate(request).model_dump(mode="json")
+    assert style["pooling"] == "avg"  # the gatys preset's, where the plain default is max
+    del style["pooling"]
+    assert StyleTransferParams.from_stored(style).pooling == "max"

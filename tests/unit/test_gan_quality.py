@@ -1,8 +1,8 @@
 """GAN quality on ring8 (VEEGAN/PacGAN protocol): what the stable preset reaches at a short CPU budget.
 
 Slow (marked ``slow``; deselect with ``-m 'not slow'``): 3 training runs of 4,000 steps of the
-stable preset's dense GAN (latent 2, G 128-256-512, D 256-128), about 50 s
-each on one shared core. ``make bench-quality`` runs the longer 5-seed table beside the lesson's
+stable preset's dense GAN on ring8 (latent 2, G 128-256-512 without batch norm, a PacGAN D
+256-128 judging pairs), about 30 s each on one shared core. ``make bench-quality`` runs the longer 5-seed table beside the lesson's
 settings and the papers (docs/benchmarks.md, "GAN quality"); on CPU the runs are deterministic,
 so ``make bench-quality ARGS="--steps 4000 --seeds 3 --presets stable --datasets ring8"`` prints
 this test's figures.
@@ -23,7 +23,9 @@ SEEDS = range(3)  # the bench's seeds 0-2
 STEPS = 4000
 BATCH = 128
 MIN_MODES = 7.5  # the issue's ring8 target, on average over the seeds
-MIN_HQ = 0.55  # measured 0.659 at this budget; the issue's 90% is not reached yet: docs/benchmarks.md
+# Measured 0.788, 0.781, 0.808 at this budget (mean 0.792); the issue's 90% takes the bench's
+# 16,000 steps (92.6% over 5 seeds: docs/benchmarks.md), too long for the suite.
+MIN_HQ = 0.75
 
 
 def _scores(dataset: str, preset: str) -> tuple[list[int], list[float]]:

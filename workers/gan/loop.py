@@ -392,7 +392,7 @@ class _Models:
     def restore(self, data: bytes, params: GanTrainParams) -> tuple[int, dict[str, float], _Monitor]:
         """Load a checkpoint taken with the same architecture; returns (its step, its last metrics, its monitor)."""
         payload = load_versioned(data, version=CHECKPOINT_VERSION, what="checkpoint could not be loaded")
-        saved = GanTrainParams.model_validate(payload["params"])
+        saved = GanTrainParams.from_stored(payload["params"])
         mismatched = [f for f in _ARCH_FIELDS if getattr(saved, f) != getattr(params, f)]
         if saved.resolved_channels() != params.resolved_channels():
             mismatched.append("channels")

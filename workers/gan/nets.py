@@ -137,9 +137,9 @@ class Discriminator(nn.Module):
 class MLPGenerator(nn.Module):
     """The lesson's dense generator: latents (N, nz) -> Linear 4-8-16 x ngf (LeakyReLU, BN) -> ``out_shape``.
 
-        ``batchnorm=False`` leaves out the batch norms: each sample then depends on its latent alone,
-        not on the batch's statistics (more samples on the modes of the 2-D mixtures, but one ring8 seed
-    in five collapsed; docs/benchmarks.md).
+    ``batchnorm=False`` leaves out the batch norms: each sample then depends on its latent alone,
+    not on the batch's statistics. On ring8 that puts more samples on the modes; alone it collapsed
+    one seed in five, which a packed D (PacGAN) prevents (docs/benchmarks.md).
     """
 
     def __init__(self, *, nz: int, ngf: int, out_shape: tuple[int, ...], tanh: bool, batchnorm: bool = True) -> None:
