@@ -257,6 +257,20 @@ def test_a_point_checkpoint_with_batch_norm_is_not_resumed_without_it() -> None:
         train(params.model_copy(update={"g_batchnorm": False}), points, InMemoryHooks(checkpoints=first.checkpoints))
 
 
+@pytest.mark.parametrize(
+    "extra", [{}, {"r1_gamma": 1.0}, {"loss": "wgan-gp"}, {"diffaugment": ["translation"]}], ids=str
+)
+def test_a_packed_dcgan_trains_with_each_regulariser(digits: torch.Tensor, extra: dict[str, Any]) -> None:
+    # Given a DCGAN whose D judges pairs of images, with a penalty or augmentation on top
+    hooks = InMemoryHooks()
+    result = train(_params(steps=3, pack=2, log_every=1, **extra), digits, hooks)
+    # Then every step trains and reports finite losses and D outputs
+    assert result["steps"] == 3
+    for name in ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d"):
+        assert [s for s, _ in hooks.series(name)] == [1, 2, 3], name
+        assert all(math.isfinite(v) for _, v in hooks.series(name)), name
+
+
 def test_a_packed_run_trains_and_is_not_resumed_unpacked() -> None:
     # Given a PacGAN run on points (D judges pairs) that finished
     points = load_points("ring8")
