@@ -248,13 +248,24 @@ def test_an_unreadable_or_foreign_checkpoint_is_refused(data: bytes | None, reas
         train(params, points, InMemoryHooks(checkpoints=[(1, data)]))
 
 
-def test_a_point_checkpoint_with_batch_norm_is_not_resumed_without_it() -> None:
+@pytest.mark.parametrize(
+    ("trained", "resumed"),
+    [({"g_batchnorm": True}, {"g_batchnorm": False}), ({"pack": 2}, {"pack": 1})],
+    ids=["g_batchnorm", "pack"],
+)
+def test_a_point_checkpoint_is_not_resumed_with_another_network(
+    trained: dict[str, Any], resumed: dict[str, Any]
+) -> None:
+    # Given a finished point run (G with batch norm; or a PacGAN D judging pairs)
     points = load_points("ring8")
     first = InMemoryHooks()
-    params = GanTrainParams(dataset="ring8", steps=2, batch_size=8, nz=2, ngf=4, ndf=4)
-    train(params, points, first)
-    with pytest.raises(ValueError, match="different g_batchnorm"):
-        train(params.model_copy(update={"g_batchnorm": False}), points, InMemoryHooks(checkpoints=first.checkpoints))
+    params = GanTrainParams(dataset="ring8", steps=2, batch_size=8, nz=2, ngf=4, ndf=4, **trained)
+    result = train(params, points, first)
+    assert result["steps"] == 2 and math.isfinite(result["d_loss"])
+    # Then its checkpoint does not resume a run whose networks differ in that field
+    (field,) = resumed
+    with pytest.raises(ValueError, match=f"different {field}"):
+        train(params.model_copy(update=resumed), points, InMemoryHooks(checkpoints=first.checkpoints))
 
 
 @pytest.mark.parametrize(
@@ -269,18 +280,6 @@ def test_a_packed_dcgan_trains_with_each_regulariser(digits: torch.Tensor, extra
     for name in ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d"):
         assert [s for s, _ in hooks.series(name)] == [1, 2, 3], name
         assert all(math.isfinite(v) for _, v in hooks.series(name)), name
-
-
-def test_a_packed_run_trains_and_is_not_resumed_unpacked() -> None:
-    # Given a PacGAN run on points (D judges pairs) that finished
-    points = load_points("ring8")
-    first = InMemoryHooks()
-    params = GanTrainParams(dataset="ring8", steps=2, batch_size=8, nz=2, ngf=4, ndf=4, pack=2)
-    result = train(params, points, first)
-    assert result["steps"] == 2 and math.isfinite(result["d_loss"])
-    # Then its checkpoint does not resume a run whose D takes single samples
-    with pytest.raises(ValueError, match="different pack"):
-        train(params.model_copy(update={"pack": 1}), points, InMemoryHooks(checkpoints=first.checkpoints))
 
 
 @pytest.mark.parametrize(
