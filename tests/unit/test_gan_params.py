@@ -63,8 +63,8 @@ def test_the_stable_preset_on_points_uses_the_point_settings() -> None:
     assert (ring.nz, ring.ngf, ring.ndf) == (2, 32, 32)  # latent 2, half the width
     assert (ring.g_batchnorm, ring.pack) == (False, 2)  # G without batch norm, D judging pairs
     grid = GanTrainParams(preset="stable", dataset="grid25")
-    assert (grid.lr_g, grid.lr_d, grid.ema, grid.lr_decay, grid.nz, grid.ngf) == (1e-3, 1e-3, 0.999, "linear", 2, 32)
-    assert (grid.g_batchnorm, grid.pack) == (True, 1)  # packing cost modes on grid25
+    assert (grid.lr_g, grid.lr_d, grid.ema, grid.lr_decay, grid.nz, grid.ngf) == (5e-4, 5e-4, 0.999, "linear", 2, 32)
+    assert (grid.g_batchnorm, grid.pack) == (False, 1)  # packing cost modes on grid25
     assert GanTrainParams(preset="stable", dataset="ring8", spectral_norm=True).spectral_norm is True
     mine = GanTrainParams(preset="stable", dataset="grid25", nz=100, ngf=64)
     assert (mine.nz, mine.ngf, mine.ndf) == (100, 64, 32)  # what the caller gives wins, field by field
