@@ -1,11 +1,12 @@
-"""GAN quality on ring8 (VEEGAN/PacGAN protocol): what the stable preset reaches at a short CPU budget.
+"""GAN quality on ring8 and grid25 (VEEGAN/PacGAN protocol): what the stable preset reaches at a short CPU budget.
 
-Slow (marked ``slow``; deselect with ``-m 'not slow'``): 3 training runs of 4,000 steps of the
-stable preset's dense GAN on ring8 (latent 2, G 128-256-512 without batch norm, a PacGAN D
-256-128 judging pairs), about 30 s each on one shared core. ``make bench-quality`` runs the longer 5-seed table beside the lesson's
-settings and the papers (docs/benchmarks.md, "GAN quality"); on CPU the runs are deterministic,
-so ``make bench-quality ARGS="--steps 4000 --seeds 3 --presets stable --datasets ring8"`` prints
-this test's figures.
+Slow (marked ``slow``; deselect with ``-m 'not slow'``). ring8: 3 training runs of 4,000 steps of the
+stable preset's dense GAN (latent 2, G 128-256-512 without batch norm, a PacGAN D 256-128 judging
+pairs), about 30 s each on one shared core. grid25: one run of 16,000 steps (the same G and an
+unpacked D), about 65 s. ``make bench-quality`` runs the longer 5-seed table
+beside the lesson's settings and the papers (docs/benchmarks.md, "GAN quality"); on CPU the runs
+are deterministic, so ``make bench-quality ARGS="--steps 4000 --seeds 3 --presets stable --datasets
+ring8"`` prints the ring8 test's figures.
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ MIN_MODES = 7.5  # the issue's ring8 target, on average over the seeds
 # Measured 0.788, 0.781, 0.808 at this budget (mean 0.792); the issue's 90% takes the bench's
 # 16,000 steps (92.6% over 5 seeds: docs/benchmarks.md), too long for the suite.
 MIN_HQ = 0.75
+GRID_STEPS = 16000
+GRID_MIN_MODES = 23  # the issue's grid25 target
+# Measured 25 modes and 0.810 on seed 0 at this budget (seeds 0-4: 24.4 modes, 66.0%, the lowest
+# seed 47.7%); the issue's 85% takes the bench's 48,000 steps (89.6% over 5 seeds:
+# docs/benchmarks.md). The previous preset (BN in G, Adam 1e-3) put 54.0% on the modes on seed 0.
+GRID_MIN_HQ = 0.60
 
 
-def _scores(dataset: str, preset: str) -> tuple[list[int], list[float]]:
+def _scores(dataset: str, preset: str, *, steps: int = STEPS, seeds: range = SEEDS) -> tuple[list[int], list[float]]:
     """(modes captured, high-quality share) per seed, from the job metrics of the last step: the bench's runs."""
     results = [
-        run(dataset=dataset, preset=preset, seed=seed, steps=STEPS, batch_size=BATCH, width=None) for seed in SEEDS
+        run(dataset=dataset, preset=preset, seed=seed, steps=steps, batch_size=BATCH, width=None) for seed in seeds
     ]
     return [m for m, _ in results], [h for _, h in results]
 
@@ -48,3 +55,11 @@ def test_stable_captures_the_ring8_modes_with_most_samples_on_them() -> None:
     # (the lesson's settings put under 2% of their samples there: docs/benchmarks.md)
     assert statistics.fmean(modes) >= MIN_MODES, modes
     assert statistics.fmean(shares) >= MIN_HQ, shares
+
+
+def test_stable_captures_the_grid25_modes_with_most_samples_on_them() -> None:
+    # Given the stable preset's dense GAN trained on grid25 for 16,000 steps (one seed)
+    modes, shares = _scores("grid25", "stable", steps=GRID_STEPS, seeds=range(1))
+    # Then it captures the issue's 23 of 25 modes, with most samples within 3 std of one
+    assert modes[0] >= GRID_MIN_MODES, modes
+    assert shares[0] >= GRID_MIN_HQ, shares
