@@ -121,11 +121,7 @@ def _network(dataset: str, preset: str, width: int | None) -> str:
     """The latent size and widths a cell trains with, for the table."""
     sizes = {} if width is None else {"ngf": width, "ndf": width}
     params = GanTrainParams(dataset=dataset, preset=preset, **sizes)
-    extras = (
-        ([] if params.g_batchnorm else ["G without BN"])
-        + ([f"pack {params.pack}"] if params.pack > 1 else [])
-        + ([f"R1 {params.r1_gamma:g}"] if params.r1_gamma else [])
-    )
+    extras = ([] if params.g_batchnorm else ["G without BN"]) + ([f"pack {params.pack}"] if params.pack > 1 else [])
     return ", ".join([f"nz {params.nz}, ngf/ndf {params.ngf}/{params.ndf}", *extras])
 
 
