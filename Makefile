@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit integration e2e compose-check bench-api bench-load bench-style bench-quality bench-gan clean
+.PHONY: up test lint typecheck unit unit-threads integration e2e compose-check bench-api bench-load bench-style bench-quality bench-gan clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -33,6 +33,10 @@ compose-check:
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+## The unit suite at 2 intra-op threads: float checks must hold at any thread count (docs/DESIGN.md, Testing).
+unit-threads: $(STAMP)
+	ATELIER_TEST_TORCH_THREADS=2 $(PY) -m pytest -q tests/unit
 
 integration: $(STAMP)
 	$(PY) -m pytest -q tests/integration
