@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     # 0 disables. Over it: 429 with Retry-After. If Redis is down, requests are let through.
     rate_limit_per_s: float = Field(default=200.0, ge=0)
     rate_limit_burst: int = Field(default=400, ge=1)
+    # Failed authentications (an unknown, revoked or missing API key) per second per client
+    # address (request.client.host; an IPv6 /64 counts as one), and how many may come at once;
+    # 0 disables. Over it: 429 with Retry-After for the address's keyed requests, before any key
+    # lookup, until a token is free; keys that authenticated in that API process still pass.
+    unknown_key_rate_per_s: float = Field(default=5.0, ge=0)
+    unknown_key_burst: int = Field(default=20, ge=1)
     # GET /v1/jobs/{id} reuses a read this long (per key and job; 0 disables). Job rows change
     # once per heartbeat at most; a revoked key may still read for this long.
     job_read_cache_s: float = Field(default=0.2, ge=0, le=5.0)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from celery import Celery
@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api.ratelimit import RateLimiter
+from services.api.ratelimit import FailedAuthLimiter, RateLimiter
 from services.api.reads import JobReader
 from shared.config import Settings
 from shared.db import queries
@@ -30,6 +30,13 @@ class AppState:
     celery: Celery
     reader: JobReader
     limiter: RateLimiter
+    auth_failures: FailedAuthLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        """Build the per-address limit on failed authentication, on the tenant limiter's Redis connection."""
+        self.auth_failures = FailedAuthLimiter.beside(
+            self.limiter, per_s=self.settings.unknown_key_rate_per_s, burst=self.settings.unknown_key_burst
+        )
 
 
 async def get_state(request: Request) -> AppState:
@@ -65,22 +72,40 @@ bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: B
 
 
 async def get_bearer_key(
+    request: Request,
+    state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> str:
-    """The raw bearer key, unchecked (the caller checks it in its own query); 401 if absent."""
+) -> AsyncIterator[str]:
+    """The raw bearer key, unchecked (the caller checks it in its own query); 401 if absent, 429 if its address floods."""
+    # Failed authentication is limited per client address (uvicorn puts X-Forwarded-For here only
+    # from --forwarded-allow-ips). The check comes before any key lookup; a 401 raised later in
+    # the request, by get_authenticated_tenant or by the polling route's own query, comes back
+    # through the yield and is charged to the address.
+    guard = state.auth_failures
+    host = request.client.host if request.client is not None else None
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        guard.check(host, None)
+        await guard.failed(host, None)
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    return credentials.credentials
+    raw_key = credentials.credentials
+    guard.check(host, raw_key)
+    try:
+        yield raw_key
+    except Unauthorized:
+        await guard.failed(host, raw_key)
+        raise
+    guard.succeeded(raw_key)  # the request completed: the key was found (the polling route's case)
 
 
 BearerKeyDep = Annotated[str, Depends(get_bearer_key)]
 
 
-def get_authenticated_tenant(session: SessionDep, raw_key: BearerKeyDep) -> uuid.UUID:
+def get_authenticated_tenant(state: StateDep, raw_key: BearerKeyDep, session: SessionDep) -> uuid.UUID:
     """The tenant of the presented API key; 401 without a live key."""
     tenant_id = queries.authenticate(session, raw_key=raw_key)
     if tenant_id is None:
         raise Unauthorized("invalid or revoked API key")
+    state.auth_failures.succeeded(raw_key)
     return tenant_id
 
 

@@ -1,4 +1,8 @@
-"""Per-tenant request rate limit: a token bucket (GCRA) in Redis, shared by every API process.
+"""Request rate limits: token buckets (GCRA) in Redis, shared by every API process.
+
+Two kinds of bucket share the machinery below: one per tenant, charged by every authenticated
+request, and one per client address, charged only by failed authentication (an unknown,
+revoked or missing API key; see ``FailedAuthLimiter``).
 
 The bucket lives in Redis so every API process shares it. Taking tokens is one EVAL of a
 small Lua script that reads the clock of Redis itself (so API hosts need no synchronised
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import ipaddress
 import logging
 import math
 import ssl
@@ -29,10 +35,17 @@ from typing import cast
 from urllib.parse import unquote, urlsplit
 
 from shared.errors import TooManyRequests
+from shared.security import hash_key
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "atelier:ratelimit:"
+KEY_PREFIX = "atelier:ratelimit:"  # a tenant's bucket: <prefix><tenant id>
+ADDRESS_KEY_PREFIX = "atelier:ratelimit:addr:"  # a client address's failed-authentication bucket
+TENANT_REFUSAL = "rate limit exceeded: at most {per_s:g} requests per second per tenant"
+ADDRESS_REFUSAL = (
+    "too many requests with an unknown, revoked or missing API key from this client address "
+    "(at most {per_s:g} per second): its keyed requests are refused until Retry-After"
+)
 US_PER_S = 1_000_000
 REDIS_TIMEOUT_S = 0.25  # a slow Redis must not slow the API: past this, fail open
 REDIS_CONNECT_TIMEOUT_S = 1.0
@@ -44,6 +57,13 @@ CRLF = b"\r\n"
 LEASE_S = 0.05  # a process takes at most this much of the rate's tokens at a time...
 MAX_LEASE_TOKENS = 10  # ...and at most this many
 LOCAL_CREDIT_ENTRIES = 10_000  # tenants with leased tokens held at once, before stale ones are dropped
+
+UNKNOWN_ADDRESS = "unknown"  # requests without a client address share one bucket
+MAX_ADDRESS_CHARS = 64  # a host that is not an IP address is kept up to this long
+IPV6_NETWORK_BITS = 64  # one IPv6 host commonly holds a whole /64: it counts as one address
+ADDRESS_CACHE_ENTRIES = 4096  # parsed client hosts kept per process
+BLOCKED_ENTRIES = 10_000  # addresses refused locally at once, before expired ones are dropped
+TRUSTED_KEY_ENTRIES = 10_000  # hashes of keys that authenticated in this process, before the set is reset
 
 # GCRA: the key holds the bucket's "theoretical arrival time" (TAT) in microseconds of Redis's
 # clock; the bucket is full when TAT <= now and empty when TAT = now + tolerance. Grants
@@ -159,42 +179,27 @@ class _RespProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-class RateLimiter:
-    """Admit or refuse a tenant's request: ``per_s`` sustained, up to ``burst`` at once; 0 disables."""
+class _RedisLink:
+    """One pipelined connection to Redis, shared by a process's limiters; an error pauses checks a moment."""
 
-    def __init__(self, redis_url: str, *, per_s: float, burst: int) -> None:
-        self.enabled = per_s > 0
-        self.per_s = per_s
-        interval_us = math.ceil(US_PER_S / per_s) if self.enabled else 0
-        self.lease_tokens = max(1, min(burst, MAX_LEASE_TOKENS, math.floor(per_s * LEASE_S)))
-        # EVAL <script> 1 <key> <interval> <tolerance> <wanted>: everything but the key is encoded once.
-        self._head = b"*7\r\n" + encode_command(b"EVAL", GCRA_SCRIPT.encode(), b"1").split(CRLF, 1)[1]
-        self._tail = encode_command(
-            str(interval_us).encode(), str(interval_us * burst).encode(), str(self.lease_tokens).encode()
-        ).split(CRLF, 1)[1]
+    def __init__(self, redis_url: str) -> None:
         self._url = urlsplit(redis_url)
-        self._paused_until = 0.0
+        self.paused_until = 0.0  # time.monotonic() before which checks are skipped (failing open)
         self._conn: _RespProtocol | None = None
         self._connecting = asyncio.Lock()
-        self._credit: dict[uuid.UUID, tuple[int, float]] = {}  # tenant -> (leased tokens left, stale at)
 
-    def _command(self, tenant_id: uuid.UUID) -> bytes:
-        key = f"{KEY_PREFIX}{tenant_id}".encode()
-        return b"%s$%d\r\n%s\r\n%s" % (self._head, len(key), key, self._tail)
-
-    def _spend_local(self, tenant_id: uuid.UUID, now: float) -> bool:
-        credit = self._credit.get(tenant_id)
-        if credit is None or credit[0] <= 0 or credit[1] <= now:
-            return False
-        self._credit[tenant_id] = (credit[0] - 1, credit[1])
-        return True
-
-    def _keep_local(self, tenant_id: uuid.UUID, tokens: int, now: float) -> None:
-        if len(self._credit) >= LOCAL_CREDIT_ENTRIES:
-            self._credit = {k: v for k, v in self._credit.items() if v[1] > now and v[0] > 0}
-            if len(self._credit) >= LOCAL_CREDIT_ENTRIES:
-                self._credit.clear()
-        self._credit[tenant_id] = (tokens, now + LEASE_S)
+    async def eval(self, command: bytes) -> int | None:
+        """The integer reply to ``command``, or None when Redis is unavailable (logged; checks pause)."""
+        try:
+            conn = self._conn if self._conn is not None and self._conn.alive else await self._connection()
+            return int(await conn.send(command))
+        except (OSError, TimeoutError, RedisReplyError, ValueError) as exc:
+            self.paused_until = time.monotonic() + FAIL_OPEN_PAUSE_S
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            log.warning("rate limit not enforced: Redis unavailable (%s: %s)", type(exc).__name__, exc)
+            return None
 
     async def _connection(self) -> _RespProtocol:
         async with self._connecting:
@@ -223,35 +228,173 @@ class RateLimiter:
             raise
         return conn
 
-    async def admit(self, tenant_id: uuid.UUID) -> None:
-        """Count one request of ``tenant_id``; TooManyRequests with a Retry-After when over the limit."""
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now < self._paused_until or self._spend_local(tenant_id, now):
-            return
-        try:
-            conn = self._conn if self._conn is not None and self._conn.alive else await self._connection()
-            granted = int(await conn.send(self._command(tenant_id)))
-        except (OSError, TimeoutError, RedisReplyError, ValueError) as exc:
-            self._paused_until = time.monotonic() + FAIL_OPEN_PAUSE_S
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            log.warning("rate limit not enforced: Redis unavailable (%s: %s)", type(exc).__name__, exc)
-            return
-        if granted > 0:
-            if granted > 1:
-                self._keep_local(tenant_id, granted - 1, time.monotonic())
-            return
-        retry_after = max(MIN_RETRY_AFTER_S, math.ceil(-granted / US_PER_S))
-        raise TooManyRequests(
-            f"rate limit exceeded: at most {self.per_s:g} requests per second per tenant",
-            retry_after_s=retry_after,
-        )
-
-    async def close(self) -> None:
-        """Close the Redis connection."""
+    def close(self) -> None:
+        """Close the connection."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class RateLimiter:
+    """Admit or refuse a subject's request (a tenant, by default): ``per_s`` sustained, up to ``burst`` at once; 0 disables."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        per_s: float,
+        burst: int,
+        key_prefix: str = KEY_PREFIX,
+        refusal: str = TENANT_REFUSAL,
+    ) -> None:
+        self.enabled = per_s > 0
+        self.per_s = per_s
+        interval_us = math.ceil(US_PER_S / per_s) if self.enabled else 0
+        self.lease_tokens = max(1, min(burst, MAX_LEASE_TOKENS, math.floor(per_s * LEASE_S)))
+        # EVAL <script> 1 <key> <interval> <tolerance> <wanted>: everything but the key is encoded once.
+        self._head = b"*7\r\n" + encode_command(b"EVAL", GCRA_SCRIPT.encode(), b"1").split(CRLF, 1)[1]
+        self._tail = encode_command(
+            str(interval_us).encode(), str(interval_us * burst).encode(), str(self.lease_tokens).encode()
+        ).split(CRLF, 1)[1]
+        self._redis_url = redis_url
+        self._key_prefix = key_prefix
+        self._refusal = refusal
+        self._link = _RedisLink(redis_url)
+        self._credit: dict[uuid.UUID | str, tuple[int, float]] = {}  # subject -> (leased tokens left, stale at)
+
+    def sibling(self, *, per_s: float, burst: int, key_prefix: str, refusal: str) -> RateLimiter:
+        """Another limiter (other buckets, other limits) on this one's Redis connection, closed with it."""
+        other = RateLimiter(self._redis_url, per_s=per_s, burst=burst, key_prefix=key_prefix, refusal=refusal)
+        other._link = self._link
+        return other
+
+    def _command(self, subject: uuid.UUID | str) -> bytes:
+        key = f"{self._key_prefix}{subject}".encode()
+        return b"%s$%d\r\n%s\r\n%s" % (self._head, len(key), key, self._tail)
+
+    def _spend_local(self, subject: uuid.UUID | str, now: float) -> bool:
+        credit = self._credit.get(subject)
+        if credit is None or credit[0] <= 0 or credit[1] <= now:
+            return False
+        self._credit[subject] = (credit[0] - 1, credit[1])
+        return True
+
+    def _keep_local(self, subject: uuid.UUID | str, tokens: int, now: float) -> None:
+        if len(self._credit) >= LOCAL_CREDIT_ENTRIES:
+            self._credit = {k: v for k, v in self._credit.items() if v[1] > now and v[0] > 0}
+            if len(self._credit) >= LOCAL_CREDIT_ENTRIES:
+                self._credit.clear()
+        self._credit[subject] = (tokens, now + LEASE_S)
+
+    async def take(self, subject: uuid.UUID | str) -> int:
+        """Take a token of ``subject``: 0 if one was free (or the limit is off or not enforced), else microseconds until one is."""
+        if not self.enabled:
+            return 0
+        now = time.monotonic()
+        if now < self._link.paused_until or self._spend_local(subject, now):
+            return 0
+        granted = await self._link.eval(self._command(subject))
+        if granted is None:
+            return 0
+        if granted > 0:
+            if granted > 1:
+                self._keep_local(subject, granted - 1, time.monotonic())
+            return 0
+        return -granted
+
+    def refuse(self, wait_us: int) -> TooManyRequests:
+        """The 429 for a subject whose bucket has a token again in ``wait_us`` microseconds."""
+        retry_after = max(MIN_RETRY_AFTER_S, math.ceil(wait_us / US_PER_S))
+        return TooManyRequests(self._refusal.format(per_s=self.per_s), retry_after_s=retry_after)
+
+    async def admit(self, subject: uuid.UUID | str) -> None:
+        """Count one request of ``subject``; TooManyRequests with a Retry-After when over the limit."""
+        wait_us = await self.take(subject)
+        if wait_us:
+            raise self.refuse(wait_us)
+
+    async def close(self) -> None:
+        """Close the Redis connection (shared with this limiter's siblings)."""
+        self._link.close()
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE_ENTRIES)
+def client_address(host: str | None) -> str:
+    """The bucket of a client host: its IPv4 address, its IPv6 /64, or a non-IP host string as given."""
+    if not host:
+        return UNKNOWN_ADDRESS
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:  # e.g. TestClient's "testclient", or a Unix socket's path
+        return host[:MAX_ADDRESS_CHARS]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip), IPV6_NETWORK_BITS), strict=False))
+    return str(ip)
+
+
+class FailedAuthLimiter:
+    """Failed authentication per client address, limited before any key lookup.
+
+    Only failures are charged (an unknown, revoked or missing key), to a bucket per address in
+    Redis, so a tenant behind the same NAT as a flood is not slowed while failures are under the
+    limit. When a charge finds the bucket empty (that request gets 429), this process refuses the
+    address's keyed requests at once, with neither a key lookup nor a Redis call, until the
+    bucket has a token again. A key that authenticated in this process before still passes (and
+    is looked up as usual), so a tenant that was polling keeps being served during a flood from
+    its address; a key this process has not seen waits like the flood. Fails open with Redis.
+    """
+
+    def __init__(self, bucket: RateLimiter) -> None:
+        self._bucket = bucket
+        self._blocked: dict[str, float] = {}  # address -> time.monotonic() when its bucket has a token again
+        self._trusted: set[str] = set()  # hashes of keys that authenticated in this process
+
+    @classmethod
+    def beside(cls, limiter: RateLimiter, *, per_s: float, burst: int) -> FailedAuthLimiter:
+        """Buckets of ``per_s`` failures a second (``burst`` at once; 0 disables) on ``limiter``'s Redis connection."""
+        return cls(limiter.sibling(per_s=per_s, burst=burst, key_prefix=ADDRESS_KEY_PREFIX, refusal=ADDRESS_REFUSAL))
+
+    def check(self, host: str | None, raw_key: str | None) -> None:
+        """Before the key lookup: TooManyRequests if ``host`` is over its limit and the key has not authenticated here."""
+        if not self._blocked:
+            return
+        address = client_address(host)
+        until = self._blocked.get(address)
+        if until is None:
+            return
+        now = time.monotonic()
+        if until <= now:
+            del self._blocked[address]
+            return
+        if raw_key is not None and self._trusted and hash_key(raw_key) in self._trusted:
+            return
+        raise self._bucket.refuse(math.ceil((until - now) * US_PER_S))
+
+    async def failed(self, host: str | None, raw_key: str | None) -> None:
+        """After a failed lookup, or without a key: charge ``host``; TooManyRequests if its bucket was empty."""
+        if raw_key is not None and self._trusted:
+            self._trusted.discard(hash_key(raw_key))
+        address = client_address(host)
+        wait_us = await self._bucket.take(address)
+        if not wait_us:
+            return
+        now = time.monotonic()
+        if len(self._blocked) >= BLOCKED_ENTRIES:
+            self._blocked = {k: v for k, v in self._blocked.items() if v > now}
+            if len(self._blocked) >= BLOCKED_ENTRIES:
+                self._blocked.clear()
+        self._blocked[address] = now + wait_us / US_PER_S
+        raise self._bucket.refuse(wait_us)
+
+    def succeeded(self, raw_key: str) -> None:
+        """The key authenticated: from now on it passes even while its address is over the limit."""
+        if not self._bucket.enabled:
+            return
+        key_hash = hash_key(raw_key)
+        if key_hash in self._trusted:
+            return
+        if len(self._trusted) >= TRUSTED_KEY_ENTRIES:
+            self._trusted.clear()
+        self._trusted.add(key_hash)

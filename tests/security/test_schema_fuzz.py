@@ -53,7 +53,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def fuzz_settings(settings: Settings) -> Settings:
     """The module's settings without a rate limit (a fuzzer is a burst)."""
-    return settings.model_copy(update={"rate_limit_per_s": 0.0})
+    return settings.model_copy(update={"rate_limit_per_s": 0.0, "unknown_key_rate_per_s": 0.0})
 
 
 @pytest.fixture(scope="module")
