@@ -106,6 +106,12 @@ HOUSEKEEPING_COMMAND = (
     "INFO",
 )
 BEAT_COMMAND = ("celery", "-A", "workers.celery_app", "beat", "--loglevel", "INFO")
+# Torch threads: the stack knows it runs exactly one housekeeping process, so that one is fixed. The
+# training worker's count is left to workers/threads.py (unless ATELIER_TORCH_THREADS is set): it
+# takes a share of the cores among the torch workers alive on this host, including any started
+# beside the stack, and re-counts them at every job.
+TORCH_THREADS_ENV = "ATELIER_TORCH_THREADS"
+HOUSEKEEPING_TORCH_THREADS = 1
 
 
 class StackError(AtelierError):
@@ -700,7 +706,12 @@ def start(stack: Stack, *, host: str, port: int) -> None:
     stack.children.append(api)
     stack.children.append(spawn("worker", [python, "-m", *WORKER_COMMAND], env=env, log_path=layout.log("worker")))
     stack.children.append(
-        spawn("housekeeping", [python, "-m", *HOUSEKEEPING_COMMAND], env=env, log_path=layout.log("housekeeping"))
+        spawn(
+            "housekeeping",
+            [python, "-m", *HOUSEKEEPING_COMMAND],
+            env={**env, TORCH_THREADS_ENV: str(HOUSEKEEPING_TORCH_THREADS)},
+            log_path=layout.log("housekeeping"),
+        )
     )
     stack.children.append(
         spawn(

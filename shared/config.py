@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,11 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(".atelier")
+SHARED_MEMORY_DIR = Path("/dev/shm")  # noqa: S108 - the worker registry is host-wide on purpose
+WORKER_REGISTRY_NAME = "atelier-workers"
+MIN_CALL_DEADLINE_S = 2.0  # no network deadline is shorter: a loaded host must not trip it
+MAX_SOCKET_TIMEOUT_S = 30.0
+KEEPALIVE_PROBES = 3
 
 
 class Settings(BaseSettings):
@@ -75,7 +81,10 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     worker_name: str | None = None
     torch_home: Path | None = None  # where torchvision weights are cached
-    torch_threads: int | None = Field(default=None, ge=1, le=256)  # intra-op threads per worker child
+    # Intra-op threads per worker child. None: each takes its share of the cores it may use, among the
+    # torch workers registered in worker_registry_dir (workers/threads.py), re-counted at every job start.
+    torch_threads: int | None = Field(default=None, ge=1, le=256)
+    worker_registry_dir: Path | None = None  # host-wide; defaults to /dev/shm/atelier-workers (or the temp dir)
     allow_weight_download: bool = True  # fetch ImageNet weights when they are not cached
     # torchvision datasets (mnist, fashion-mnist, cifar10) live here; default <data_dir>/datasets.
     data_cache_dir: Path | None = None
@@ -110,6 +119,14 @@ class Settings(BaseSettings):
     def datasets_dir(self) -> Path:
         """Where workers find (or download) torchvision datasets."""
         return self.data_cache_dir or (self.data_dir / "datasets")
+
+    @property
+    def worker_registry_path(self) -> Path:
+        """Where torch worker processes register, so each takes a share of the host's cores."""
+        if self.worker_registry_dir is not None:
+            return self.worker_registry_dir
+        base = SHARED_MEMORY_DIR if SHARED_MEMORY_DIR.is_dir() else Path(tempfile.gettempdir())
+        return base / WORKER_REGISTRY_NAME
 
     @property
     def beat_schedule_path(self) -> Path:

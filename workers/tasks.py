@@ -12,6 +12,7 @@ from shared.config import Settings
 from shared.errors import TransientError
 from workers.queue import RECONCILE_TASK, RUN_JOB_TASK
 from workers.runtime import WorkerContext
+from workers.threads import apply_worker_threads
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             log.error("dropping message with a malformed job id %r", job_id)
             return "malformed"
         ctx = worker_context()
+        apply_worker_threads(ctx.settings)  # a share of the cores among the workers alive now
         _checkpoint_on_sigterm(ctx)
         return run(ctx, parsed, execute)
 

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from shared.config import Settings
+from workers.threads import GPU_WORKER_THREADS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -242,6 +243,16 @@ def test_images_and_commands(services: dict[str, dict[str, Any]]) -> None:
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1, "exactly one beat"
 
 
+def test_compose_workers_set_their_torch_threads(services: dict[str, dict[str, Any]]) -> None:
+    # Each container has its own /dev/shm, so the worker registry (workers/threads.py) cannot see
+    # the other containers' workers: the process count is known here, so the threads are set here.
+    for name in WORKER_SERVICES:
+        threads = Settings(torch_threads=int(_env(services[name])["ATELIER_TORCH_THREADS"])).torch_threads
+        assert threads is not None, name
+    assert int(_env(services["worker-gpu"])["ATELIER_TORCH_THREADS"]) <= GPU_WORKER_THREADS
+    assert _env(services["worker-cpu"])["ATELIER_TORCH_THREADS"] == "1"
+
+
 def test_app_settings_are_known_and_consistent(services: dict[str, dict[str, Any]]) -> None:
     known = {f"ATELIER_{field.upper()}" for field in Settings.model_fields}
     reference = _env(services["api"])
@@ -377,6 +388,20 @@ def test_k8s_gpu_worker_is_one_process_per_gpu_with_time_to_checkpoint() -> None
     (argv,) = _containers_argv(worker)
     assert _has_flag(argv, "-Q", "gpu") and _has_flag(argv, "--concurrency", "1")
     assert _pod_spec(worker)["terminationGracePeriodSeconds"] >= MIN_GPU_GRACE_S
+
+
+def test_k8s_workers_set_torch_threads_within_their_cpu_request() -> None:
+    for name in ("atelier-worker-gpu", "atelier-worker-cpu"):
+        workload = _k8s("Deployment", name)
+        (container,) = _pod_spec(workload)["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        threads = Settings(torch_threads=int(env["ATELIER_TORCH_THREADS"])).torch_threads
+        assert threads is not None, name
+        (argv,) = _containers_argv(workload)
+        processes = int(argv[argv.index("--concurrency") + 1])
+        assert threads * processes <= max(int(container["resources"]["requests"]["cpu"]), processes), name
+    gpu_env = _pod_spec(_k8s("Deployment", "atelier-worker-gpu"))["containers"][0]["env"]
+    assert int({e["name"]: e["value"] for e in gpu_env}["ATELIER_TORCH_THREADS"]) <= GPU_WORKER_THREADS
 
 
 def test_k8s_workers_keep_the_image_entrypoint() -> None:
