@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit unit-threads integration e2e compose-check bench-api bench-load bench-style bench-quality bench-gan clean
+.PHONY: up test lint typecheck unit unit-threads integration e2e test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-threads clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -44,9 +44,17 @@ integration: $(STAMP)
 e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e
 
+## The whole fault suite with a CPU hog of nproc busy processes beside it (about twice as long as alone).
+test-under-load: $(STAMP)
+	$(PY) -m tests.support.hog -- $(PY) -m pytest -q -ra --durations=10 tests/faults
+
 ## API benchmark: GET /v1/jobs/{id} vs a bare endpoint, and queue latency.
 bench-api: $(STAMP)
 	$(PY) -m bench.api
+
+## Unknown-key flood: a tenant's poll p50 during 2,000 unknown-key requests from its address / quiet (target <= 2.0).
+bench-unknown-keys: $(STAMP)
+	$(PY) -m bench.unknown_keys $(ARGS)
 
 ## Load: 1,000 short jobs on 2 workers exactly once, submit/poll throughput, polling at 200 rps while a job trains.
 bench-load: $(STAMP)
@@ -63,6 +71,10 @@ bench-gan: $(STAMP)
 ## GAN quality: ring8/grid25 mode coverage for the lesson and stable presets, beside the papers (CPU, minutes).
 bench-quality: $(STAMP)
 	$(PY) -m bench.gan_quality $(ARGS)
+
+## Torch threads: two workers training at once vs one alone, aggregate steps/s (target >= 0.9; ~2-3 min).
+bench-threads: $(STAMP)
+	$(PY) -m bench.threads $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,4 +1,4 @@
-"""Admin CLI: ``python -m shared.cli {migrate,create-tenant,create-key,revoke-key,ensure-dev-key}``."""
+"""Admin CLI: ``python -m shared.cli {migrate,create-tenant,create-key,revoke-key,ensure-dev-key,counters}``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from shared import counters
 from shared.config import Settings
 from shared.db import queries
 from shared.db.migrate import upgrade
@@ -34,7 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("prefix")
     dev = sub.add_parser("ensure-dev-key", help="make sure a working dev key is stored in a file")
     dev.add_argument("--path", type=Path, required=True)
+    sub.add_parser("counters", help="print the workers' event counters (e.g. watchdog stops and exits)")
     return parser
+
+
+def _print_counters(settings: Settings) -> int:
+    for name, value in sorted(counters.read_all(settings.redis_url, timeout_s=settings.redis_timeout_s).items()):
+        print(f"{name} {value}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         upgrade(settings)
         print("database is at head")
         return 0
-    engine = make_engine(settings, pool_size=1)
+    if args.command == "counters":
+        return _print_counters(settings)
+    engine = make_engine(settings, pool_size=1, call_deadline_s=settings.api_db_call_deadline_s)
     factory = make_sessionmaker(engine)
     try:
         with transaction(factory) as session:

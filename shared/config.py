@@ -15,6 +15,7 @@ WORKER_REGISTRY_NAME = "atelier-workers"
 MIN_CALL_DEADLINE_S = 2.0  # no network deadline is shorter: a loaded host must not trip it
 MAX_SOCKET_TIMEOUT_S = 30.0
 KEEPALIVE_PROBES = 3
+DEFAULT_WORKER_DEVICE_MEMORY_BYTES = 16 * 1024**3  # a 16 GiB GPU (T4, V100 16 GB): refuses what fits few GPUs
 
 
 class Settings(BaseSettings):
@@ -51,6 +52,20 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=48 * 3600, ge=60)
     beat_schedule_file: Path | None = None  # defaults to <data_dir>/celerybeat-schedule
 
+    # --- deadlines and the watchdog (docs/DESIGN.md, "Deadlines", "Watchdog") --
+    # Every network call has a deadline, chosen from the lease so that a silent peer is noticed
+    # well inside one lease (see the properties below). A database call that outlives
+    # db_call_deadline_s (default: lease / 3, at least MIN_CALL_DEADLINE_S) has its socket shut
+    # and fails as a dropped connection; the API's own queries get api_db_call_deadline_s.
+    db_call_deadline_s: float | None = Field(default=None, gt=0)
+    api_db_call_deadline_s: float = Field(default=30.0, gt=0)
+    # A pool process whose job lost its lease, or whose main thread reached no stop check for
+    # watchdog_stall_s, is asked to stop; if it has not within watchdog_grace_s (default: half a
+    # lease) it exits and Celery replaces it. The stall time covers the longest step-free stretch
+    # (a storage retry deadline, a dataset download), so it is long by default.
+    watchdog_stall_s: float = Field(default=600.0, gt=0)
+    watchdog_grace_s: float | None = Field(default=None, gt=0)
+
     # --- limits -------------------------------------------------------------
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)  # any other request body (JSON)
@@ -59,9 +74,16 @@ class Settings(BaseSettings):
     max_compression_ratio: float = Field(default=200.0, gt=1)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     max_style_size: int = Field(default=2048, ge=32)
-    # Device memory of the workers that run style.transfer (e.g. the GPU's). A job whose estimate
-    # (shared/jobs/memory.py) is over it gets a 422 at submit. None: only the workers check.
+    # Device memory of each worker (its GPU's; docs/DESIGN.md, "Memory admission"). A job whose estimated
+    # peak (shared/jobs/memory.py) is over it gets a 422 at submit. Never unset: the default is a 16 GiB
+    # GPU's; set it to your workers' (an H100 80 GB: 85899345920). Workers check again against what is free.
+    worker_device_memory_bytes: int = Field(default=DEFAULT_WORKER_DEVICE_MEMORY_BYTES, gt=0)
+    # The same for style.transfer jobs only, where their workers differ. None: worker_device_memory_bytes.
     style_device_memory_bytes: int | None = Field(default=None, gt=0)
+    # Per job: a job whose artifacts (sample grids, snapshots, outputs) could pass these gets a 422 at
+    # submit; a worker fails a job that reaches them anyway (error code artifact_limit).
+    max_job_artifacts: int = Field(default=1000, ge=1)
+    max_job_artifact_bytes: int = Field(default=4 * 1024**3, gt=0)
     page_size_max: int = Field(default=200, ge=1)
     # Requests per second per tenant (a token bucket in Redis), and how many may come at once;
     # 0 disables. Over it: 429 with Retry-After. If Redis is down, requests are let through.
@@ -109,6 +131,36 @@ class Settings(BaseSettings):
         if self.heartbeat_s >= self.lease_s:
             raise ValueError("ATELIER_HEARTBEAT_S must be shorter than ATELIER_LEASE_S")
         return self
+
+    @property
+    def db_deadline_s(self) -> float:
+        """Longest one database call of a worker may take before its connection is dropped."""
+        return self.db_call_deadline_s or max(MIN_CALL_DEADLINE_S, self.lease_s / 3)
+
+    @property
+    def keepalive_idle_s(self) -> int:
+        """TCP keepalive: idle seconds before the first probe (then KEEPALIVE_PROBES, 1 probe per this / 2)."""
+        return max(1, int(self.lease_s / 6))
+
+    @property
+    def redis_timeout_s(self) -> float:
+        """Socket timeout of every Redis connection (the broker's included)."""
+        return max(MIN_CALL_DEADLINE_S, min(MAX_SOCKET_TIMEOUT_S, self.lease_s / 6))
+
+    @property
+    def s3_read_timeout_s(self) -> float:
+        """Longest an S3 request may wait for the server's next bytes."""
+        return max(MIN_CALL_DEADLINE_S, min(MAX_SOCKET_TIMEOUT_S, self.lease_s / 3))
+
+    @property
+    def watchdog_grace(self) -> float:
+        """How long a pool process asked to stop may take to reach a stop check before it exits."""
+        return self.watchdog_grace_s or self.lease_s / 2
+
+    @property
+    def style_memory_budget(self) -> int:
+        """Device memory a style.transfer job may need at most (its 422 limit at submit)."""
+        return self.style_device_memory_bytes or self.worker_device_memory_bytes
 
     @property
     def objects_dir(self) -> Path:

@@ -161,9 +161,10 @@ class S3ObjectStore:
         secure: bool = False,
         region: str = "us-east-1",
         public_endpoint: str | None = None,
+        read_timeout_s: float = S3_READ_TIMEOUT_S,
     ) -> None:
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=S3_CONNECT_TIMEOUT_S, read=S3_READ_TIMEOUT_S),
+            timeout=urllib3.Timeout(connect=S3_CONNECT_TIMEOUT_S, read=read_timeout_s),
             retries=urllib3.Retry(total=1, backoff_factor=0.1, status_forcelist=(500, 502, 503, 504)),
             maxsize=16,
         )
@@ -253,6 +254,7 @@ def make_store(settings: Settings) -> ObjectStore:
             bucket=settings.s3_bucket,
             secure=settings.s3_secure,
             region=settings.s3_region,
+            read_timeout_s=settings.s3_read_timeout_s,
         )
     return LocalObjectStore(settings.objects_dir)
 

@@ -28,6 +28,7 @@ TEST_TIMINGS = {
     "resend_grace_s": 2.0,
     "max_upload_bytes": 8 * 1024 * 1024,
 }
+TEST_DB_DEADLINE_S = 30.0  # the tests' own queries: generous, so a loaded host never trips it
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +98,7 @@ def settings(
 @pytest.fixture(scope="module")
 def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
     """A session factory on the test database."""
-    engine = make_engine(settings, pool_size=2)
+    engine = make_engine(settings, pool_size=2, call_deadline_s=TEST_DB_DEADLINE_S)
     yield make_sessionmaker(engine)
     engine.dispose()
 

@@ -51,10 +51,13 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             # Above the longest job: the Postgres lease detects dead workers much sooner.
             "visibility_timeout": settings.visibility_timeout_s,
-            "socket_timeout": 5,
-            "socket_connect_timeout": 5,
+            # A silent Redis (no reset) is noticed within a few seconds, well inside a lease.
+            "socket_timeout": settings.redis_timeout_s,
+            "socket_connect_timeout": settings.redis_timeout_s,
+            "socket_keepalive": True,
+            "health_check_interval": settings.keepalive_idle_s,
         },
-        broker_connection_timeout=5,
+        broker_connection_timeout=settings.redis_timeout_s,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         beat_schedule={

@@ -27,6 +27,7 @@ from shared.errors import JobFailed, StorageUnavailable, TransientError
 from shared.jobs.states import JobState
 from shared.storage import ObjectStore, job_key, make_store, retry_storage
 from workers.hooks import STOP_CANCEL, STOP_LEASE_LOST, STOP_SHUTDOWN, StopRequested
+from workers.watchdog import Watchdog, count_event
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class WorkerContext:
     store: ObjectStore
     owner: str
     shutdown: threading.Event = field(default_factory=threading.Event)
+    watchdog: Watchdog | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -69,11 +71,26 @@ class WorkerContext:
             sessions=make_sessionmaker(make_engine(settings, pool_size=2, idle_tx_timeout_s=settings.lease_s)),
             store=make_store(settings),
             owner=owner,
+            watchdog=Watchdog(
+                stall_s=settings.watchdog_stall_s,
+                stuck_s=settings.lease_s,
+                grace_s=settings.watchdog_grace,
+                on_event=count_event(settings.redis_url, timeout_s=settings.redis_timeout_s),
+            ),
         )
 
 
-def db_retry(fn: Callable[[], T], *, what: str, deadline_s: float = DB_RETRY_DEADLINE_S) -> T:
-    """Run a DB transaction function, retrying while Postgres is unreachable."""
+def db_retry(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    deadline_s: float = DB_RETRY_DEADLINE_S,
+    before_retry: Callable[[], None] | None = None,
+) -> T:
+    """Run a DB transaction function, retrying while Postgres is unreachable.
+
+    ``before_retry`` runs before each retry and may raise to give up early (a lost lease).
+    """
     start = time.monotonic()
     delay = DB_RETRY_FIRST_S
     while True:
@@ -84,6 +101,8 @@ def db_retry(fn: Callable[[], T], *, what: str, deadline_s: float = DB_RETRY_DEA
                 raise
             if time.monotonic() - start + delay > deadline_s:
                 raise TransientError(f"database unavailable during {what}: {exc}") from exc
+            if before_retry is not None:
+                before_retry()
             log.warning("database unavailable during %s; retrying in %.1fs", what, delay)
             time.sleep(delay)
             delay = min(delay * 2, DB_RETRY_MAX_S)
@@ -104,7 +123,10 @@ class JobRunner:
         self._rate_mark: tuple[float, int] | None = None
         self._lost = threading.Event()
         self._cancel = threading.Event()
+        self._handback = threading.Event()
         self._stop_sync = threading.Event()
+        self._main_mark = time.monotonic()  # the main thread's last stop check or progress report
+        self._sync_since: float | None = None  # when the sync call in flight started
         self._thread = threading.Thread(target=self._sync_loop, name=f"sync-{claim.job_id}", daemon=True)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -121,10 +143,35 @@ class JobRunner:
     def _sync_loop(self) -> None:
         tick = min(self.settings.heartbeat_s, self.settings.metrics_flush_s)
         while not self._stop_sync.wait(tick):
+            self._sync_since = time.monotonic()
             try:
                 self.sync()
             except Exception as exc:  # keep heartbeating through DB blips; the lease tolerates a few misses
                 log.warning("job %s: heartbeat failed: %s", self.claim.job_id, exc)
+            finally:
+                self._sync_since = None
+
+    # --- the watchdog's view (workers/watchdog.py) -----------------------------------
+
+    def watchdog_reason(self, *, now: float, stall_s: float, stuck_s: float) -> str | None:
+        """Why the watchdog should stop this job now, or None."""
+        if self._lost.is_set():
+            return "lease lost"
+        if now - self._main_mark >= stall_s:
+            return f"main thread reached no stop check for {now - self._main_mark:.0f}s"
+        since = self._sync_since
+        if since is not None and now - since >= stuck_s:
+            return f"heartbeat stuck in one call for {now - since:.0f}s"
+        return None
+
+    def request_handback(self, reason: str) -> None:
+        """Checkpoint and hand the job back at the next stop check."""
+        self._handback.set()
+
+    def _give_up_if_lost(self) -> None:
+        """Between DB retries: a lost lease ends the attempt instead of retrying for minutes."""
+        if self._lost.is_set():
+            raise StopRequested(STOP_LEASE_LOST, self._progress[0] if self._progress else 0)
 
     def _drain(self) -> list[tuple[str, int, float]]:
         with self._lock:
@@ -205,6 +252,7 @@ class JobRunner:
     def report_progress(self, step: int, total: int) -> None:
         """Remember progress and a smoothed rate for the ETA."""
         now = time.monotonic()
+        self._main_mark = now
         with self._lock:
             if self._rate_mark is not None and step > self._rate_mark[1] and now > self._rate_mark[0]:
                 rate = (step - self._rate_mark[1]) / (now - self._rate_mark[0])
@@ -236,7 +284,7 @@ class JobRunner:
                 return ok
 
         try:
-            ok = db_retry(commit, what=f"committing checkpoint {step}")
+            ok = db_retry(commit, what=f"committing checkpoint {step}", before_retry=self._give_up_if_lost)
         except Exception:
             self._requeue(batch)
             raise
@@ -276,7 +324,7 @@ class JobRunner:
                     content_type=content_type,
                 )
 
-        if not db_retry(record, what=f"recording artifact {name}"):
+        if not db_retry(record, what=f"recording artifact {name}", before_retry=self._give_up_if_lost):
             self._lost.set()
 
     def warn(self, message: str) -> None:
@@ -288,16 +336,17 @@ class JobRunner:
                     session, job_id=self.claim.job_id, attempt=self.claim.attempt, message=message
                 )
 
-        if not db_retry(write, what="recording a warning"):
+        if not db_retry(write, what="recording a warning", before_retry=self._give_up_if_lost):
             self._lost.set()
 
     def should_stop(self) -> str | None:
-        """Lease lost beats cancel beats shutdown."""
+        """Lease lost beats cancel beats shutdown (a SIGTERM, or the watchdog's hand-back)."""
+        self._main_mark = time.monotonic()
         if self._lost.is_set():
             return STOP_LEASE_LOST
         if self._cancel.is_set():
             return STOP_CANCEL
-        if self.ctx.shutdown.is_set():
+        if self.ctx.shutdown.is_set() or self._handback.is_set():
             return STOP_SHUTDOWN
         return None
 
@@ -327,6 +376,18 @@ def run_job(ctx: WorkerContext, job_id: uuid.UUID, execute: Executor) -> str:
     log.info("job %s (%s) claimed: attempt %d by %s", job_id, claim.job_type, claim.attempt, ctx.owner)
     runner = JobRunner(ctx, claim)
     runner.start()
+    if ctx.watchdog is not None:
+        ctx.watchdog.watch(str(job_id), runner)
+    try:
+        return _execute(ctx, claim, runner, execute)
+    finally:
+        if ctx.watchdog is not None:
+            ctx.watchdog.done()
+
+
+def _execute(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner, execute: Executor) -> str:
+    """Run the claimed job and record how it ended."""
+    job_id = claim.job_id
     try:
         execute(ctx, claim, runner)
     except StopRequested as stop:

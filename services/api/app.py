@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings)
+        engine = make_engine(settings, call_deadline_s=settings.api_db_call_deadline_s)
         store = make_store(settings)
         if isinstance(store, S3ObjectStore):
             try:
