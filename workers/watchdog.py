@@ -64,6 +64,7 @@ class Watchdog:
         on_event: Callable[[WatchdogEvent], None] = lambda _e: None,
         exit_process: Callable[[int], None] = os._exit,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
     ) -> None:
         self.stall_s = stall_s
         self.stuck_s = stuck_s
@@ -75,12 +76,13 @@ class Watchdog:
         self._job: tuple[str, Watched] | None = None
         self._asked: tuple[float, str] | None = None
         self._thread: threading.Thread | None = None
+        self._background = background  # False: the caller drives check() itself (tests)
 
     def watch(self, name: str, job: Watched) -> None:
         """Start watching ``job`` (the process runs one at a time)."""
         with self._lock:
             self._job, self._asked = (name, job), None
-            if self._thread is None or not self._thread.is_alive():
+            if self._background and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
                 self._thread.start()
 

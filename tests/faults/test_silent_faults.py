@@ -107,6 +107,13 @@ def _attempts(sessions: sessionmaker[Session], job_id: str) -> int:
         return int(session.execute(text("SELECT attempt FROM jobs WHERE id = :j"), {"j": job_id}).scalar_one())
 
 
+def _checkpointing_job(client: TestClient, caller: Caller, worker: services.Proc, *, steps: int) -> tuple[str, int]:
+    """A job checkpointing every 5 steps, past its second checkpoint; returns its id and the worker log's length then."""
+    job_id = submit(client, caller, steps=steps, checkpoint_every=5)
+    wait_job(client, caller, job_id, until=lambda j: (j["checkpoint"] or {}).get("step", 0) >= 10, timeout=120)
+    return job_id, len(worker.log())
+
+
 def _runs_next_job(client: TestClient, caller: Caller) -> None:
     """The worker (or the process that replaced it) takes new work."""
     follow_up = submit(client, caller, steps=20)
@@ -124,9 +131,7 @@ def test_postgres_freeze_mid_training_is_given_up_and_resumed_once(
 ) -> None:
     # Given a job checkpointing every 5 steps, its heartbeat writing every 0.5 s
     steps = 300
-    job_id = submit(client, alice, steps=steps, checkpoint_every=5)
-    wait_job(client, alice, job_id, until=lambda j: (j["checkpoint"] or {}).get("step", 0) >= 10, timeout=120)
-    mark = len(proxied_worker.log())
+    job_id, mark = _checkpointing_job(client, alice, proxied_worker, steps=steps)
     # When Postgres goes silent mid-query and mid-heartbeat, for over two leases
     frozen_at = time.monotonic()
     assert healthy["postgres"].freeze() >= 1  # the worker's open connections went silent
@@ -156,9 +161,7 @@ def test_s3_freeze_mid_checkpoint_upload_is_ridden_out(
 ) -> None:
     # Given a job that uploads a checkpoint every 5 steps over a pooled S3 connection
     steps = 200
-    job_id = submit(client, alice, steps=steps, checkpoint_every=5)
-    wait_job(client, alice, job_id, until=lambda j: (j["checkpoint"] or {}).get("step", 0) >= 10, timeout=120)
-    mark = len(proxied_worker.log())
+    job_id, mark = _checkpointing_job(client, alice, proxied_worker, steps=steps)
     # When S3 goes silent, the open connection included, then comes back for new connections
     healthy["s3"].freeze()
     time.sleep(FREEZE_S)
@@ -245,8 +248,7 @@ def test_a_main_thread_that_cannot_stop_ends_its_process_and_the_job_completes(
     steps = 200
     try:
         impatient.wait_for_log("ready.")
-        job_id = submit(client, alice, steps=steps, checkpoint_every=5)
-        wait_job(client, alice, job_id, until=lambda j: (j["checkpoint"] or {}).get("step", 0) >= 10, timeout=120)
+        job_id, _mark = _checkpointing_job(client, alice, impatient, steps=steps)
         # When S3 goes silent for longer, so the main thread sits in upload retries, never at a stop check
         healthy["s3"].freeze()
         impatient.wait_for_log(f"exited with 'exitcode {EXIT_WATCHDOG}'", timeout=FREEZE_S + SLACK_S)

@@ -48,6 +48,7 @@ class Harness:
             on_event=self.events.append,
             exit_process=self.exits.append,
             clock=lambda: self.now,
+            background=False,  # the test calls check() on its own clock
         )
 
 
