@@ -574,6 +574,17 @@ def guarded_run(run_fn: Callable[[contextlib.ExitStack[None]], T], *, header: st
     return result, time.perf_counter() - started
 
 
+def ratio_main(run_fn: Callable[[contextlib.ExitStack[None]], tuple[float, bool]], *, label: str, target: float) -> int:
+    """Run a bench whose ``run_fn`` returns (ratio, all good); print the ratio last; 1 if over ``target`` or not good."""
+    outcome = guarded_run(run_fn, header="")
+    if isinstance(outcome, int):
+        return outcome
+    (ratio, complete), seconds = outcome
+    print(f"total {seconds:.0f} s")
+    print(f"ratio {label} = {ratio:.2f} (target <= {target:g})")
+    return 0 if complete and ratio <= target else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; cleans up every process, the database and the Redis db on any exit."""
     args = parse_args(argv)

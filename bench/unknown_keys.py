@@ -35,9 +35,9 @@ from bench.api import (
     api_server,
     bench_env,
     get_request,
-    guarded_run,
     median,
     percentile,
+    ratio_main,
     run_async,
     seed,
     wait_until_serving,
@@ -195,13 +195,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[None]) -> tuple[fl
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; exit 1 if the ratio is over the target or the run went wrong."""
     args = parse_args(argv)
-    outcome = guarded_run(lambda stack: run(args, stack), header="")
-    if isinstance(outcome, int):
-        return outcome
-    (ratio, complete), seconds = outcome
-    print(f"total {seconds:.0f} s")
-    print(f"ratio p50_flood / p50_quiet = {ratio:.2f} (target <= {RATIO_TARGET:g})")
-    return 0 if complete and ratio <= RATIO_TARGET else 1
+    return ratio_main(lambda stack: run(args, stack), label="p50_flood / p50_quiet", target=RATIO_TARGET)
 
 
 if __name__ == "__main__":

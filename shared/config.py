@@ -15,6 +15,7 @@ WORKER_REGISTRY_NAME = "atelier-workers"
 MIN_CALL_DEADLINE_S = 2.0  # no network deadline is shorter: a loaded host must not trip it
 MAX_SOCKET_TIMEOUT_S = 30.0
 KEEPALIVE_PROBES = 3
+MIN_UPLOAD_MEMORY_BUDGET_BYTES = 16 * 1024 * 1024  # a few read chunks and one small image
 DEFAULT_WORKER_DEVICE_MEMORY_BYTES = 16 * 1024**3  # a 16 GiB GPU (T4, V100 16 GB): refuses what fits few GPUs
 
 
@@ -73,6 +74,13 @@ class Settings(BaseSettings):
     max_unpacked_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
     max_compression_ratio: float = Field(default=200.0, gt=1)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
+    # Archives are unpacked as a stream to temp files (shared/archives.py). One upload may hold at
+    # most this much memory in the API: read buffers, the one image being decoded (4 bytes a pixel)
+    # and the one file being stored (twice); an image that needs more is refused with 413.
+    upload_memory_budget_bytes: int = Field(default=256 * 1024 * 1024, ge=MIN_UPLOAD_MEMORY_BUDGET_BYTES)
+    # Uploads one API process unpacks at once, in all and per tenant; one more gets 429 with Retry-After.
+    upload_unpack_concurrency: int = Field(default=4, ge=1)
+    upload_unpack_per_tenant: int = Field(default=2, ge=1)
     max_style_size: int = Field(default=2048, ge=32)
     # Device memory of each worker (its GPU's; docs/DESIGN.md, "Memory admission"). A job whose estimated
     # peak (shared/jobs/memory.py) is over it gets a 422 at submit. Never unset: the default is a 16 GiB

@@ -1,44 +1,44 @@
 """Checking user uploads before anything is stored: real images, pixel limits
 (decompression bombs), safe archive entries (no traversal, no links), entry counts and
-unpacked sizes (zip bombs). Pure functions over bytes; no torch, no I/O."""
+unpacked sizes (zip bombs). Archives are unpacked as a stream to files in a private
+directory (shared/archives.py), so an upload's memory stays within its budget. No torch."""
 
 from __future__ import annotations
 
-import io
-import lzma
 import posixpath
-import stat
-import tarfile
 import warnings
 import zipfile
-import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
+from shared.archives import (
+    ZIP_ENTRY_ERRORS,
+    ZIP_MAGIC,
+    Spool,
+    UnpackBudget,
+    Unpacked,
+    check_zip_directory,
+    copy_entry,
+    file_size,
+    unpack_archive,
+)
 from shared.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
+from shared.names import check_name
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 JUNK_PARTS = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db"})
 MAX_PATH_CHARS = 300
 MAX_PATH_DEPTH = 8
-ZIP_MAGIC = b"PK\x03\x04"
-ZIP_EMPTY_MAGIC = b"PK\x05\x06"
-# What reading a hostile zip can raise: bad CRCs or lengths, broken deflate/bzip2/lzma streams
-# (zlib.error, OSError, EOFError, lzma.LZMAError is an Exception of its own), encrypted entries
-# (RuntimeError) and unknown compression methods (NotImplementedError).
-ZIP_ENTRY_ERRORS: tuple[type[Exception], ...] = (
-    zipfile.BadZipFile,
-    zlib.error,
-    lzma.LZMAError,
-    OSError,
-    EOFError,
-    RuntimeError,
-    NotImplementedError,
-    ValueError,
-)
+# The most bytes a file can take per pixel it holds: 16-bit RGBA stored uncompressed (TIFF, PNG).
+MAX_FILE_BYTES_PER_PIXEL = 8
+IMAGE_METADATA_BYTES = 16 * 1024 * 1024  # headers, palettes, ICC profiles and EXIF beside the pixels
+DECODED_BYTES_PER_PIXEL = 4  # PIL holds every mode it decodes in at most 4 bytes a pixel
+STORE_COPIES = 2  # a file being stored is in memory twice: its bytes and the S3 SDK's request body
 
 
 @dataclass(frozen=True)
@@ -49,26 +49,54 @@ class UploadLimits:
     max_unpacked_bytes: int
     max_compression_ratio: float
     max_image_pixels: int
+    memory_budget_bytes: int
+
+    @property
+    def max_entry_bytes(self) -> int:
+        """The largest one file may be: what an image within the pixel limit takes, and what the budget can store."""
+        by_pixels = self.max_image_pixels * MAX_FILE_BYTES_PER_PIXEL + IMAGE_METADATA_BYTES
+        return min(by_pixels, self.memory_budget_bytes // STORE_COPIES)
+
+    def budget(self) -> UnpackBudget:
+        """A fresh count of what one upload unpacks, against these limits."""
+        return UnpackBudget(
+            max_files=self.max_files,
+            max_unpacked_bytes=self.max_unpacked_bytes,
+            max_compression_ratio=self.max_compression_ratio,
+        )
+
+
+@dataclass(frozen=True)
+class SentFile:
+    """One file of a multipart upload, as received (spooled by the multipart parser)."""
+
+    name: str
+    file: BinaryIO
 
 
 @dataclass(frozen=True)
 class CheckedImage:
-    """One image that passed every check."""
+    """One image that passed every check; its bytes wait on disk until they are stored."""
 
     path: str
-    data: bytes
+    source: Path
+    size: int
     width: int
     height: int
     format: str
     mode: str
 
+    def read(self) -> bytes:
+        """The file's bytes (at most UploadLimits.max_entry_bytes)."""
+        return self.source.read_bytes()
 
-def check_image(path: str, data: bytes, *, max_pixels: int) -> CheckedImage:
+
+def check_image(path: str, source: Path, *, max_pixels: int, max_decoded_bytes: int) -> CheckedImage:
     """Decode fully; refuse non-images, unsupported formats, truncation and pixel bombs."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(source) as img:
                 fmt = img.format or ""
                 width, height = img.size
                 if fmt not in ALLOWED_FORMATS:
@@ -76,6 +104,13 @@ def check_image(path: str, data: bytes, *, max_pixels: int) -> CheckedImage:
                 if width * height > max_pixels:
                     raise PayloadTooLarge(
                         f"{path}: {width}x{height} is {width * height} pixels; the limit is {max_pixels}", field="files"
+                    )
+                decoded = width * height * DECODED_BYTES_PER_PIXEL
+                if decoded > max_decoded_bytes:
+                    raise PayloadTooLarge(
+                        f"{path}: {width}x{height} takes {decoded} bytes decoded; the upload memory budget is "
+                        f"{max_decoded_bytes}",
+                        field="files",
                     )
                 img.load()
                 mode = img.mode
@@ -85,7 +120,8 @@ def check_image(path: str, data: bytes, *, max_pixels: int) -> CheckedImage:
         raise PayloadTooLarge(f"{path}: image dimensions are too large", field="files") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput(f"{path}: corrupt or truncated image ({exc})", field="files") from exc
-    return CheckedImage(path=path, data=data, width=width, height=height, format=fmt, mode=mode)
+    size = source.stat().st_size
+    return CheckedImage(path=path, source=source, size=size, width=width, height=height, format=fmt, mode=mode)
 
 
 def safe_entry_name(name: str) -> str | None:
@@ -102,99 +138,7 @@ def safe_entry_name(name: str) -> str | None:
     clean = posixpath.join(*parts)
     if len(clean) > MAX_PATH_CHARS or len(parts) > MAX_PATH_DEPTH:
         raise InvalidInput(f"archive entry {name[:80]!r}… path is too long or deep", field="files")
-    return clean
-
-
-def _budget(total: int, count: int, limits: UploadLimits) -> None:
-    if count > limits.max_files:
-        raise PayloadTooLarge(f"the upload holds more than {limits.max_files} files", field="files")
-    if total > limits.max_unpacked_bytes:
-        raise PayloadTooLarge(f"the upload unpacks to more than {limits.max_unpacked_bytes} bytes", field="files")
-
-
-def _read_zip(data: bytes, limits: UploadLimits) -> list[tuple[str, bytes]]:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except ZIP_ENTRY_ERRORS as exc:
-        raise InvalidInput(f"corrupt zip archive: {exc}", field="files") from exc
-    out: list[tuple[str, bytes]] = []
-    total = 0
-    with archive:
-        infos = archive.infolist()
-        _budget(0, len(infos), limits)
-        declared = sum(i.file_size for i in infos)
-        _budget(declared, len(infos), limits)
-        if declared > limits.max_compression_ratio * max(len(data), 1):
-            raise PayloadTooLarge(
-                f"archive expands {declared / max(len(data), 1):.0f}x; the limit is {limits.max_compression_ratio:.0f}x"
-                " (zip bomb?)",
-                field="files",
-            )
-        for info in infos:
-            if info.is_dir():
-                continue
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise InvalidInput(f"archive entry {info.filename!r} is a symbolic link", field="files")
-            name = safe_entry_name(info.filename)
-            if name is None:
-                continue
-            try:
-                with archive.open(info) as handle:
-                    # Never trust the declared size: read at most one byte past the budget.
-                    blob = handle.read(limits.max_unpacked_bytes - total + 1)
-            except ZIP_ENTRY_ERRORS as exc:
-                # A CRC or length mismatch (headers that lie), a broken stream, encryption, an
-                # unsupported compression method.
-                raise InvalidInput(f"archive entry {info.filename!r} cannot be read: {exc}", field="files") from exc
-            total += len(blob)
-            _budget(total, len(out) + 1, limits)
-            out.append((name, blob))
-    return out
-
-
-def _read_tar(data: bytes, limits: UploadLimits) -> list[tuple[str, bytes]]:
-    try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115 - closed by the with below
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise InvalidInput(f"corrupt tar archive: {exc}", field="files") from exc
-    out: list[tuple[str, bytes]] = []
-    total = 0
-    count = 0
-    with archive:
-        try:
-            for member in archive:
-                count += 1
-                _budget(total, count, limits)
-                if member.isdir():
-                    continue
-                if member.issym() or member.islnk():
-                    raise InvalidInput(f"archive entry {member.name!r} is a link", field="files")
-                if not member.isfile():
-                    raise InvalidInput(f"archive entry {member.name!r} is not a regular file", field="files")
-                name = safe_entry_name(member.name)
-                if name is None:
-                    continue
-                total += member.size
-                _budget(total, count, limits)
-                handle = archive.extractfile(member)
-                if handle is None:  # pragma: no cover - regular files always have a handle
-                    continue
-                out.append((name, handle.read(member.size + 1)[: member.size]))
-        except (tarfile.TarError, EOFError, zipfile.BadZipFile) as exc:
-            raise InvalidInput(f"corrupt tar archive: {exc}", field="files") from exc
-    return out
-
-
-def is_archive(data: bytes) -> str | None:
-    """'zip', 'tar' or None, by content (never by file name)."""
-    if data.startswith((ZIP_MAGIC, ZIP_EMPTY_MAGIC)):
-        return "zip"
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
-            archive.next()
-        return "tar"
-    except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile):
-        return None
+    return check_name(clean, field="files", what="archive entry")  # control characters, bytes per name
 
 
 def _strip_common_root(paths: list[str]) -> list[str]:
@@ -204,28 +148,49 @@ def _strip_common_root(paths: list[str]) -> list[str]:
     return ["/".join(s) for s in split]
 
 
-def unpack(files: list[tuple[str, bytes]], limits: UploadLimits) -> tuple[list[CheckedImage], list[str]]:
-    """Expand archives, check every image; returns the images and their class names.
+def _copy_plain(sent: SentFile, spool: Spool, budget: UnpackBudget, limits: UploadLimits) -> Unpacked:
+    """A file sent as it is (not an archive), copied to the spool and counted."""
+    name = safe_entry_name(PurePosixPath(sent.name or "image").name) or "image"
+    size = file_size(sent.file)
+    if size > limits.max_entry_bytes:
+        raise PayloadTooLarge(
+            f"{name}: over {limits.max_entry_bytes} bytes, the most one image may take", field="files"
+        )
+    dest = spool.new_path()
+    written = copy_entry(name, sent.file.read, dest, limit=limits.max_entry_bytes, count=budget.add)
+    return Unpacked(name, dest, written)
+
+
+def unpack(files: Sequence[SentFile], limits: UploadLimits, *, workdir: Path) -> tuple[list[CheckedImage], list[str]]:
+    """Expand archives into ``workdir`` and check every image; returns the images and their class names.
 
     Classes are the first folder of each path when every image sits in one.
     """
-    entries: list[tuple[str, bytes]] = []
-    for name, data in files:
-        kind = is_archive(data)
-        if kind == "zip":
-            entries.extend(_read_zip(data, limits))
-        elif kind == "tar":
-            entries.extend(_read_tar(data, limits))
-        else:
-            clean = safe_entry_name(PurePosixPath(name or "image").name)
-            entries.append((clean or "image", data))
-        _budget(sum(len(d) for _n, d in entries), len(entries), limits)
+    budget = limits.budget()
+    spool = Spool(workdir)
+    entries: list[Unpacked] = []
+    for sent in files:
+        unpacked = unpack_archive(
+            sent.file,
+            display=PurePosixPath(sent.name or "archive").name,
+            budget=budget,
+            entry_name=safe_entry_name,
+            max_entry_bytes=limits.max_entry_bytes,
+            spool=spool,
+        )
+        if unpacked is None:
+            budget.add_files()
+            unpacked = [_copy_plain(sent, spool, budget, limits)]
+        entries.extend(unpacked)
     if not entries:
         raise InvalidInput("the upload holds no images", field="files")
-    paths = _strip_common_root([n for n, _d in entries])
+    paths = _strip_common_root([e.name for e in entries])
     if len(set(paths)) != len(paths):
         raise InvalidInput("the upload holds two files with the same path", field="files")
-    images = [check_image(p, d, max_pixels=limits.max_image_pixels) for p, (_n, d) in zip(paths, entries, strict=True)]
+    images = [
+        check_image(p, e.path, max_pixels=limits.max_image_pixels, max_decoded_bytes=limits.memory_budget_bytes)
+        for p, e in zip(paths, entries, strict=True)
+    ]
     nested = [p.split("/") for p in paths]
     classes = sorted({parts[0] for parts in nested}) if all(len(parts) > 1 for parts in nested) else []
     return images, classes
@@ -244,16 +209,16 @@ class CheckedWeights:
     """A torch zip-format file that passed the structural checks (it is not unpickled here)."""
 
     path: str
-    data: bytes
+    size: int
     entries: int
 
 
-def is_weights_upload(files: list[tuple[str, bytes]]) -> bool:
+def is_weights_upload(files: Sequence[SentFile]) -> bool:
     """One file named *.pt or *.pth: a weights upload rather than images."""
-    return len(files) == 1 and PurePosixPath(files[0][0] or "").suffix.lower() in WEIGHTS_SUFFIXES
+    return len(files) == 1 and PurePosixPath(files[0].name or "").suffix.lower() in WEIGHTS_SUFFIXES
 
 
-def check_weights(name: str, data: bytes, limits: UploadLimits) -> CheckedWeights:
+def check_weights(sent: SentFile, limits: UploadLimits) -> CheckedWeights:
     """Check a torch.save file's container without unpickling it.
 
     torch.save's format is a zip with ``<archive>/data.pkl`` (the pickled structure) and
@@ -261,11 +226,13 @@ def check_weights(name: str, data: bytes, limits: UploadLimits) -> CheckedWeight
     legacy bare-pickle format, an HTML page named .pt, a zip bomb) is refused here; the
     pickle itself is only ever read by the worker with ``torch.load(weights_only=True)``.
     """
-    path = safe_entry_name(PurePosixPath(name).name) or "weights.pt"
-    if not data.startswith(ZIP_MAGIC):
+    path = safe_entry_name(PurePosixPath(sent.name).name) or "weights.pt"
+    size = file_size(sent.file)
+    if not sent.file.read(len(ZIP_MAGIC)).startswith(ZIP_MAGIC):
         raise UnsupportedMedia(f"{path}: not a torch.save zip file; {TORCH_LEGACY_HINT}", field="files")
+    check_zip_directory(sent.file, size, budget=limits.budget())
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(sent.file) as archive:
             infos = archive.infolist()
     except ZIP_ENTRY_ERRORS as exc:
         raise UnsupportedMedia(f"{path}: not a readable torch.save zip file ({exc})", field="files") from exc
@@ -283,4 +250,5 @@ def check_weights(name: str, data: bytes, limits: UploadLimits) -> CheckedWeight
             f"{path}: a zip, but not torch.save's layout (one folder with {TORCH_PICKLE_ENTRY}); {TORCH_LEGACY_HINT}",
             field="files",
         )
-    return CheckedWeights(path=path, data=data, entries=len(infos))
+    sent.file.seek(0)
+    return CheckedWeights(path=path, size=size, entries=len(infos))

@@ -5,28 +5,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from services.api.schemas import ErrorOut, UploadOut, UploadPage
+from services.api.unpackgate import UnpackGate
+from shared.archives import file_size
+from shared.config import Settings
 from shared.db import queries
 from shared.errors import InvalidInput, PayloadTooLarge
 from shared.storage import ObjectStore, upload_key
-from shared.uploads import CheckedWeights, UploadLimits, check_weights, is_weights_upload, unpack
+from shared.uploads import CheckedWeights, SentFile, UploadLimits, check_weights, is_weights_upload, unpack
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-READ_CHUNK = 1024 * 1024
 DEFAULT_PAGE = 20
 WEIGHTS_CONTENT_TYPE = "application/octet-stream"
+WORKDIR_PREFIX = "atelier-upload-"
+GATE_STATE = "upload_gate"  # the app.state attribute holding this process's UnpackGate
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut},
@@ -34,6 +40,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "Too large: body, unpacked archive, file count or pixel count"},
     415: {"model": ErrorOut, "description": "Not an image, a zip/tar of images, or a torch.save weights file"},
     422: {"model": ErrorOut, "description": "Corrupt image or unsafe archive entry"},
+    429: {"model": ErrorOut, "description": "Too many uploads being unpacked at once; retry after Retry-After"},
 }
 
 
@@ -43,18 +50,54 @@ def _check_length(request: Request, limit: int) -> None:
         raise PayloadTooLarge(f"upload is {declared} bytes; the limit is {limit}", field="files")
 
 
-async def _read_all(files: list[UploadFile], limit: int) -> list[tuple[str, bytes]]:
-    out: list[tuple[str, bytes]] = []
-    total = 0
-    for item in files:
-        parts = []
-        while chunk := await item.read(READ_CHUNK):
-            total += len(chunk)
-            if total > limit:
-                raise PayloadTooLarge(f"upload is over the limit of {limit} bytes", field="files")
-            parts.append(chunk)
-        out.append((item.filename or "image", b"".join(parts)))
-    return out
+def _received(files: list[UploadFile], limit: int) -> list[SentFile]:
+    """The files as the multipart parser spooled them (never read into memory here), within ``limit`` in all."""
+    sent = [SentFile(name=item.filename or "image", file=item.file) for item in files]
+    if sum(file_size(s.file) for s in sent) > limit:
+        raise PayloadTooLarge(f"upload is over the limit of {limit} bytes", field="files")
+    return sent
+
+
+async def get_gate(request: Request, settings: SettingsDep) -> UnpackGate:
+    """This process's UnpackGate, made on first use (on the event loop, so only once)."""
+    gate: UnpackGate | None = getattr(request.app.state, GATE_STATE, None)
+    if gate is None:
+        gate = UnpackGate(limit=settings.upload_unpack_concurrency, per_tenant=settings.upload_unpack_per_tenant)
+        setattr(request.app.state, GATE_STATE, gate)
+    return gate
+
+
+GateDep = Annotated[UnpackGate, Depends(get_gate)]
+
+
+def _limits(settings: Settings) -> UploadLimits:
+    return UploadLimits(
+        max_files=settings.max_upload_files,
+        max_unpacked_bytes=settings.max_unpacked_bytes,
+        max_compression_ratio=settings.max_compression_ratio,
+        max_image_pixels=settings.max_image_pixels,
+        memory_budget_bytes=settings.upload_memory_budget_bytes,
+    )
+
+
+def _unpack_and_store(
+    sent: Sequence[SentFile], limits: UploadLimits, store: ObjectStore, *, tenant_id: uuid.UUID, upload_id: uuid.UUID
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Unpack into a private temp dir, check every image, store them one at a time; (manifest, classes)."""
+    manifest: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX) as workdir:
+        images, classes = unpack(sent, limits, workdir=Path(workdir))
+        try:
+            for image in images:
+                key = upload_key(tenant_id, upload_id, image.path)
+                store.put(key, image.read(), content_type=f"image/{image.format.lower()}")
+                manifest.append(
+                    {"path": image.path, "key": key, "width": image.width, "height": image.height, "bytes": image.size}
+                )
+        except Exception:
+            store.delete_prefix(f"uploads/{tenant_id}/{upload_id}/")
+            raise
+    return manifest, classes
 
 
 @router.post("", status_code=201, response_model=UploadOut, responses=ERRORS)
@@ -65,46 +108,26 @@ async def create_upload(
     tenant_id: TenantDep,
     store: StoreDep,
     settings: SettingsDep,
+    gate: GateDep,
 ) -> UploadOut:
     """Upload images (sub-folders in an archive become class labels), or one ``.pt``/``.pth``
     weights file written by ``torch.save`` (a VGG state_dict for style.transfer's ``weights``)."""
     _check_length(request, settings.max_upload_bytes)
-    raw = await _read_all(files, settings.max_upload_bytes)
-    if not raw:
+    sent = await run_in_threadpool(_received, files, settings.max_upload_bytes)
+    if not sent:
         raise InvalidInput("files: no file was sent", field="files")
-    limits = UploadLimits(
-        max_files=settings.max_upload_files,
-        max_unpacked_bytes=settings.max_unpacked_bytes,
-        max_compression_ratio=settings.max_compression_ratio,
-        max_image_pixels=settings.max_image_pixels,
-    )
+    limits = _limits(settings)
     upload_id = uuid.uuid4()
-    if is_weights_upload(raw):
-        weights = check_weights(raw[0][0], raw[0][1], limits)
-        return await _store_weights(session, store, tenant_id=tenant_id, upload_id=upload_id, weights=weights)
-    images, classes = await run_in_threadpool(unpack, raw, limits)
-    manifest: list[dict[str, Any]] = []
-
-    def store_all() -> None:
-        try:
-            for image in images:
-                key = upload_key(tenant_id, upload_id, image.path)
-                store.put(key, image.data, content_type=f"image/{image.format.lower()}")
-                manifest.append(
-                    {
-                        "path": image.path,
-                        "key": key,
-                        "width": image.width,
-                        "height": image.height,
-                        "bytes": len(image.data),
-                    }
-                )
-        except Exception:
-            store.delete_prefix(f"uploads/{tenant_id}/{upload_id}/")
-            raise
-
-    await run_in_threadpool(store_all)
-    filename = raw[0][0] if len(raw) == 1 else f"{len(raw)} files"
+    with gate.slot(tenant_id):
+        if is_weights_upload(sent):
+            weights = await run_in_threadpool(check_weights, sent[0], limits)
+            return await _store_weights(
+                session, store, tenant_id=tenant_id, upload_id=upload_id, weights=weights, sent=sent[0]
+            )
+        manifest, classes = await run_in_threadpool(
+            _unpack_and_store, sent, limits, store, tenant_id=tenant_id, upload_id=upload_id
+        )
+    filename = sent[0].name if len(sent) == 1 else f"{len(sent)} files"
     with _removed_on_failure(store, tenant_id, upload_id):
         upload = queries.create_upload(
             session, upload_id=upload_id, tenant_id=tenant_id, filename=filename, manifest=manifest, classes=classes
@@ -124,11 +147,23 @@ def _removed_on_failure(store: ObjectStore, tenant_id: uuid.UUID, upload_id: uui
 
 
 async def _store_weights(
-    session: Session, store: ObjectStore, *, tenant_id: uuid.UUID, upload_id: uuid.UUID, weights: CheckedWeights
+    session: Session,
+    store: ObjectStore,
+    *,
+    tenant_id: uuid.UUID,
+    upload_id: uuid.UUID,
+    weights: CheckedWeights,
+    sent: SentFile,
 ) -> UploadOut:
     key = upload_key(tenant_id, upload_id, weights.path)
-    await run_in_threadpool(store.put, key, weights.data, content_type=WEIGHTS_CONTENT_TYPE)
-    manifest = [{"path": weights.path, "key": key, "width": 0, "height": 0, "bytes": len(weights.data)}]
+
+    def put() -> None:
+        sent.file.seek(0)
+        # The store takes bytes: the file (at most max_upload_bytes) is in memory once, here.
+        store.put(key, sent.file.read(), content_type=WEIGHTS_CONTENT_TYPE)
+
+    await run_in_threadpool(put)
+    manifest = [{"path": weights.path, "key": key, "width": 0, "height": 0, "bytes": weights.size}]
     with _removed_on_failure(store, tenant_id, upload_id):
         upload = queries.create_upload(
             session,
