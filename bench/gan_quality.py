@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.specs import MAX_STEPS, GanTrainParams
 from workers.gan.data import load_builtin, load_points, mixture
 from workers.gan.features import FeatureSpace, ImageEvaluator, train_digits_classifier
 from workers.gan.loop import EVAL_IMAGES, HQ_METRIC, MODES_METRIC, train
@@ -48,7 +48,7 @@ DIGITS_SIZE = 32
 IMAGE_METRICS = ("fd", "kid", "precision", "recall")
 TARGETS = {"ring8": (7.5, 0.90), "grid25": (23.0, 0.85)}  # the issue's: modes captured (mean), high-quality share
 T = TypeVar("T")
-NEVER = 10**9  # a schedule period longer than any run: no intermediate logs, grids or checkpoints
+NEVER = MAX_STEPS  # a schedule period as long as the longest run: no intermediate logs, grids or checkpoints
 # Published ring8 figures (modes captured of 8, high-quality share), as quoted by PacGAN's Table 2.
 PUBLISHED_RING8: tuple[tuple[str, float, float], ...] = (
     ("GAN (published)", 6.3, 0.982),

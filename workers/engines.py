@@ -16,7 +16,7 @@ from PIL import Image
 from shared.db import queries
 from shared.db.session import transaction
 from shared.errors import JobFailed, NotFound
-from shared.jobs.memory import describe_bytes, style_memory_bytes
+from shared.jobs.memory import describe_bytes, gan_memory_bytes, gan_sample_memory_bytes, style_memory_bytes
 from shared.jobs.specs import (
     BUILTIN_DATASETS,
     TORCHVISION_DATASETS,
@@ -80,15 +80,28 @@ def _host_memory_available() -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def _check_style_memory(params: StyleTransferParams, device: torch.device, limit: int | None) -> None:
-    need = style_memory_bytes(params)
+def _check_memory(need: int, device: torch.device, limit: int | None, *, what: str, remedy: str) -> None:
+    """Fail the job (too_large) before it allocates when its estimate is over what the device has free."""
     have = available_memory_bytes(device, limit)
     if need > have:
         raise JobFailed(
-            f"params.size: {params.size} px needs about {describe_bytes(need)} of {device.type} memory (estimate), "
-            f"but this worker has {describe_bytes(have)} available; lower size or style_scale, or use optimizer adam",
+            f"{what} needs about {describe_bytes(need)} of {device.type} memory (estimate), "
+            f"but this worker has {describe_bytes(have)} available; {remedy}",
             code="too_large",
         )
+
+
+def _check_style_memory(params: StyleTransferParams, device: torch.device, limit: int | None) -> None:
+    _check_memory(
+        style_memory_bytes(params),
+        device,
+        limit,
+        what=f"params.size: {params.size} px",
+        remedy="lower size or style_scale, or use optimizer adam",
+    )
+
+
+GAN_REMEDY = "lower batch_size, image_size, ngf or ndf"
 
 
 def _fetch(ctx: WorkerContext, key: str, what: str) -> bytes:
@@ -159,6 +172,13 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
                 f"this dataset has {images.shape[0]}, so they are not recorded"
             )
     device = pick_device(ctx.settings.device)
+    _check_memory(
+        gan_memory_bytes(params, num_classes=len(classes)),
+        device,
+        ctx.settings.device_memory_limit_bytes,
+        what=f"params.batch_size: a batch of {params.batch_size} at {params.image_size} px",
+        remedy=GAN_REMEDY,
+    )
     images, labels = _resident(images, labels, device)
     try:
         gan_train(
@@ -170,6 +190,12 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
             num_classes=len(classes),
             evaluator=evaluator,
         )
+    except torch.OutOfMemoryError as exc:
+        raise JobFailed(
+            f"out of {device.type} memory at batch_size {params.batch_size}, {params.image_size} px ({exc}); "
+            f"{GAN_REMEDY}",
+            code="too_large",
+        ) from exc
     except GanDivergence as exc:
         raise JobFailed(str(exc), code="diverged") from exc
     except ValueError as exc:  # a checkpoint that doesn't fit these params, or unusable data
@@ -289,10 +315,22 @@ def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) 
             artifact = queries.get_artifact(session, job_id=source.id, name=GENERATOR_ARTIFACT)
         except NotFound as exc:
             raise JobFailed(f"source job {params.source_job} has no generator weights", code="missing_input") from exc
-        key = artifact.key
+        key, trained = artifact.key, GanTrainParams.from_stored(source.params)
+    device = pick_device(ctx.settings.device)
+    _check_memory(
+        gan_sample_memory_bytes(trained, params.n),
+        device,
+        ctx.settings.device_memory_limit_bytes,
+        what=f"params.n: {params.n} images",
+        remedy="lower n",
+    )
     weights = _fetch(ctx, key, "generator weights")
     try:
-        grid, raw = gan_sample(weights, n=params.n, seed=params.seed, device=pick_device(ctx.settings.device))
+        grid, raw = gan_sample(weights, n=params.n, seed=params.seed, device=device)
+    except torch.OutOfMemoryError as exc:
+        raise JobFailed(
+            f"out of {device.type} memory drawing {params.n} images ({exc}); lower n", code="too_large"
+        ) from exc
     except ValueError as exc:
         raise JobFailed(f"source job {params.source_job}: {exc}", code="bad_input") from exc
     runner.save_artifact("samples.png", grid, kind="sample", content_type="image/png")

@@ -15,6 +15,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -27,6 +28,7 @@ from shared.errors import JobFailed, StorageUnavailable, TransientError
 from shared.jobs.states import JobState
 from shared.storage import ObjectStore, job_key, make_store, retry_storage
 from workers.hooks import STOP_CANCEL, STOP_LEASE_LOST, STOP_SHUTDOWN, StopRequested
+from workers.limits import JobLimits
 from workers.watchdog import Watchdog, count_event
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,13 @@ class JobRunner:
         self._main_mark = time.monotonic()  # the main thread's last stop check or progress report
         self._sync_since: float | None = None  # when the sync call in flight started
         self._thread = threading.Thread(target=self._sync_loop, name=f"sync-{claim.job_id}", daemon=True)
+        self.limits = JobLimits(
+            max_artifacts=self.settings.max_job_artifacts,
+            max_artifact_bytes=self.settings.max_job_artifact_bytes,
+            max_runtime_s=JobLimits.runtime_of(claim.params),
+            recorded=self._recorded_artifacts,
+            started_at=self._first_started_at,
+        )
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -305,7 +314,8 @@ class JobRunner:
         )
 
     def save_artifact(self, name: str, data: bytes, *, kind: str, content_type: str) -> None:
-        """Upload an output under this attempt's prefix, then record it (fenced)."""
+        """Upload an output under this attempt's prefix, then record it (fenced); within the per-job caps."""
+        self.limits.admit_artifact(name, len(data))
         section = ARTIFACT_SECTIONS.get(kind, "outputs")
         key = job_key(self.claim.job_id, section, f"a{self.claim.attempt}/{name}")
         self._put(key, data, content_type, f"artifact {name}")
@@ -327,6 +337,27 @@ class JobRunner:
         if not db_retry(record, what=f"recording artifact {name}", before_retry=self._give_up_if_lost):
             self._lost.set()
 
+    def _recorded_artifacts(self) -> dict[str, int]:
+        """Sizes by name of the artifacts this job's attempts recorded so far (for the per-job caps)."""
+
+        def read() -> dict[str, int]:
+            with transaction(self.ctx.sessions) as session:  # one page: past the cap, the rest doesn't matter
+                page = queries.list_artifacts(
+                    session, job_id=self.claim.job_id, limit=self.settings.max_job_artifacts + 1, cursor=None
+                )
+                return {a.name: a.size for a in page.items}
+
+        return db_retry(read, what="reading the job's artifacts", before_retry=self._give_up_if_lost)
+
+    def _first_started_at(self) -> datetime | None:
+        """When the job's first attempt started (max_runtime_s counts from there)."""
+
+        def read() -> datetime | None:
+            with transaction(self.ctx.sessions) as session:
+                return queries.get_job(session, tenant_id=self.claim.tenant_id, job_id=self.claim.job_id).started_at
+
+        return db_retry(read, what="reading when the job started", before_retry=self._give_up_if_lost)
+
     def warn(self, message: str) -> None:
         """Attach a warning to the job (fenced)."""
 
@@ -346,6 +377,7 @@ class JobRunner:
             return STOP_LEASE_LOST
         if self._cancel.is_set():
             return STOP_CANCEL
+        self.limits.check_runtime()  # past max_runtime_s: JobFailed
         if self.ctx.shutdown.is_set() or self._handback.is_set():
             return STOP_SHUTDOWN
         return None

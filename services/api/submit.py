@@ -11,11 +11,11 @@ from celery import Celery
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from services.api.admission import admit
 from shared.config import Settings
 from shared.db import queries
 from shared.db.models import Job
 from shared.errors import InvalidInput, NotFound
-from shared.jobs.memory import describe_bytes, style_memory_bytes
 from shared.jobs.specs import (
     JOB_TYPES,
     GanSampleParams,
@@ -85,7 +85,6 @@ def _check_references(session: Session, *, tenant_id: uuid.UUID, params: Any, se
                 f"{params.largest_style_size()} px are over this server's limit of {settings.max_style_size} px",
                 field="params.style_scale",
             )
-        _check_style_memory(params, settings)
         _require_upload(session, tenant_id=tenant_id, ref=params.content, field="params.content")
         for i, ref in enumerate(params.styles):
             _require_upload(session, tenant_id=tenant_id, ref=ref, field=f"params.styles.{i}")
@@ -100,21 +99,6 @@ def _check_references(session: Session, *, tenant_id: uuid.UUID, params: Any, se
             raise InvalidInput(f"{field}: job {source.id} is a {source.type} job, not gan.train", field=field)
         if source.state != JobState.SUCCEEDED:
             raise InvalidInput(f"{field}: job {source.id} is {source.state}; it must have succeeded", field=field)
-
-
-def _check_style_memory(params: StyleTransferParams, settings: Settings) -> None:
-    """Refuse a style job whose estimated peak memory is over the workers' device memory."""
-    have = settings.style_device_memory_bytes
-    if have is None:
-        return
-    need = style_memory_bytes(params)
-    if need > have:
-        raise InvalidInput(
-            f"params.size: {params.size} px with {params.optimizer} and layers down to the deepest one used "
-            f"needs about {describe_bytes(need)} of device memory (estimate), over the {describe_bytes(have)} "
-            "this server's workers have; lower size or style_scale, or use optimizer adam",
-            field="params.size",
-        )
 
 
 def submit_job(
@@ -136,6 +120,7 @@ def submit_job(
     except ValidationError as exc:
         raise describe_validation_error(exc, prefix="params") from exc
     _check_references(session, tenant_id=tenant_id, params=params, settings=settings)
+    admit(session, tenant_id=tenant_id, params=params, settings=settings)  # memory and artifact caps
     job, created = queries.create_job(
         session,
         tenant_id=tenant_id,

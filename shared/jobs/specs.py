@@ -35,7 +35,8 @@ BUILTIN_IMAGES: tuple[str, ...] = (
     "china",
     "flower",
 )
-UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Matched with fullmatch: "$" would also match before a trailing newline, which uuid.UUID() refuses.
+UPLOAD_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 MAX_STEPS = 1_000_000
 MAX_BATCH = 4096
@@ -44,18 +45,24 @@ GAN_IMAGE_SIZES = (16, 32, 64, 128)
 MIN_STYLE_SIZE = 32
 MAX_STYLES = 8
 MAX_SAMPLES = 4096
+# What one job may write: sample grids (gan.train; style.transfer's snapshots: MAX_SNAPSHOTS) and
+# checkpoints (never pruned), so every *_every field is bounded below by steps / these.
+MAX_SAMPLE_GRIDS = 500
+MAX_CHECKPOINTS = 1000
+MAX_RUNTIME_S = 30 * 24 * 3600  # max_runtime_s: at most 30 days
 
 
 def is_upload_ref(value: str) -> bool:
     """True when ``value`` names an upload (a UUID) rather than a built-in."""
-    return bool(UPLOAD_ID_RE.match(value))
+    return UPLOAD_ID_RE.fullmatch(value) is not None
 
 
 _STORED = "stored"  # validation context key: the data is a stored job's params, already filled in
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: "10" is not an int, true is not 1 and "yes" is not a bool (an int is still a float)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     @classmethod
     def from_stored(cls, data: Mapping[str, Any]) -> Self:
@@ -63,6 +70,70 @@ class _Params(BaseModel):
         field a later version added (or a preset changed since) takes its plain default, and an old
         job resumes as it started."""
         return cls.model_validate(data, context={_STORED: True})
+
+
+def _refuse(model: BaseModel, problems: list[tuple[str, str]]) -> None:
+    """Raise one ValidationError naming each (field, message) of ``problems``, if any."""
+    if problems:
+        raise ValidationError.from_exception_data(
+            type(model).__name__,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError("value_error", message), loc=(field,), input=getattr(model, field)
+                )
+                for field, message in problems
+            ],
+        )
+
+
+_EVERY_MAX: dict[str, Any] = {"maximum": MAX_STEPS}  # *_every in the JSON schema (checked by _every_problems)
+
+
+def _is_stored(info: ValidationInfo) -> bool:
+    return isinstance(info.context, Mapping) and bool(info.context.get(_STORED))
+
+
+def _every_problems(
+    name: str, every: int | None, steps: int, most: int | None = None, what: str = ""
+) -> list[tuple[str, str]]:
+    """``name`` (every N steps) is at most MAX_STEPS and writes at most ``most`` ``what`` over ``steps`` steps.
+
+    Checked on requests only: a job stored before these bounds existed still parses as it was stored.
+    """
+    if every is None:
+        return []
+    if every > MAX_STEPS:
+        return [(name, f"{name} must be at most {MAX_STEPS}, got {every}")]
+    if most is None or steps // every <= most:
+        return []
+    return [
+        (
+            name,
+            f"{name}={every} would save {steps // every} {what} in {steps} steps; at most {most} are allowed, "
+            f"so use {name} >= {-(-steps // most)}",
+        )
+    ]
+
+
+def _scale_unset_every(model: BaseModel, steps: int, limits: dict[str, int]) -> None:
+    """A ``*_every`` the caller left at its default is raised so that a long job writes at most its limit.
+
+    A field the caller set is kept, and refused by _every_problems if it writes too much.
+    """
+    for name, most in limits.items():
+        every = getattr(model, name)
+        if name not in model.model_fields_set and every is not None and steps // every > most:
+            setattr(model, name, -(-steps // most))
+
+
+def _runtime_field() -> Any:
+    return Field(
+        default=None,
+        ge=1,
+        le=MAX_RUNTIME_S,
+        description="Fail the job (error code runtime_exceeded) once this many seconds have passed since it "
+        "first started, hand-backs and retries included; null: no limit.",
+    )
 
 
 GanArch = Literal["dcgan", "mlp", "progressive", "msg"]
@@ -129,7 +200,7 @@ def _preset_filled(
     """A copy of the request ``data`` with its preset's values in every field the caller left out
     (none for stored params: see ``_Params.from_stored``)."""
     filled = dict(data)
-    if isinstance(info.context, Mapping) and info.context.get(_STORED):
+    if _is_stored(info):
         return filled
     preset = filled.get("preset")
     if isinstance(preset, str) and preset in presets:
@@ -233,12 +304,23 @@ class GanTrainParams(_Params):
     ngf: int = Field(default=64, ge=4, le=1024, description="Generator width.")
     ndf: int = Field(default=64, ge=4, le=1024, description="Discriminator width.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    log_every: int = Field(default=1, ge=1, description="Record metrics every N steps.")
-    checkpoint_every: int = Field(default=100, ge=1, description="Checkpoint every N steps.")
-    sample_every: int = Field(default=100, ge=1, description="Sample grid from fixed noise every N steps.")
+    log_every: int = Field(default=1, ge=1, json_schema_extra=_EVERY_MAX, description="Record metrics every N steps.")
+    checkpoint_every: int = Field(
+        default=100,
+        ge=1,
+        json_schema_extra=_EVERY_MAX,
+        description=f"Checkpoint every N steps (at most {MAX_CHECKPOINTS} a job).",
+    )
+    sample_every: int = Field(
+        default=100,
+        ge=1,
+        json_schema_extra=_EVERY_MAX,
+        description=f"Sample grid from fixed noise every N steps (at most {MAX_SAMPLE_GRIDS} grids a job).",
+    )
     eval_every: int | None = Field(
         default=None,
         ge=1,
+        json_schema_extra=_EVERY_MAX,
         description="Quality metrics every N steps and at the end: modes and hq_share on point datasets, "
         "fd, kid, precision and recall on images (in a digits classifier's feature space). Default: "
         f"sample_every on points, max(sample_every, {IMAGE_EVAL_EVERY}) on images.",
@@ -251,6 +333,7 @@ class GanTrainParams(_Params):
         description="auto: bf16 autocast and channels_last on a CUDA GPU with bf16, fp32 elsewhere; "
         "fp32 or bf16 force it (losses stay fp32).",
     )
+    max_runtime_s: int | None = _runtime_field()
 
     @model_validator(mode="before")
     @classmethod
@@ -280,6 +363,14 @@ class GanTrainParams(_Params):
             return value
         raise ValueError(f"unknown dataset {value!r}: use one of {list(BUILTIN_DATASETS)} or an upload id")
 
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _integer_channels(cls, value: Any) -> Any:
+        # A Literal compares by equality, so true and 3.0 would pass as 1 and 3
+        if value is not None and type(value) is not int:
+            raise ValueError(f"channels must be the integer 1 or 3, got {value!r}")
+        return value
+
     @field_validator("image_size")
     @classmethod
     def _known_size(cls, value: int) -> int:
@@ -295,7 +386,7 @@ class GanTrainParams(_Params):
         return value
 
     @model_validator(mode="after")
-    def _coherent(self) -> GanTrainParams:
+    def _coherent(self, info: ValidationInfo) -> GanTrainParams:
         problems: list[tuple[str, str]] = []
         if self.points:
             what = f"dataset {self.dataset!r} is 2-D points, not images"
@@ -343,18 +434,15 @@ class GanTrainParams(_Params):
             problems.append(("label_smoothing", f"label_smoothing applies to the bce loss, not {self.loss!r}"))
         if self.d_skip_threshold is not None and self.loss == "wgan-gp":
             problems.append(("d_skip_threshold", "d_skip_threshold needs a loss bounded below (bce or hinge)"))
-        if problems:
-            raise ValidationError.from_exception_data(
-                type(self).__name__,
-                [
-                    InitErrorDetails(
-                        type=PydanticCustomError("value_error", message),
-                        loc=(field,),
-                        input=getattr(self, field),
-                    )
-                    for field, message in problems
-                ],
+        if not _is_stored(info):
+            _scale_unset_every(self, self.steps, {"sample_every": MAX_SAMPLE_GRIDS, "checkpoint_every": MAX_CHECKPOINTS})
+            problems += _every_problems("sample_every", self.sample_every, self.steps, MAX_SAMPLE_GRIDS, "sample grids")
+            problems += _every_problems(
+                "checkpoint_every", self.checkpoint_every, self.steps, MAX_CHECKPOINTS, "checkpoints"
             )
+            problems += _every_problems("log_every", self.log_every, self.steps)
+            problems += _every_problems("eval_every", self.eval_every, self.steps)
+        _refuse(self, problems)
         return self
 
     @property
@@ -474,11 +562,20 @@ class StyleTransferParams(_Params):
         default=DEFAULT_LR["adam"], gt=0, le=10.0, description="Step size; default 0.05 for adam, 1.0 for lbfgs."
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    log_every: int = Field(default=1, ge=1)
-    checkpoint_every: int = Field(default=50, ge=1)
-    snapshot_every: int | None = Field(
-        default=None, ge=1, description="Save the image as a snapshots/step-N.png artifact every N steps."
+    log_every: int = Field(default=1, ge=1, json_schema_extra=_EVERY_MAX)
+    checkpoint_every: int = Field(
+        default=50,
+        ge=1,
+        json_schema_extra=_EVERY_MAX,
+        description=f"Checkpoint every N steps (at most {MAX_CHECKPOINTS} a job).",
     )
+    snapshot_every: int | None = Field(
+        default=None,
+        ge=1,
+        json_schema_extra=_EVERY_MAX,
+        description=f"Save the image as a snapshots/step-N.png artifact every N steps (at most {MAX_SNAPSHOTS}).",
+    )
+    max_runtime_s: int | None = _runtime_field()
 
     @model_validator(mode="before")
     @classmethod
@@ -556,7 +653,7 @@ class StyleTransferParams(_Params):
         return value
 
     @model_validator(mode="after")
-    def _blend_matches(self) -> StyleTransferParams:
+    def _blend_matches(self, info: ValidationInfo) -> StyleTransferParams:
         if self.style_blend is not None:
             if len(self.style_blend) != len(self.styles):
                 raise ValueError(
@@ -566,10 +663,14 @@ class StyleTransferParams(_Params):
                 raise ValueError("style_blend weights must be non-negative and not all zero")
         if self.scales is not None and self.scales[-1] != self.size:
             raise ValueError(f"scales must end at size ({self.size} px), got {self.scales}")
-        if self.snapshot_every is not None and self.total_steps() // self.snapshot_every > MAX_SNAPSHOTS:
-            raise ValueError(
-                f"snapshot_every={self.snapshot_every} would save {self.total_steps() // self.snapshot_every} "
-                f"snapshots; at most {MAX_SNAPSHOTS} are kept, so raise snapshot_every"
+        if not _is_stored(info):  # checked at submit: a stored job parses as it was stored
+            total = self.total_steps()
+            _scale_unset_every(self, total, {"checkpoint_every": MAX_CHECKPOINTS})
+            _refuse(
+                self,
+                _every_problems("snapshot_every", self.snapshot_every, total, MAX_SNAPSHOTS, "snapshots")
+                + _every_problems("checkpoint_every", self.checkpoint_every, total, MAX_CHECKPOINTS, "checkpoints")
+                + _every_problems("log_every", self.log_every, total),
             )
         return self
 

@@ -85,6 +85,10 @@ def test_idempotency_keys_are_per_tenant(client: TestClient, alice: Caller, bob:
         ({**STYLE, "params": {**STYLE["params"], "style_blend": [0.5, 0.5]}}, 422, "params", "style_blend has 2"),
         ({**STYLE, "params": {**STYLE["params"], "content": "nope"}}, 422, "params.content", "unknown image 'nope'"),
         ({"type": "gan.sample", "params": {"source_job": str(uuid.uuid4())}}, 422, "params.source_job", "not found"),
+        # an id with a trailing newline: "$" matched before it, then uuid.UUID() raised (a 500)
+        ({"type": "gan.sample", "params": {"source_job": f"{uuid.uuid4()}\n"}}, 422, "params.source_job", "job id"),
+        ({"type": "gan.train", "params": {"dataset": f"{uuid.uuid4()}\n"}}, 422, "params.dataset", "unknown dataset"),
+        ({"type": "gan.train", "params": {"steps": "10"}}, 422, "params.steps", "valid integer"),
         ({"type": "gan.train"}, 201, None, None),
         ({"params": {}}, 422, "type", "Field required"),
     ],

@@ -69,3 +69,51 @@ def test_bad_gan_datasets_and_conditioning_get_422(
     error = response.json()["error"]
     assert error["field"] == field, error
     assert needle in error["message"], error
+
+
+NEWLINE_ID = "00000000-0000-0000-0000-000000000000\n"
+
+
+def test_the_issues_monster_gets_a_422_naming_the_batch_and_the_estimate(client: TestClient, alice: Caller) -> None:
+    # Given the server's default worker memory (16 GiB: ATELIER_WORKER_DEVICE_MEMORY_BYTES is unset)
+    # When the issue's job is submitted: widths and latent 1024, a 4096 batch, 128 px
+    response = submit(
+        client, alice, dataset="digits", batch_size=4096, ngf=1024, ndf=1024, nz=1024, image_size=128, steps=10
+    )
+    # Then it is a 422 naming the batch size, with the estimate and the limit in GiB
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "params.batch_size", error
+    assert "needs about 1350.4 GiB of device memory (estimate;" in error["message"], error
+    assert "activations at batch_size 4096), over the 16.0 GiB this server's workers have" in error["message"]
+    # And with a batch of 2 the weights alone (about 89 GiB with Adam, 116 GiB in all) still name the width
+    narrow = submit(client, alice, dataset="digits", batch_size=2, ngf=1024, ndf=1024, nz=1024, image_size=128)
+    assert narrow.status_code == 422, narrow.text
+    assert narrow.json()["error"]["field"] == "params.ngf"
+    assert "116.1 GiB of weights, gradients and optimiser state" in narrow.json()["error"]["message"]
+    # And nothing was stored
+    assert client.get("/v1/jobs", headers=alice.headers).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "needle"),
+    [
+        ({"steps": "10"}, "params.steps", "valid integer"),
+        ({"batch_size": True}, "params.batch_size", "valid integer"),
+        ({"spectral_norm": "yes"}, "params.spectral_norm", "valid boolean"),
+        ({"sample_every": 10**18}, "params.sample_every", "must be at most 1000000"),
+        ({"checkpoint_every": 10**18}, "params.checkpoint_every", "must be at most 1000000"),
+        ({"steps": 1_000_000, "sample_every": 1, "checkpoint_every": 1000}, "params.sample_every", "at most 500"),
+        ({"dataset": NEWLINE_ID}, "params.dataset", "unknown dataset"),
+    ],
+)
+def test_coerced_unbounded_and_newline_values_get_422(
+    client: TestClient, alice: Caller, params: dict[str, Any], field: str, needle: str
+) -> None:
+    # When a value that used to be coerced, accepted unbounded or (an id with a newline) crash is submitted
+    response = submit(client, alice, **params)
+    # Then it is a 422 naming the field, never a 201 or a 500
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field, error
+    assert needle in error["message"], error

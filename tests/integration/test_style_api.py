@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 
 BASE: dict[str, Any] = {"content": "astronaut", "styles": ["coffee"], "size": 64, "weights": "random"}
 MISSING_UPLOAD = str(uuid.UUID(int=7))
+NEWLINE_ID = f"{uuid.UUID(int=7)}\n"
 
 
 def style(**params: Any) -> dict[str, Any]:
@@ -71,7 +72,16 @@ def submit(client: TestClient, caller: Caller, body: dict[str, Any]) -> Any:
         ({"init": "zeros"}, "params.init", "'content', 'noise' or 'style-stats'"),
         ({"preset": "picasso"}, "params.preset", "'lesson' or 'gatys'"),
         ({"snapshot_every": 0}, "params.snapshot_every", "greater than or equal to 1"),
-        ({"steps": 10_000, "snapshot_every": 1}, "params", "would save 10000 snapshots; at most 500"),
+        ({"steps": 10_000, "snapshot_every": 1}, "params.snapshot_every", "would save 10000 snapshots in 10000"),
+        ({"snapshot_every": 10**18}, "params.snapshot_every", "must be at most 1000000"),
+        # strict types: no string, boolean or float for an integer, no string for a boolean
+        ({"size": "256"}, "params.size", "valid integer"),
+        ({"steps": True}, "params.steps", "valid integer"),
+        ({"preserve_colors": "yes"}, "params.preserve_colors", "valid boolean"),
+        # an id with a trailing newline is not an id (it was a 500)
+        ({"content": NEWLINE_ID}, "params.content", "unknown image"),
+        ({"styles": ["coffee", NEWLINE_ID]}, "params.styles", "unknown image"),
+        ({"weights": NEWLINE_ID}, "params.weights", "unknown weights"),
     ],
 )
 def test_bad_style_submissions_get_4xx_naming_the_problem(
@@ -88,11 +98,12 @@ def test_bad_style_submissions_get_4xx_naming_the_problem(
     assert client.get("/v1/jobs", headers=alice.headers).json()["items"] == []
 
 
-def test_the_server_limit_is_the_configured_max_style_size(
-    client: TestClient, alice: Caller, settings: Settings
-) -> None:
-    at_limit = submit(client, alice, style(size=settings.max_style_size, steps=1))
-    over = submit(client, alice, style(size=settings.max_style_size + 1, steps=1))
+def test_the_server_limit_is_the_configured_max_style_size(settings: Settings, alice: Caller) -> None:
+    # Given workers with memory enough for the largest size (a 2048 px job needs about 22 GiB)
+    roomy = settings.model_copy(update={"worker_device_memory_bytes": 64 * 1024**3})
+    with TestClient(create_app(roomy)) as client:
+        at_limit = submit(client, alice, style(size=settings.max_style_size, steps=1))
+        over = submit(client, alice, style(size=settings.max_style_size + 1, steps=1))
     assert at_limit.status_code == 201, at_limit.text
     assert over.status_code == 422
     assert f"limit of {settings.max_style_size} px" in over.json()["error"]["message"]
@@ -149,3 +160,18 @@ def test_a_size_over_the_workers_device_memory_gets_422(settings: Settings, alic
         error = response.json()["error"]
         assert error["field"] == "params.size"
         assert f"needs about {need} of device memory (estimate), over the 1.0 GiB" in error["message"], error
+
+
+def test_the_issues_monsters_get_a_422_with_the_default_worker_memory(client: TestClient, alice: Caller) -> None:
+    # Given the server's defaults: no ATELIER_STYLE_DEVICE_MEMORY_BYTES, so the 16 GiB worker default applies
+    # When the issue's 1536 px and 2048 px L-BFGS jobs are submitted
+    responses = {size: submit(client, alice, style(size=size, optimizer="lbfgs")) for size in (1536, 2048)}
+    # Then both are refused naming the size, with the estimate and the limit
+    for size, need in ((1536, "17.7 GiB"), (2048, "31.3 GiB")):
+        response = responses[size]
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["field"] == "params.size"
+        assert f"needs about {need} of device memory (estimate), over the 16.0 GiB" in error["message"], error
+    # And a 1024 px L-BFGS job (about 8.0 GiB) is accepted
+    assert submit(client, alice, style(size=1024, optimizer="lbfgs", steps=1)).status_code == 201

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from services.api.submit import describe_validation_error
-from shared.jobs.specs import GAN_PRESETS, GanTrainParams, StyleTransferParams
+from shared.jobs.specs import GAN_PRESETS, GanSampleParams, GanTrainParams, StyleTransferParams
 
 # The params as they were before arch, losses and remedies existed: same meaning, same defaults.
 ORIGINAL_DEFAULTS = {
@@ -161,3 +161,108 @@ def test_stored_params_are_not_refilled_by_a_preset() -> None:
     assert style["pooling"] == "avg"  # the gatys preset's, where the plain default is max
     del style["pooling"]
     assert StyleTransferParams.from_stored(style).pooling == "max"
+
+
+NEWLINE_ID = "00000000-0000-0000-0000-000000000000\n"
+STYLE_BASE: dict[str, Any] = {"content": "astronaut", "styles": ["coffee"], "weights": "random"}
+
+
+@pytest.mark.parametrize(
+    ("model", "values", "field", "needle"),
+    [
+        # a JSON string, a boolean or a float where an integer belongs; a string where a boolean belongs
+        (GanTrainParams, {"steps": "10"}, "params.steps", "valid integer"),
+        (GanTrainParams, {"batch_size": True}, "params.batch_size", "valid integer"),
+        (GanTrainParams, {"steps": 10.0}, "params.steps", "valid integer"),
+        (GanTrainParams, {"spectral_norm": "yes"}, "params.spectral_norm", "valid boolean"),
+        (GanTrainParams, {"conditional": 1}, "params.conditional", "valid boolean"),
+        (GanTrainParams, {"channels": True}, "params.channels", "integer 1 or 3"),
+        (GanTrainParams, {"channels": 3.0}, "params.channels", "integer 1 or 3"),
+        (GanTrainParams, {"lr_g": "0.001"}, "params.lr_g", "valid number"),
+        (StyleTransferParams, STYLE_BASE | {"size": "256"}, "params.size", "valid integer"),
+        (StyleTransferParams, STYLE_BASE | {"preserve_colors": "yes"}, "params.preserve_colors", "valid boolean"),
+        # every *_every field is bounded: 10^18 is refused, not stored
+        (GanTrainParams, {"sample_every": 10**18}, "params.sample_every", "must be at most 1000000"),
+        (GanTrainParams, {"checkpoint_every": 10**18}, "params.checkpoint_every", "must be at most 1000000"),
+        (GanTrainParams, {"log_every": 10**18}, "params.log_every", "must be at most 1000000"),
+        (GanTrainParams, {"eval_every": 10**18}, "params.eval_every", "must be at most 1000000"),
+        (StyleTransferParams, STYLE_BASE | {"snapshot_every": 10**18}, "params.snapshot_every", "1000000"),
+        # ... and below by steps: at most 500 sample grids and 1,000 checkpoints a job
+        (
+            GanTrainParams,
+            {"steps": 1_000_000, "sample_every": 1, "checkpoint_every": 1000},
+            "params.sample_every",
+            "would save 1000000 sample grids in 1000000 steps; at most 500 are allowed, so use sample_every >= 2000",
+        ),
+        (
+            GanTrainParams,
+            {"steps": 100_000, "sample_every": 1000, "checkpoint_every": 10},
+            "params.checkpoint_every",
+            "at most 1000 are allowed, so use checkpoint_every >= 100",
+        ),
+        (
+            StyleTransferParams,
+            STYLE_BASE | {"steps": 100_000, "checkpoint_every": 50},  # set by the caller: not raised
+            "params.checkpoint_every",
+            "checkpoint_every=50 would save 2000 checkpoints",
+        ),
+        # a wall-clock limit is whole seconds, from 1 s to 30 days
+        (GanTrainParams, {"max_runtime_s": 0}, "params.max_runtime_s", "greater than or equal to 1"),
+        (GanTrainParams, {"max_runtime_s": "60"}, "params.max_runtime_s", "valid integer"),
+        # an id with a trailing newline ("$" matches before it) is not an id
+        (GanTrainParams, {"dataset": NEWLINE_ID}, "params.dataset", "unknown dataset"),
+        (StyleTransferParams, STYLE_BASE | {"content": NEWLINE_ID}, "params.content", "unknown image"),
+        (StyleTransferParams, STYLE_BASE | {"styles": ["coffee", NEWLINE_ID]}, "params.styles", "unknown image"),
+        (StyleTransferParams, STYLE_BASE | {"weights": NEWLINE_ID}, "params.weights", "unknown weights"),
+        (GanSampleParams, {"source_job": NEWLINE_ID}, "params.source_job", "must be a job id"),
+    ],
+)
+def test_coerced_unbounded_and_newline_values_are_refused(
+    model: type[BaseModel], values: dict[str, Any], field: str, needle: str
+) -> None:
+    # Given a value the schema used to coerce, accept unbounded, or pass as an id; When it is validated
+    with pytest.raises(ValidationError) as raised:
+        model.model_validate(values)
+    # Then it is a 422 naming the field
+    error = describe_validation_error(raised.value, prefix="params")
+    assert (error.status_code, error.field) == (422, field), error.message
+    assert needle in error.message, error.message
+
+
+def test_json_numbers_still_fill_float_fields_and_limits_are_stored() -> None:
+    # Given integers where floats belong, and the new limits; When validated and read back as a worker does
+    params = GanTrainParams.model_validate({"lr_g": 1, "r1_gamma": 0, "max_runtime_s": 3600, "sample_every": 4})
+    # Then they are floats, the limit is kept, and a stored job parses as it was stored
+    assert (params.lr_g, params.r1_gamma, params.max_runtime_s) == (1.0, 0.0, 3600)
+    assert GanTrainParams.from_stored(params.model_dump(mode="json")) == params
+    assert StyleTransferParams.model_validate(STYLE_BASE | {"tv_weight": 0, "style_blend": [1]}).tv_weight == 0.0
+    # And an id without the newline is still an upload id
+    assert GanTrainParams(dataset=NEWLINE_ID.strip()).dataset == NEWLINE_ID.strip()
+
+
+def test_stored_jobs_from_before_the_bounds_still_parse() -> None:
+    # Given jobs stored before the *_every bounds: 100,000 steps sampled every 10, a period of 10^18
+    gan = GanTrainParams(steps=100).model_dump(mode="json") | {
+        "steps": 100_000,
+        "sample_every": 10,
+        "log_every": 10**18,
+    }
+    style = StyleTransferParams.model_validate(STYLE_BASE).model_dump(mode="json") | {"steps": 100_000}
+    # When a worker reads them back, Then they run as they were stored (the bounds are checked at submit)
+    assert GanTrainParams.from_stored(gan).sample_every == 10
+    assert StyleTransferParams.from_stored(style).checkpoint_every == 50
+    # While the same values in a new request are refused
+    with pytest.raises(ValidationError, match="at most 500 are allowed"):
+        GanTrainParams.model_validate(gan)
+
+
+def test_a_long_job_left_at_the_default_intervals_gets_intervals_that_fit_the_caps() -> None:
+    # Given a 100,000-step job that sets no sample or checkpoint interval
+    params = GanTrainParams.model_validate({"dataset": "digits", "steps": 100_000})
+    # Then the stored intervals write at most the caps (500 grids, 1,000 checkpoints), not 1,000 of each
+    assert (params.sample_every, params.checkpoint_every) == (200, 100)
+    assert params.model_dump()["sample_every"] == 200  # stored as it will run
+    # While a short job keeps the plain defaults, and an interval the caller set is never changed
+    assert GanTrainParams.model_validate({"dataset": "digits", "steps": 2000}).sample_every == 100
+    with pytest.raises(ValidationError, match="use sample_every >= 200"):
+        GanTrainParams.model_validate({"dataset": "digits", "steps": 100_000, "sample_every": 100})

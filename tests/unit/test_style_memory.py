@@ -9,7 +9,6 @@ Each test reads Given / When / Then."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,21 +19,12 @@ import pytest
 
 from shared.jobs.memory import OVERHEAD_BYTES, style_memory_bytes
 from shared.jobs.specs import StyleTransferParams
+from tests.support.peak_memory import ANON_SOURCE, MEASURE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_OVER_ESTIMATE = 2.5  # the size-dependent part may be at most this many times the measured peak
-# One thread and glibc returning freed blocks to the system at once: peak RSS then follows the
-# live tensors, not allocator caching (which varied with whatever ran before in a full suite).
-MEASURE_ENV = {
-    **{k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "MALLOC_", "ATELIER_"))},
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "MALLOC_ARENA_MAX": "1",
-    "MALLOC_MMAP_THRESHOLD_": "131072",
-    "MALLOC_TRIM_THRESHOLD_": "0",
-}
 
-MEASURE = textwrap.dedent(
+MEASURE = ANON_SOURCE + textwrap.dedent(
     """
     import json, sys, threading, time
     import torch
@@ -44,12 +34,6 @@ MEASURE = textwrap.dedent(
     from workers.style.images import load_builtin_image
     from workers.style.transfer import run_transfer
 
-    def anon():  # anonymous resident memory: tensors and allocator state, not library pages
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no RssAnon")
 
     params = StyleTransferParams.model_validate(json.loads(sys.argv[1]))
     content, style = load_builtin_image("astronaut"), load_builtin_image("coffee")
