@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit unit-threads integration e2e test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-threads clean
+.PHONY: up test lint typecheck unit unit-threads integration e2e test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -55,6 +55,10 @@ bench-api: $(STAMP)
 ## Unknown-key flood: a tenant's poll p50 during 2,000 unknown-key requests from its address / quiet (target <= 2.0).
 bench-unknown-keys: $(STAMP)
 	$(PY) -m bench.unknown_keys $(ARGS)
+
+## Upload bombs: a tenant's poll p50 while another sends archive bombs ten at a time / quiet (target <= 2.0).
+bench-upload-bombs: $(STAMP)
+	$(PY) -m bench.upload_bombs $(ARGS)
 
 ## Load: 1,000 short jobs on 2 workers exactly once, submit/poll throughput, polling at 200 rps while a job trains.
 bench-load: $(STAMP)

@@ -78,7 +78,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # --- what runs on top (each after ``python -m``) ----------------------------------
 CLI_MIGRATE = ("shared.cli", "migrate")
 CLI_DEV_KEY = ("shared.cli", "ensure-dev-key", "--path")
-API_COMMAND = ("uvicorn", "services.api.app:create_app", "--factory")
+# The API behind the HTTP edge's deadlines and idle cap (services/api/edge.py).
+API_COMMAND = ("uvicorn", "services.api.edge:create_app", "--factory", "--http", "services.api.edge:EdgeProtocol")
 # The training worker: one job at a time on this machine's device.
 WORKER_COMMAND = (
     "celery",

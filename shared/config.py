@@ -107,6 +107,15 @@ class Settings(BaseSettings):
     # once per heartbeat at most; a revoked key may still read for this long.
     job_read_cache_s: float = Field(default=0.2, ge=0, le=5.0)
 
+    # --- the HTTP edge (services/api/edge.py) --------------------------------
+    # A connection must deliver a whole request head within http_header_timeout_s of opening (or
+    # of its previous response), and body bytes at least every http_body_timeout_s while the API
+    # reads a body; otherwise it is closed. At most http_max_idle_per_client connections of one
+    # client address may wait for a request at once; one more closes its oldest (0: no cap).
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_body_timeout_s: float = Field(default=30.0, gt=0)
+    http_max_idle_per_client: int = Field(default=64, ge=0)
+
     # --- worker -------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = "auto"
     worker_name: str | None = None

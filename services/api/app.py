@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.bodylimit import BodyLimitMiddleware
+from services.api.controlchars import ControlCharacterMiddleware
 from services.api.deps import AppState
 from services.api.ratelimit import RateLimiter
 from services.api.reads import JobReader
@@ -25,6 +28,8 @@ from workers.queue import make_celery
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "5"
+REQUEST_ID_HEADER = "X-Request-ID"
+DATABASE_REASON_CHARS = 200
 
 DESCRIPTION = """
 Atelier trains GANs and runs neural style transfer as jobs.
@@ -36,11 +41,24 @@ Submit a job with `POST /v1/jobs`, poll `GET /v1/jobs/{id}`, read the loss histo
 
 
 def _error(
-    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    request_id: str | None = None,
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message, "field": field}}, status_code=status, headers=headers
-    )
+    body: dict[str, str | None] = {"code": code, "message": message, "field": field}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _database_reason(exc: DBAPIError) -> str:
+    """What the database said about a value, e.g. ``value too long for type character varying(500)``."""
+    diag = getattr(exc.orig, "diag", None)
+    reason = getattr(diag, "message_primary", None) or str(exc.orig).strip().splitlines()[0]
+    return reason[:DATABASE_REASON_CHARS]
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -69,12 +87,49 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(DataError)
+    async def database_refused_value(request: Request, exc: DataError) -> JSONResponse:
+        # The request carried a value the database cannot hold (too long for its column, NUL,
+        # an invalid byte sequence, out of range): the caller's mistake, not an outage.
+        reason = _database_reason(exc)
+        log.info("database refused a value in %s %s: %s", request.method, request.url.path, reason)
+        return _error(422, "invalid_input", f"a value in the request cannot be stored: {reason}")
+
+    # Only failures of the database itself are outages: a lost or refused connection, a timeout,
+    # an exhausted pool (OperationalError also covers server-side cancels, deadlocks, restarts).
     @app.exception_handler(OperationalError)
-    @app.exception_handler(DBAPIError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
     async def database_down(_request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc).__name__)
         return _error(
             503, "unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": RETRY_AFTER_S}
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:  # the driver saw the connection drop
+            return await database_down(request, exc)
+        return await internal_error(request, exc)  # a statement Atelier got wrong: a bug
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # Everything not mapped above is a bug. The id ties the client's report to this log line.
+        request_id = uuid.uuid4().hex
+        log.error(
+            "internal error %s on %s %s: %s",
+            request_id,
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            exc_info=exc,
+        )
+        return _error(
+            500,
+            "internal",
+            f"internal error; quote request id {request_id} when reporting it",
+            headers={REQUEST_ID_HEADER: request_id},
+            request_id=request_id,
         )
 
 
@@ -115,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return settings.max_request_bytes, "body"
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(ControlCharacterMiddleware, routes=lambda: app.routes)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(uploads.router)

@@ -172,9 +172,12 @@ class ArtifactOut(BaseModel):
 
 
 class ArtifactList(BaseModel):
-    """Every artifact of a job."""
+    """A page of a job's artifacts, by name."""
 
     items: list[ArtifactOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as ?cursor= for the next page; null on the last page"
+    )
 
 
 class UploadFileOut(BaseModel):
@@ -230,6 +233,7 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     field: str | None = None
+    request_id: str | None = Field(default=None, description="On a 500: quote it when reporting the error")
 
 
 class ErrorOut(BaseModel):

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from shared.db.models import ApiKey, Artifact, Job, Metric, Tenant, Upload
 from shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from shared.jobs.states import TERMINAL_STATES, JobState
+from shared.names import check_name, control_character
 from shared.security import display_prefix, hash_key, new_api_key
 
 ACTIVE_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
@@ -88,12 +89,20 @@ def create_job(
 ) -> tuple[Job, bool]:
     """Insert a queued job; with an idempotency key, a repeat returns the first job.
 
-    Returns (job, created). A repeated key with a different body is a Conflict.
+    Returns (job, created). A repeated key with a different body is a Conflict. The tenant's
+    row stays locked until the caller's transaction ends, so concurrent submits of one tenant
+    count and insert one at a time and ``max_active_jobs`` holds exactly.
     """
+    # FOR NO KEY UPDATE: submits of one tenant queue here; inserts that only reference the
+    # tenant (uploads, keys, other tenants' jobs) take KEY SHARE and never wait on it.
+    limit = session.scalar(select(Tenant.max_active_jobs).where(Tenant.id == tenant_id).with_for_update(key_share=True))
+    if idempotency_key is not None:
+        existing = session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key))
+        if existing is not None:  # a repeat creates nothing, so it is answered even at the quota
+            return _repeat(existing, job_type=job_type, params=params), False
     active = session.scalar(
         select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.state.in_(ACTIVE_STATES))
     )
-    limit = session.scalar(select(Tenant.max_active_jobs).where(Tenant.id == tenant_id))
     if limit is not None and active is not None and active >= limit:
         raise TooManyRequests(f"tenant has {active} queued or running jobs; the limit is {limit}")
     values = {
@@ -115,9 +124,14 @@ def create_job(
     existing = session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key))
     if existing is None:  # pragma: no cover - the conflicting row was deleted meanwhile
         raise Conflict("idempotency key collided with a vanished job; retry")
+    return _repeat(existing, job_type=job_type, params=params), False
+
+
+def _repeat(existing: Job, *, job_type: str, params: dict[str, Any]) -> Job:
+    """The job a repeated Idempotency-Key names; Conflict if the repeat asks for something else."""
     if existing.type != job_type or existing.params != params:
         raise Conflict("Idempotency-Key was already used for a different request", field="Idempotency-Key")
-    return existing, False
+    return existing
 
 
 def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job:
@@ -261,9 +275,26 @@ def metric_series(
     return series
 
 
-def list_artifacts(session: Session, *, job_id: uuid.UUID) -> list[Artifact]:
-    """A job's artifacts by name."""
-    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+def list_artifacts(session: Session, *, job_id: uuid.UUID, limit: int, cursor: str | None) -> Page:
+    """A job's artifacts by name, ``limit`` at a time; the cursor is the last name seen."""
+    query = select(Artifact).where(Artifact.job_id == job_id)
+    if cursor is not None:
+        query = query.where(Artifact.name > _decode_name_cursor(cursor))
+    rows = list(session.scalars(query.order_by(Artifact.name).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = base64.urlsafe_b64encode(rows[-1].name.encode()).decode() if more and rows else None
+    return Page(items=rows, next_cursor=next_cursor)
+
+
+def _decode_name_cursor(cursor: str) -> str:
+    try:
+        name = base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("cursor is not a cursor this API returned", field="cursor") from exc
+    if control_character(name) is not None:
+        raise InvalidInput("cursor is not a cursor this API returned", field="cursor")
+    return name
 
 
 def get_artifact(session: Session, *, job_id: uuid.UUID, name: str) -> Artifact:
@@ -288,6 +319,7 @@ def create_upload(
     kind: str = "images",
 ) -> Upload:
     """Record an upload whose files are already stored."""
+    check_name(filename, field="files")  # the client's name for it: it must fit the column
     upload = Upload(
         id=upload_id,
         tenant_id=tenant_id,

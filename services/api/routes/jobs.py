@@ -28,6 +28,7 @@ from shared.jobs.states import JobState
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 DEFAULT_PAGE = 20
+DEFAULT_ARTIFACT_PAGE = 100  # a job has a few dozen artifacts: one page holds them unless it samples very often
 DEFAULT_MAX_POINTS = 500
 MAX_POINTS_LIMIT = 10_000
 IDEMPOTENCY_KEY_MAX = 200
@@ -142,10 +143,20 @@ def get_metrics(
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=ERRORS)
-def list_artifacts(job_id: uuid.UUID, session: SessionDep, tenant_id: TenantDep) -> ArtifactList:
-    """Every stored output of a job: sample grids, weights, images."""
+def list_artifacts(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1)] = DEFAULT_ARTIFACT_PAGE,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> ArtifactList:
+    """A job's stored outputs (sample grids, weights, images) by name, cursor-paginated."""
+    if limit > settings.page_size_max:
+        raise InvalidInput(f"limit: at most {settings.page_size_max}", field="limit")
     queries.get_job(session, tenant_id=tenant_id, job_id=job_id)
-    return ArtifactList(items=[ArtifactOut.of(a) for a in queries.list_artifacts(session, job_id=job_id)])
+    page = queries.list_artifacts(session, job_id=job_id, limit=limit, cursor=cursor)
+    return ArtifactList(items=[ArtifactOut.of(a) for a in page.items], next_cursor=page.next_cursor)
 
 
 @router.get(
