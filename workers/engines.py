@@ -38,14 +38,13 @@ from workers.gan.features import (
     train_digits_classifier,
 )
 from workers.gan.loop import EVAL_IMAGES, GENERATOR_ARTIFACT, MIN_CLASSES
-from workers.gan.loop import DivergenceError as GanDivergence
 from workers.gan.loop import train as gan_train
 from workers.gan.sample import sample as gan_sample
 from workers.runtime import Executor, JobRunner, WorkerContext
 from workers.style.images import decode_image, load_builtin_image
-from workers.style.transfer import DivergenceError as StyleDivergence
 from workers.style.transfer import transfer as style_transfer
 from workers.style.vgg import WeightsUnavailableError, load_state_dict_file
+from workers.training import NPY_CONTENT_TYPE, OUTPUT_KIND, PNG_CONTENT_TYPE, SAMPLE_KIND, DivergenceError
 
 MEMINFO: Final = "/proc/meminfo"
 RESIDENT_SHARE: Final = 0.25  # of free device memory a dataset may take to live on the GPU
@@ -170,7 +169,7 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
             num_classes=len(classes),
             evaluator=evaluator,
         )
-    except GanDivergence as exc:
+    except DivergenceError as exc:
         raise JobFailed(str(exc), code="diverged") from exc
     except ValueError as exc:  # a checkpoint that doesn't fit these params, or unusable data
         raise JobFailed(str(exc), code="bad_input") from exc
@@ -272,7 +271,7 @@ def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunn
         ) from exc
     except WeightsUnavailableError as exc:
         raise JobFailed(str(exc), code="weights_unavailable") from exc
-    except StyleDivergence as exc:
+    except DivergenceError as exc:
         raise JobFailed(str(exc), code="diverged") from exc
     except ValueError as exc:  # a checkpoint that doesn't fit these params
         raise JobFailed(str(exc), code="bad_input") from exc
@@ -295,8 +294,8 @@ def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) 
         grid, raw = gan_sample(weights, n=params.n, seed=params.seed, device=pick_device(ctx.settings.device))
     except ValueError as exc:
         raise JobFailed(f"source job {params.source_job}: {exc}", code="bad_input") from exc
-    runner.save_artifact("samples.png", grid, kind="sample", content_type="image/png")
-    runner.save_artifact("samples.npy", raw, kind="output", content_type="application/x-npy")
+    runner.save_artifact("samples.png", grid, kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)
+    runner.save_artifact("samples.npy", raw, kind=OUTPUT_KIND, content_type=NPY_CONTENT_TYPE)
     runner.report_progress(params.n, params.n)
 
 

@@ -13,9 +13,10 @@ from PIL import Image
 from shared.jobs.specs import GanTrainParams
 from workers.gan import loop
 from workers.gan.data import load_builtin, load_points
-from workers.gan.loop import DivergenceError, train
+from workers.gan.loop import train
 from workers.gan.nets import Discriminator, Generator
 from workers.hooks import STOP_CANCEL, STOP_SHUTDOWN, InMemoryHooks, StopRequested
+from workers.training import DivergenceError
 
 SIZE = 16
 GRID_SIDE = 8 * (SIZE + 2) + 2  # 64 fixed-noise images, 8 per row, 2 px padding
@@ -215,7 +216,7 @@ def test_a_nan_loss_fails_the_run_naming_the_step(digits: torch.Tensor, monkeypa
     monkeypatch.setattr(loop, "Discriminator", _PoisonedDiscriminator)
     hooks = InMemoryHooks()
     # When the loop runs
-    with pytest.raises(DivergenceError, match=r"diverged at step 7: d_loss=nan, g_loss=nan"):
+    with pytest.raises(DivergenceError, match=r"diverged at step 7: non-finite loss \(d_loss=nan, g_loss=nan\)"):
         train(_params(log_every=5, checkpoint_every=5, sample_every=20), digits, hooks)
     # Then nothing after the last good step was recorded or checkpointed
     assert _metric_steps(hooks) == {5}

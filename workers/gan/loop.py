@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import io
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -46,11 +45,19 @@ from workers.gan.nets import (
 from workers.gan.plots import INTERPOLATION_ROWS, LossHistory, interpolation_png, loss_curve_png
 from workers.gan.sample import generator_file, grid_png, latents, scatter_png
 from workers.hooks import StopRequested, TrainHooks
+from workers.training import (
+    BINARY_CONTENT_TYPE,
+    PLOT_KIND,
+    PNG_CONTENT_TYPE,
+    SAMPLE_KIND,
+    WEIGHTS_KIND,
+    DivergenceWatch,
+    MetricLog,
+    SpeedPath,
+)
 
 CHECKPOINT_VERSION = 1
 FIXED_NOISE_COUNT = 64
-FLUSH_STEPS = 50  # logged steps whose metrics are read back from the device at once
-FLUSH_INTERVAL_S = 1.0  # ... or at least this often, so progress, metrics and warnings stay fresh
 EVAL_IMAGES = 1000  # generated images per image-quality evaluation (fd, kid, precision, recall)
 EVAL_CHUNK = 250
 MIN_CLASSES = 2
@@ -67,12 +74,9 @@ SAMPLE_ARTIFACT = "samples/step-{step:07d}.png"
 FINAL_SAMPLE_ARTIFACT = "samples/final.png"
 INTERPOLATION_ARTIFACT = "samples/interpolation.png"  # rows of slerp walks between seeded latents
 LOSS_PLOT_ARTIFACT = "plots/losses.png"
-PLOT_KIND = "plot"
 GENERATOR_ARTIFACT = "generator.pt"
-SAMPLE_KIND = "sample"
-WEIGHTS_KIND = "weights"
-PNG_CONTENT_TYPE = "image/png"
-WEIGHTS_CONTENT_TYPE = "application/octet-stream"
+DIVERGED = "training"
+DIVERGED_ADVICE = "try lower learning rates"
 # Independent random streams, each seeded from (params.seed, stream[, epoch]). The fixed
 # noise of the sample grids is seeded by params.seed itself, as in sample.sample().
 _STREAM_INIT = 1
@@ -102,10 +106,6 @@ D_WON_WARNING = (
     "Try a lower lr_d, d_skip_threshold, label_smoothing or the stable preset"
 )
 COLLAPSE_WARNING = "possible mode collapse at step {step}: {detail}. Try the stable preset, spectral_norm or ema"
-
-
-class DivergenceError(RuntimeError):
-    """A loss became NaN or infinite; the run stops instead of training on garbage."""
 
 
 def _stream_seed(seed: int, *stream: int) -> int:
@@ -143,83 +143,20 @@ class _DataOrder:
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-class _DivergenceWatch:
-    """Remembers the first step with a non-finite loss without a host sync per step; ``check`` syncs."""
-
-    def __init__(self, device: torch.device) -> None:
-        self._first_step = torch.zeros((), dtype=torch.int64, device=device)
-        self._losses = torch.zeros(len(LOSS_NAMES), device=device)
-
-    def observe(self, step: int, losses: torch.Tensor) -> None:
-        """Note ``losses`` (in LOSS_NAMES order) of ``step``."""
-        first_bad = (self._first_step == 0) & ~torch.isfinite(losses).all()
-        self._first_step = torch.where(first_bad, step, self._first_step)
-        self._losses = torch.where(first_bad, losses, self._losses)
-
-    def first_bad_step(self) -> int:
-        """The first step with a non-finite loss, 0 if none (a sync)."""
-        return int(self._first_step.item())
-
-    def check(self) -> None:
-        """Raise DivergenceError if any observed loss was NaN or infinite."""
-        step = self.first_bad_step()
-        if step:
-            values = dict(zip(LOSS_NAMES, self._losses.tolist(), strict=True))
-            bad = ", ".join(f"{name}={value}" for name, value in values.items() if not np.isfinite(value))
-            raise DivergenceError(f"training diverged at step {step}: {bad}; try lower learning rates")
-
-
-class _MetricLog:
-    """Logged steps' metrics, kept on the device and read back in one transfer per flush.
-
-    A flush comes every FLUSH_STEPS logged steps or FLUSH_INTERVAL_S, and before anything that
-    samples, evaluates, checkpoints or stops; it reports every step before the first
-    non-finite loss, then raises DivergenceError if there was one. So on a GPU the loop does
-    not wait for the device at every logged step.
-    """
-
-    def __init__(
-        self,
-        params: GanTrainParams,
-        hooks: TrainHooks,
-        monitor: _Monitor,
-        watch: _DivergenceWatch,
-        last: dict[str, float],
-    ) -> None:
-        self.params, self.hooks, self.monitor, self.watch = params, hooks, monitor, watch
-        self.pending: list[tuple[int, torch.Tensor, list[float], Stage | None]] = []
-        self.last = last
-        self.flushed_at = time.monotonic()
-
-    def add(self, step: int, on_device: torch.Tensor, on_host: list[float], stage: Stage | None) -> None:
-        """Queue one logged step (no sync)."""
-        self.pending.append((step, on_device, on_host, stage))
-
-    def due(self) -> bool:
-        """Whether enough steps or time have gathered for a flush."""
-        return len(self.pending) >= FLUSH_STEPS or time.monotonic() - self.flushed_at >= FLUSH_INTERVAL_S
-
-    def flush(self) -> None:
-        """Report the queued steps (up to a divergence), then raise if the run diverged."""
-        self.flushed_at = time.monotonic()
-        bad = self.watch.first_bad_step()
-        if self.pending:
-            rows = torch.stack([values for _, values, _, _ in self.pending]).tolist()
-            for (step, _, host, stage), row in zip(self.pending, rows, strict=True):
-                if bad and step >= bad:
-                    break
-                metrics = dict(zip(METRIC_NAMES, row + host, strict=True))
-                self.monitor.history.add(step, [metrics[name] for name in LOSS_NAMES])
-                self.hooks.report_metrics(step, metrics)
-                if stage is not None:
-                    self.hooks.report_metrics(
-                        step, {RESOLUTION_METRIC: float(stage.resolution()), FADE_METRIC: stage.alpha}
-                    )
-                _watch_d(self.params, self.monitor, self.hooks, step, metrics["d_loss"])
-                self.last = metrics
-            self.pending.clear()
-        if bad:
-            self.watch.check()
+def _report_step(
+    params: GanTrainParams,
+    hooks: TrainHooks,
+    monitor: _Monitor,
+    step: int,
+    metrics: dict[str, float],
+    stage: Stage | None,
+) -> None:
+    """One flushed step: the loss plot's history, the metrics, the stage, and the D-won watch."""
+    monitor.history.add(step, [metrics[name] for name in LOSS_NAMES])
+    hooks.report_metrics(step, metrics)
+    if stage is not None:
+        hooks.report_metrics(step, {RESOLUTION_METRIC: float(stage.resolution()), FADE_METRIC: stage.alpha})
+    _watch_d(params, monitor, hooks, step, metrics["d_loss"])
 
 
 GanGenerator = Generator | MLPGenerator | MultiScaleGenerator
@@ -429,29 +366,6 @@ def _check_data(params: GanTrainParams, channels: int, data: torch.Tensor) -> No
         raise ValueError("data values must lie in [-1, 1]")
 
 
-@dataclass(frozen=True)
-class SpeedPath:
-    """bf16 autocast of the nets' forward passes (losses in fp32) and channels_last, for CUDA.
-
-    ``precision="auto"`` turns both on for a CUDA device with bf16 and leaves CPU runs in fp32;
-    "bf16" forces autocast anywhere (CPU included), "fp32" turns it off.
-    """
-
-    bf16: bool
-    channels_last: bool
-    device_type: str
-
-    @classmethod
-    def of(cls, precision: str, device: torch.device) -> SpeedPath:
-        cuda = device.type == "cuda"
-        bf16 = precision == "bf16" or (precision == "auto" and cuda and torch.cuda.is_bf16_supported())
-        return cls(bf16=bf16, channels_last=cuda, device_type=device.type)
-
-    def autocast(self) -> torch.autocast:
-        """The autocast context of this path (a no-op when bf16 is off)."""
-        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
-
-
 def _set_stage(params: GanTrainParams, models: _Models, step: int) -> Stage | None:
     """The multi-scale stage of ``step`` (progressive: growing; MSG: every scale at once), set on the nets."""
     if params.arch == MSG:
@@ -607,8 +521,10 @@ def train(
     real_target = REAL_LABEL - params.label_smoothing
     skip_below = params.d_skip_threshold
     eval_every = params.resolved_eval_every()
-    watch = _DivergenceWatch(device)
-    metric_log = _MetricLog(params, hooks, monitor, watch, metrics)
+    watch = DivergenceWatch(LOSS_NAMES, device, what=DIVERGED, advice=DIVERGED_ADVICE)
+    metric_log: MetricLog[Stage | None] = MetricLog(
+        METRIC_NAMES, watch, partial(_report_step, params, hooks, monitor), last=metrics
+    )
     picture: tuple[int, bytes] | None = None
     net_g.train()
     net_d.train()
@@ -750,7 +666,7 @@ def train(
         GENERATOR_ARTIFACT,
         generator_file(sampler, params.model_dump()),
         kind=WEIGHTS_KIND,
-        content_type=WEIGHTS_CONTENT_TYPE,
+        content_type=BINARY_CONTENT_TYPE,
     )
     return {"steps": params.steps, "resumed_from": done, **metrics}
 
