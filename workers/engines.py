@@ -27,6 +27,7 @@ from shared.jobs.specs import (
 )
 from shared.storage import retry_storage
 from workers.gan import data as gan_data
+from workers.gan.evaluation import EVAL_IMAGES
 from workers.gan.features import (
     CLASSIFIER_KEY,
     MIN_EVAL_IMAGES,
@@ -37,7 +38,7 @@ from workers.gan.features import (
     load_classifier,
     train_digits_classifier,
 )
-from workers.gan.loop import EVAL_IMAGES, GENERATOR_ARTIFACT, MIN_CLASSES
+from workers.gan.loop import GENERATOR_ARTIFACT, MIN_CLASSES
 from workers.gan.loop import train as gan_train
 from workers.gan.sample import sample as gan_sample
 from workers.runtime import Executor, JobRunner, WorkerContext
