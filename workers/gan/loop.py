@@ -14,8 +14,6 @@ import torch
 from torch import nn
 
 from shared.jobs.specs import GanTrainParams
-from workers.gan import losses
-from workers.gan.augment import diff_augment
 from workers.gan.evaluation import DIVERSITY_METRIC, evaluate_images, evaluate_points, generate, sample_picture
 from workers.gan.features import ImageEvaluator
 from workers.gan.health import COLLAPSE_DIVERSITY, COLLAPSE_WARNING, LOSS_NAMES, Monitor, may_warn, watch_d
@@ -31,9 +29,10 @@ from workers.gan.multiscale import (
 from workers.gan.nets import (
     num_stages,
 )
+from workers.gan.objective import GanLoss, detached, generate_for
 from workers.gan.plots import INTERPOLATION_ROWS, interpolation_png, loss_curve_png
 from workers.gan.sample import generator_file, latents
-from workers.gan.state import STREAM_INTERPOLATION, DataOrder, Fakes, Models, sample_shape, stream_seed
+from workers.gan.state import STREAM_INTERPOLATION, DataOrder, Models, sample_shape, stream_seed
 from workers.hooks import StopRequested, TrainHooks
 from workers.training import (
     BINARY_CONTENT_TYPE,
@@ -49,7 +48,6 @@ from workers.training import (
 FIXED_NOISE_COUNT = 64
 MIN_CLASSES = 2
 FIXED_POINTS_COUNT = 1000  # a point dataset's "grid" is a scatter plot of this many fixed-noise samples
-REAL_LABEL = losses.REAL_LABEL
 METRIC_NAMES = (*LOSS_NAMES, "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_d", "lr_g", "d_skips")
 RESOLUTION_METRIC = "resolution"  # progressive and MSG runs: the resolution being trained
 FADE_METRIC = "fade_alpha"  # ... and how far its fade-in has got (1: fully in)
@@ -108,10 +106,6 @@ def _set_stage(params: GanTrainParams, models: Models, step: int) -> Stage | Non
     return stage
 
 
-def _detached(fake: Fakes) -> Fakes:
-    return [f.detach() for f in fake] if isinstance(fake, list) else fake.detach()
-
-
 def _check_labels(params: GanTrainParams, data: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> int:
     """The class count a conditional run uses (0 when not conditional); ValueError if the labels don't fit."""
     if not params.conditional:
@@ -144,20 +138,6 @@ def _learning_rates(params: GanTrainParams, step: int) -> tuple[float, float]:
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-def _augment(params: GanTrainParams, x: Fakes, generator: torch.Generator) -> Fakes:
-    if not params.diffaugment:
-        return x
-    if isinstance(x, list):  # GanTrainParams refuses DiffAugment with MSG
-        raise ValueError("DiffAugment applies to single-scale images")
-    return diff_augment(x, params.diffaugment, generator=generator)
-
-
-def _single_scale(fake: Fakes) -> torch.Tensor:
-    if isinstance(fake, list):  # GanTrainParams refuses gradient penalties with MSG
-        raise ValueError("this loss needs single-scale fakes")
-    return fake
 
 
 def train(
@@ -210,7 +190,8 @@ def train(
         0, DataOrder(size=data.shape[0], batch_size=fixed_count, seed=params.seed).indices(1).to(data.device)
     )
     data_spread = diversity(reference)
-    real_target = REAL_LABEL - params.label_smoothing
+    objective = GanLoss.of(params, models.aux)
+    g_forward = generate_for(params, net_g)
     skip_below = params.d_skip_threshold
     eval_every = params.resolved_eval_every()
     watch = DivergenceWatch(LOSS_NAMES, device, what=DIVERGED, advice=DIVERGED_ADVICE)
@@ -239,33 +220,21 @@ def train(
             batch_labels = labels.index_select(0, batch_index).to(device) if classes and labels is not None else None
             final_critic = critic == params.n_critic - 1
             net_d.zero_grad(set_to_none=True)
-            if params.r1_gamma:
+            if objective.needs_real_grad:
                 real.requires_grad_(True)
             if speed.channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)
             z = torch.randn(batch_size, params.nz, 1, 1, generator=models.noise, device=device)
             with speed.autocast():
-                out_real = net_d(_augment(params, real, models.aux), batch_labels)
+                out_real = objective.judge(net_d, real, batch_labels)
                 with torch.set_grad_enabled(final_critic):  # only the last fakes feed the G step
-                    # MSG: G's image at every scale, so D's gradient reaches each of G's outputs
-                    fake = (
-                        net_g.pyramid(z)
-                        if isinstance(net_g, MultiScaleGenerator) and params.arch == MSG
-                        else net_g(z, batch_labels)
-                    )
-                out_fake = net_d(_augment(params, _detached(fake), models.aux), batch_labels)
-            d_loss = losses.d_loss(params.loss, out_real.float(), out_fake.float(), real_target=real_target)
+                    fake = g_forward(z, batch_labels)
+                out_fake = objective.judge(net_d, detached(fake), batch_labels)
+            d_loss = objective.discriminator(out_real, out_fake)
             if skip_below is not None and float(d_loss) < skip_below:
                 monitor.d_skips += 1  # the lesson's remedy: let G catch up while D is far ahead
                 continue
-            total = d_loss
-            if params.loss == losses.WGAN_GP:
-                critic_fn = partial(_augment_then, net_d, params, models.aux, batch_labels)
-                total = total + losses.gradient_penalty(
-                    critic_fn, real, _single_scale(fake), generator=models.aux, pack=params.pack
-                )
-            if params.r1_gamma:
-                total = total + losses.r1_penalty(out_real, real, gamma=params.r1_gamma)
+            total = objective.penalised(d_loss, net_d, real=real, fake=fake, out_real=out_real, labels=batch_labels)
             total.backward()
             if log and final_critic:
                 grad_norm_d = _grad_norm(net_d)
@@ -275,8 +244,8 @@ def train(
         net_g.zero_grad(set_to_none=True)
         net_d.requires_grad_(False)  # D's weight gradients are not needed here
         with speed.autocast():
-            out_g = net_d(_augment(params, fake, models.aux), batch_labels)
-        g_loss = losses.g_loss(params.loss, out_g.float())
+            out_g = objective.judge(net_d, fake, batch_labels)
+        g_loss = objective.generator(out_g)
         g_loss.backward()
         net_d.requires_grad_(True)
         grad_norm_g = _grad_norm(net_g) if log else torch.zeros(())
@@ -295,8 +264,8 @@ def train(
                     [
                         d_loss.detach().float(),
                         g_loss.detach().float(),
-                        losses.d_outputs(params.loss, out_real.detach()).float(),
-                        losses.d_outputs(params.loss, out_fake.detach()).float(),
+                        objective.d_outputs(out_real.detach()).float(),
+                        objective.d_outputs(out_fake.detach()).float(),
                         grad_norm_d.to(device).float(),
                         grad_norm_g.to(device).float(),
                     ]
@@ -361,15 +330,3 @@ def train(
         content_type=BINARY_CONTENT_TYPE,
     )
     return {"steps": params.steps, "resumed_from": done, **metrics}
-
-
-def _augment_then(
-    net_d: nn.Module,
-    params: GanTrainParams,
-    generator: torch.Generator,
-    labels: torch.Tensor | None,
-    x: torch.Tensor,
-) -> torch.Tensor:
-    """D on the augmented input (of classes ``labels``): the critic the gradient penalty constrains."""
-    out: torch.Tensor = net_d(_augment(params, x, generator), labels)
-    return out
