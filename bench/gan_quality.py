@@ -28,8 +28,9 @@ import torch
 
 from shared.jobs.specs import MAX_STEPS, GanTrainParams
 from workers.gan.data import load_builtin, load_points, mixture
+from workers.gan.evaluation import EVAL_IMAGES, HQ_METRIC, MODES_METRIC
 from workers.gan.features import FeatureSpace, ImageEvaluator, train_digits_classifier
-from workers.gan.loop import EVAL_IMAGES, HQ_METRIC, MODES_METRIC, train
+from workers.gan.loop import train
 from workers.hooks import InMemoryHooks
 
 MIXTURES = ("ring8", "grid25")

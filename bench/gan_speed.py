@@ -94,8 +94,9 @@ from shared.jobs.states import JobState
 from tests.support import services
 from workers.engines import execute
 from workers.gan.data import load_builtin
-from workers.gan.loop import METRIC_NAMES, SAMPLE_ARTIFACT, SAMPLE_KIND
+from workers.gan.loop import METRIC_NAMES, SAMPLE_ARTIFACT
 from workers.runtime import WorkerContext, run_job
+from workers.training import SAMPLE_KIND
 
 DATASET = "digits"
 IMAGE_SIZE = 64  # the reference's architecture is the 64 x 64 one

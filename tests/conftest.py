@@ -17,7 +17,7 @@ from shared.db import queries
 from shared.db.migrate import upgrade
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.storage import S3ObjectStore, make_store
-from tests.support import services
+from tests.support import local_services, services
 
 # Short leases and periods so faults are detected in seconds, not minutes.
 TEST_TIMINGS = {
@@ -53,7 +53,8 @@ class Endpoints:
 @pytest.fixture(scope="module")
 def endpoints(s3_server: services.S3Server) -> Endpoints:
     """The real services, directly."""
-    return Endpoints(pg_host="127.0.0.1", pg_port=5432, s3=f"127.0.0.1:{s3_server.port}")
+    pg_host, pg_port = services.pg_address()
+    return Endpoints(pg_host=pg_host, pg_port=pg_port, s3=f"127.0.0.1:{s3_server.port}")
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +156,9 @@ def bob(sessions: sessionmaker[Session]) -> Caller:
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where worker and beat logs go."""
     return tmp_path_factory.mktemp("logs")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which Postgres and Redis the session used, when it used any (tests/support/local_services.py)."""
+    for line in local_services.used():
+        terminalreporter.write_line(line)

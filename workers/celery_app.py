@@ -15,7 +15,7 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from shared.config import Settings
-from workers.queue import make_celery
+from shared.queue import make_celery
 from workers.tasks import register_tasks, worker_context
 from workers.threads import apply_worker_threads, openmp_defaults
 

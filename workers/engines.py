@@ -27,6 +27,7 @@ from shared.jobs.specs import (
 )
 from shared.storage import retry_storage
 from workers.gan import data as gan_data
+from workers.gan.evaluation import EVAL_IMAGES
 from workers.gan.features import (
     CLASSIFIER_KEY,
     MIN_EVAL_IMAGES,
@@ -37,15 +38,14 @@ from workers.gan.features import (
     load_classifier,
     train_digits_classifier,
 )
-from workers.gan.loop import EVAL_IMAGES, GENERATOR_ARTIFACT, MIN_CLASSES
-from workers.gan.loop import DivergenceError as GanDivergence
+from workers.gan.loop import GENERATOR_ARTIFACT, MIN_CLASSES
 from workers.gan.loop import train as gan_train
 from workers.gan.sample import sample as gan_sample
 from workers.runtime import Executor, JobRunner, WorkerContext
 from workers.style.images import decode_image, load_builtin_image
-from workers.style.transfer import DivergenceError as StyleDivergence
 from workers.style.transfer import transfer as style_transfer
 from workers.style.vgg import WeightsUnavailableError, load_state_dict_file
+from workers.training import NPY_CONTENT_TYPE, OUTPUT_KIND, PNG_CONTENT_TYPE, SAMPLE_KIND, DivergenceError
 
 MEMINFO: Final = "/proc/meminfo"
 RESIDENT_SHARE: Final = 0.25  # of free device memory a dataset may take to live on the GPU
@@ -196,7 +196,7 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
             f"{GAN_REMEDY}",
             code="too_large",
         ) from exc
-    except GanDivergence as exc:
+    except DivergenceError as exc:
         raise JobFailed(str(exc), code="diverged") from exc
     except ValueError as exc:  # a checkpoint that doesn't fit these params, or unusable data
         raise JobFailed(str(exc), code="bad_input") from exc
@@ -298,7 +298,7 @@ def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunn
         ) from exc
     except WeightsUnavailableError as exc:
         raise JobFailed(str(exc), code="weights_unavailable") from exc
-    except StyleDivergence as exc:
+    except DivergenceError as exc:
         raise JobFailed(str(exc), code="diverged") from exc
     except ValueError as exc:  # a checkpoint that doesn't fit these params
         raise JobFailed(str(exc), code="bad_input") from exc
@@ -333,8 +333,8 @@ def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) 
         ) from exc
     except ValueError as exc:
         raise JobFailed(f"source job {params.source_job}: {exc}", code="bad_input") from exc
-    runner.save_artifact("samples.png", grid, kind="sample", content_type="image/png")
-    runner.save_artifact("samples.npy", raw, kind="output", content_type="application/x-npy")
+    runner.save_artifact("samples.png", grid, kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)
+    runner.save_artifact("samples.npy", raw, kind=OUTPUT_KIND, content_type=NPY_CONTENT_TYPE)
     runner.report_progress(params.n, params.n)
 
 

@@ -19,7 +19,7 @@ from celery import Celery
 from shared.db import queries
 from shared.db.session import transaction
 from shared.jobs.specs import QUEUE_CPU, QUEUE_GPU
-from workers.queue import job_id_from_task_id, send_run_job
+from shared.queue import job_id_from_task_id, send_run_job
 from workers.runtime import WorkerContext
 
 log = logging.getLogger(__name__)

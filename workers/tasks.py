@@ -10,7 +10,7 @@ from celery import Celery, Task
 
 from shared.config import Settings
 from shared.errors import TransientError
-from workers.queue import RECONCILE_TASK, RUN_JOB_TASK
+from shared.queue import RECONCILE_TASK, RUN_JOB_TASK
 from workers.runtime import WorkerContext
 from workers.threads import apply_worker_threads
 

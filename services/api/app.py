@@ -23,8 +23,8 @@ from services.api.routes import health, jobs, uploads
 from shared.config import Settings
 from shared.db.session import make_engine, make_sessionmaker
 from shared.errors import AtelierError
+from shared.queue import make_celery
 from shared.storage import S3ObjectStore, make_store
-from workers.queue import make_celery
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "5"

@@ -24,7 +24,7 @@ from shared.jobs.specs import (
     is_upload_ref,
 )
 from shared.jobs.states import JobState
-from workers.queue import send_run_job
+from shared.queue import send_run_job
 
 log = logging.getLogger(__name__)
 

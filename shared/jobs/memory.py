@@ -9,7 +9,7 @@ for that side), in fp32:
 - the no-grad forward of the (style_scale times larger) style images, one module at a time;
 - the optimiser: Adam's two moments, or L-BFGS's history of 2 x 100 image-sized vectors;
 - the image, its gradient, the targets (content features, style Grams) and the weights.
-tests/unit/test_style_memory.py checks it against the peak memory of real runs on CPU.
+tests/unit/jobs/test_style_memory.py checks it against the peak memory of real runs on CPU.
 
 gan.train and gan.sample: see the section below.
 """
@@ -103,7 +103,7 @@ def describe_bytes(count: float) -> str:
 # peak is G's activations plus two of D's (more with a gradient penalty, whose double backward
 # keeps D's graph and its gradient's). Between steps, sampling passes (fixed-noise grids, EMA
 # batch-norm recalibration, evaluation) and the checkpoint's serialised copies take their place.
-# tests/unit/test_gan_memory.py checks the parameter counts against the real networks and the
+# tests/unit/jobs/test_gan_memory.py checks the parameter counts against the real networks and the
 # estimate against the peak memory of real runs on CPU.
 
 GAN_KERNEL_AREA: Final = 16  # every DCGAN and multi-scale convolution is 4 x 4 ...

@@ -435,7 +435,9 @@ class GanTrainParams(_Params):
         if self.d_skip_threshold is not None and self.loss == "wgan-gp":
             problems.append(("d_skip_threshold", "d_skip_threshold needs a loss bounded below (bce or hinge)"))
         if not _is_stored(info):
-            _scale_unset_every(self, self.steps, {"sample_every": MAX_SAMPLE_GRIDS, "checkpoint_every": MAX_CHECKPOINTS})
+            _scale_unset_every(
+                self, self.steps, {"sample_every": MAX_SAMPLE_GRIDS, "checkpoint_every": MAX_CHECKPOINTS}
+            )
             problems += _every_problems("sample_every", self.sample_every, self.steps, MAX_SAMPLE_GRIDS, "sample grids")
             problems += _every_problems(
                 "checkpoint_every", self.checkpoint_every, self.steps, MAX_CHECKPOINTS, "checkpoints"

@@ -18,11 +18,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
+from shared.queue import make_celery, send_run_job
 from shared.storage import S3ObjectStore
 from tests.conftest import Caller
 from tests.e2e.conftest import wait_job
 from tests.support import services
-from workers.queue import make_celery, send_run_job
 
 pytestmark = pytest.mark.e2e
 

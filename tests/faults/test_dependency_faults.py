@@ -30,7 +30,7 @@ S3_OUTAGE_S = 30.0
 @pytest.fixture(scope="module")
 def pg_proxy() -> Iterator[TcpProxy]:
     """A cuttable path to the test Postgres."""
-    proxy = TcpProxy(target=("127.0.0.1", 5432), port=services.free_port()).start()
+    proxy = TcpProxy(target=services.pg_address(), port=services.free_port()).start()
     yield proxy
     proxy.cut()
 

@@ -73,9 +73,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="module")
 def endpoints(s3_server: services.S3Server, redis_server: RedisServer) -> Endpoints:
     """Everything direct, but Redis is the module's own."""
+    pg_host, pg_port = services.pg_address()
     return Endpoints(
-        pg_host="127.0.0.1",
-        pg_port=5432,
+        pg_host=pg_host,
+        pg_port=pg_port,
         s3=f"127.0.0.1:{s3_server.port}",
         redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
     )

@@ -60,7 +60,7 @@ def proxies(settings: Settings) -> Iterator[dict[str, TcpProxy]]:
     redis_port = urlsplit(settings.redis_url).port or 6379
     s3_host, s3_port = settings.s3_endpoint.rsplit(":", 1)
     built = {
-        "postgres": TcpProxy(target=("127.0.0.1", 5432), port=services.free_port()).start(),
+        "postgres": TcpProxy(target=services.pg_address(), port=services.free_port()).start(),
         "redis": TcpProxy(target=("127.0.0.1", redis_port), port=services.free_port()).start(),
         "s3": TcpProxy(target=(s3_host, int(s3_port)), port=services.free_port()).start(),
     }

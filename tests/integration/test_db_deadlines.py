@@ -26,7 +26,7 @@ MARGIN_S = 3.0  # the watcher's tick, and a loaded host; far below for ever
 
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
-    built = TcpProxy(target=("127.0.0.1", 5432), port=services.free_port()).start()
+    built = TcpProxy(target=services.pg_address(), port=services.free_port()).start()
     yield built
     built.cut()
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from services.api.app import create_app
 from shared.config import Settings
 from tests.conftest import Caller
-from tests.support.services import PG_ADMIN_URL
+from tests.support.services import pg_admin_url
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ ROUNDS = 30  # the close-versus-next-query race showed about once in 3 CI runs w
 
 def terminate_connections(database: str) -> int:
     """Close every server connection to ``database`` from the server side, as a restart does."""
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as admin:
         rows = admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (database,),

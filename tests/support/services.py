@@ -19,9 +19,10 @@ import psycopg
 import redis
 
 from shared.config import Settings
+from tests.support.local_services import pg_address, pg_admin_url, redis_base_url
 
-PG_ADMIN_URL = os.environ.get("ATELIER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_BASE = os.environ.get("ATELIER_TEST_REDIS", "redis://127.0.0.1:6379")
+__all__ = ["pg_address", "pg_admin_url", "redis_base_url"]
+
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
 
@@ -46,27 +47,28 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 def create_database() -> tuple[str, str]:
     """A fresh, empty database; returns (name, SQLAlchemy URL)."""
     name = f"atelier_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+    admin = pg_admin_url()
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     return name, f"{base}/{name}"
 
 
 def drop_database(name: str) -> None:
     """Drop a test database, disconnecting stragglers."""
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def claim_redis_db() -> str:
     """A Redis URL on an empty logical db (flushed)."""
     for index in range(15, 0, -1):
-        client = redis.Redis.from_url(f"{REDIS_BASE}/{index}")
+        client = redis.Redis.from_url(f"{redis_base_url()}/{index}")
         with client:
             if client.set("atelier:test-lock", str(os.getpid()), nx=True, ex=3600):
                 client.flushdb()
                 client.set("atelier:test-lock", str(os.getpid()), ex=3600)
-                return f"{REDIS_BASE}/{index}"
+                return f"{redis_base_url()}/{index}"
     raise RuntimeError("no free Redis db index for tests")
 
 

@@ -19,9 +19,9 @@ pytest.importorskip("torch")
 
 import torch
 
-from workers.gan.loop import _Models
 from workers.gan.loop import train as gan_train
 from workers.gan.sample import generator_file, sample
+from workers.gan.state import Models
 from workers.hooks import InMemoryHooks
 from workers.style.images import load_builtin_image
 from workers.style.transfer import transfer
@@ -160,7 +160,7 @@ def test_style_and_sample_runs_store_what_their_plans_say() -> None:
     assert sum(len(data) for data, _kind, _type in hooks.artifacts.values()) <= plan.max_bytes
     # And gan.sample's two files fit its plan
     source = GanTrainParams(**TINY_GAN)
-    weights = generator_file(_Models.create(source, 1, torch.device("cpu")).net_g, source.model_dump())
+    weights = generator_file(Models.create(source, 1, torch.device("cpu")).net_g, source.model_dump())
     picture, raw = sample(weights, n=300, seed=0)
     sample_plan = gan_sample_plan(source, 300)
     assert sample_plan.count == 2

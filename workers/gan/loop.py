@@ -8,26 +8,18 @@ random stream is a dedicated ``torch.Generator``, and the data order is a functi
 
 from __future__ import annotations
 
-import copy
-import io
-import time
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from shared.jobs.specs import GanTrainParams
-from workers.gan import losses
-from workers.gan.augment import diff_augment
-from workers.gan.data import load_versioned, mixture
+from workers.gan.evaluation import DIVERSITY_METRIC, evaluate_images, evaluate_points, generate, sample_picture
 from workers.gan.features import ImageEvaluator
-from workers.gan.metrics import EVAL_SAMPLES, diversity, mode_coverage
+from workers.gan.health import COLLAPSE_DIVERSITY, COLLAPSE_WARNING, LOSS_NAMES, Monitor, may_warn, watch_d
+from workers.gan.metrics import diversity
 from workers.gan.multiscale import (
     MSG,
-    MULTISCALE_ARCHS,
     PROGRESSIVE,
     MultiScaleDiscriminator,
     MultiScaleGenerator,
@@ -35,386 +27,58 @@ from workers.gan.multiscale import (
     progressive_stage,
 )
 from workers.gan.nets import (
-    Discriminator,
-    Generator,
-    MLPDiscriminator,
-    MLPGenerator,
-    add_spectral_norm,
     num_stages,
-    weights_init,
 )
-from workers.gan.plots import INTERPOLATION_ROWS, LossHistory, interpolation_png, loss_curve_png
-from workers.gan.sample import generator_file, grid_png, latents, scatter_png
+from workers.gan.objective import GanLoss, detached, generate_for
+from workers.gan.plots import INTERPOLATION_ROWS, interpolation_png, loss_curve_png
+from workers.gan.sample import generator_file, latents
+from workers.gan.state import STREAM_INTERPOLATION, DataOrder, Models, sample_shape, stream_seed
 from workers.hooks import StopRequested, TrainHooks
+from workers.training import (
+    BINARY_CONTENT_TYPE,
+    PLOT_KIND,
+    PNG_CONTENT_TYPE,
+    SAMPLE_KIND,
+    WEIGHTS_KIND,
+    DivergenceWatch,
+    MetricLog,
+    SpeedPath,
+)
 
-CHECKPOINT_VERSION = 1
 FIXED_NOISE_COUNT = 64
-FLUSH_STEPS = 50  # logged steps whose metrics are read back from the device at once
-FLUSH_INTERVAL_S = 1.0  # ... or at least this often, so progress, metrics and warnings stay fresh
-EVAL_IMAGES = 1000  # generated images per image-quality evaluation (fd, kid, precision, recall)
-EVAL_CHUNK = 250
 MIN_CLASSES = 2
 FIXED_POINTS_COUNT = 1000  # a point dataset's "grid" is a scatter plot of this many fixed-noise samples
-REAL_LABEL = losses.REAL_LABEL
-LOSS_NAMES = ("d_loss", "g_loss")
 METRIC_NAMES = (*LOSS_NAMES, "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_d", "lr_g", "d_skips")
-DIVERSITY_METRIC = "diversity"  # at sample ticks: spread of the fixed-noise samples / spread of as many real ones
-MODES_METRIC = "modes"
 RESOLUTION_METRIC = "resolution"  # progressive and MSG runs: the resolution being trained
 FADE_METRIC = "fade_alpha"  # ... and how far its fade-in has got (1: fully in)
-HQ_METRIC = "hq_share"
 SAMPLE_ARTIFACT = "samples/step-{step:07d}.png"
 FINAL_SAMPLE_ARTIFACT = "samples/final.png"
 INTERPOLATION_ARTIFACT = "samples/interpolation.png"  # rows of slerp walks between seeded latents
 LOSS_PLOT_ARTIFACT = "plots/losses.png"
-PLOT_KIND = "plot"
 GENERATOR_ARTIFACT = "generator.pt"
-SAMPLE_KIND = "sample"
-WEIGHTS_KIND = "weights"
-PNG_CONTENT_TYPE = "image/png"
-WEIGHTS_CONTENT_TYPE = "application/octet-stream"
-# Independent random streams, each seeded from (params.seed, stream[, epoch]). The fixed
-# noise of the sample grids is seeded by params.seed itself, as in sample.sample().
-_STREAM_INIT = 1
-_STREAM_NOISE = 2
-_STREAM_ORDER = 3
-_STREAM_AUX = 4  # DiffAugment draws and WGAN-GP interpolation weights
-_STREAM_EVAL = 5  # evaluation samples: seeded per step, so evaluating never moves another stream
-_STREAM_BN = 6  # latents that re-estimate the EMA generator's batch-norm statistics, seeded per step
-_STREAM_INTERPOLATION = 7  # the end points of the interpolation strip
-BN_RECAL_BATCHES = 4
-BN_RECAL_SIZE = 512
-# Params that fix the shapes of the checkpointed models and optimizers.
-_ARCH_FIELDS = ("arch", "image_size", "nz", "ngf", "ndf", "spectral_norm", "loss", "conditional", "g_batchnorm", "pack")
+DIVERGED = "training"
+DIVERGED_ADVICE = "try lower learning rates"
 _IMAGE_RANGE = (-1.0, 1.0)
-# EMA warm-up: the decay at update t is min(ema, (1 + t) / (EMA_WARMUP + t)), so early weights fade quickly.
-EMA_WARMUP = 10
-# Health warnings.
-D_WON_LOSS = 0.05  # bce/hinge: D's loss below this means it tells real from fake almost perfectly
-D_WON_STEPS = 200  # ... for this many steps in a row
-COLLAPSE_DIVERSITY = 0.2  # samples spread less than this share of the data's spread
-COLLAPSE_MODES = 0.5  # point datasets: fewer than this share of the modes captured
-# No collapse warnings before this many steps, nor in the first quarter of a run: early samples are still forming.
-WARN_AFTER = 0.25
-WARN_MIN_STEP = 200
-D_WON_WARNING = (
-    "D has won: its loss stayed below {loss} from step {start} to step {step}; G gets little signal. "
-    "Try a lower lr_d, d_skip_threshold, label_smoothing or the stable preset"
-)
-COLLAPSE_WARNING = "possible mode collapse at step {step}: {detail}. Try the stable preset, spectral_norm or ema"
 
 
-class DivergenceError(RuntimeError):
-    """A loss became NaN or infinite; the run stops instead of training on garbage."""
-
-
-def _stream_seed(seed: int, *stream: int) -> int:
-    """A well-mixed 64-bit seed for one random stream of a run."""
-    return int(np.random.SeedSequence([seed, *stream]).generate_state(1, np.uint64)[0])
-
-
-class _DataOrder:
-    """Dataset indices for any step: one permutation per epoch, seeded by (seed, epoch); batches wrap epochs."""
-
-    def __init__(self, *, size: int, batch_size: int, seed: int) -> None:
-        self._size = size
-        self._batch_size = batch_size
-        self._seed = seed
-        self._epoch = -1
-        self._permutation = torch.empty(0, dtype=torch.int64)
-
-    def _epoch_permutation(self, epoch: int) -> torch.Tensor:
-        if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(_stream_seed(self._seed, _STREAM_ORDER, epoch))
-            self._permutation = torch.randperm(self._size, generator=generator)
-            self._epoch = epoch
-        return self._permutation
-
-    def indices(self, step: int) -> torch.Tensor:
-        """Indices of the batch of ``step`` (1-based): samples (step-1)*B .. step*B-1 of the endless order."""
-        position = (step - 1) * self._batch_size
-        end = position + self._batch_size
-        parts: list[torch.Tensor] = []
-        while position < end:
-            epoch, offset = divmod(position, self._size)
-            take = min(end - position, self._size - offset)
-            parts.append(self._epoch_permutation(epoch)[offset : offset + take])
-            position += take
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-class _DivergenceWatch:
-    """Remembers the first step with a non-finite loss without a host sync per step; ``check`` syncs."""
-
-    def __init__(self, device: torch.device) -> None:
-        self._first_step = torch.zeros((), dtype=torch.int64, device=device)
-        self._losses = torch.zeros(len(LOSS_NAMES), device=device)
-
-    def observe(self, step: int, losses: torch.Tensor) -> None:
-        """Note ``losses`` (in LOSS_NAMES order) of ``step``."""
-        first_bad = (self._first_step == 0) & ~torch.isfinite(losses).all()
-        self._first_step = torch.where(first_bad, step, self._first_step)
-        self._losses = torch.where(first_bad, losses, self._losses)
-
-    def first_bad_step(self) -> int:
-        """The first step with a non-finite loss, 0 if none (a sync)."""
-        return int(self._first_step.item())
-
-    def check(self) -> None:
-        """Raise DivergenceError if any observed loss was NaN or infinite."""
-        step = self.first_bad_step()
-        if step:
-            values = dict(zip(LOSS_NAMES, self._losses.tolist(), strict=True))
-            bad = ", ".join(f"{name}={value}" for name, value in values.items() if not np.isfinite(value))
-            raise DivergenceError(f"training diverged at step {step}: {bad}; try lower learning rates")
-
-
-class _MetricLog:
-    """Logged steps' metrics, kept on the device and read back in one transfer per flush.
-
-    A flush comes every FLUSH_STEPS logged steps or FLUSH_INTERVAL_S, and before anything that
-    samples, evaluates, checkpoints or stops; it reports every step before the first
-    non-finite loss, then raises DivergenceError if there was one. So on a GPU the loop does
-    not wait for the device at every logged step.
-    """
-
-    def __init__(
-        self,
-        params: GanTrainParams,
-        hooks: TrainHooks,
-        monitor: _Monitor,
-        watch: _DivergenceWatch,
-        last: dict[str, float],
-    ) -> None:
-        self.params, self.hooks, self.monitor, self.watch = params, hooks, monitor, watch
-        self.pending: list[tuple[int, torch.Tensor, list[float], Stage | None]] = []
-        self.last = last
-        self.flushed_at = time.monotonic()
-
-    def add(self, step: int, on_device: torch.Tensor, on_host: list[float], stage: Stage | None) -> None:
-        """Queue one logged step (no sync)."""
-        self.pending.append((step, on_device, on_host, stage))
-
-    def due(self) -> bool:
-        """Whether enough steps or time have gathered for a flush."""
-        return len(self.pending) >= FLUSH_STEPS or time.monotonic() - self.flushed_at >= FLUSH_INTERVAL_S
-
-    def flush(self) -> None:
-        """Report the queued steps (up to a divergence), then raise if the run diverged."""
-        self.flushed_at = time.monotonic()
-        bad = self.watch.first_bad_step()
-        if self.pending:
-            rows = torch.stack([values for _, values, _, _ in self.pending]).tolist()
-            for (step, _, host, stage), row in zip(self.pending, rows, strict=True):
-                if bad and step >= bad:
-                    break
-                metrics = dict(zip(METRIC_NAMES, row + host, strict=True))
-                self.monitor.history.add(step, [metrics[name] for name in LOSS_NAMES])
-                self.hooks.report_metrics(step, metrics)
-                if stage is not None:
-                    self.hooks.report_metrics(
-                        step, {RESOLUTION_METRIC: float(stage.resolution()), FADE_METRIC: stage.alpha}
-                    )
-                _watch_d(self.params, self.monitor, self.hooks, step, metrics["d_loss"])
-                self.last = metrics
-            self.pending.clear()
-        if bad:
-            self.watch.check()
-
-
-GanGenerator = Generator | MLPGenerator | MultiScaleGenerator
-Fakes = torch.Tensor | list[torch.Tensor]  # MSG: one image per scale
-
-
-@dataclass
-class _Monitor:
-    """Run-health state carried across steps (and checkpoints): D skips, the D-won streak, warnings given."""
-
-    d_skips: int = 0
-    d_won_since: int = 0  # first logged step of the current streak of tiny D losses; 0: none
-    warned: list[str] = field(default_factory=list)
-    history: LossHistory = field(default_factory=lambda: LossHistory(LOSS_NAMES))  # for plots/losses.png
-
-    def state(self) -> dict[str, Any]:
-        """Checkpointable form."""
-        return {
-            "d_skips": self.d_skips,
-            "d_won_since": self.d_won_since,
-            "warned": list(self.warned),
-            "history": self.history.state(),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any] | None) -> _Monitor:
-        """Rebuild from ``state`` (None: a fresh monitor)."""
-        if not state:
-            return cls()
-        return cls(
-            int(state["d_skips"]),
-            int(state["d_won_since"]),
-            [str(w) for w in state["warned"]],
-            LossHistory.from_state(LOSS_NAMES, state.get("history")),
-        )
-
-    def warn_once(self, hooks: TrainHooks, kind: str, message: str) -> None:
-        """Send a warning of ``kind`` the first time only."""
-        if kind not in self.warned:
-            self.warned.append(kind)
-            hooks.warn(message)
-
-
-def _sample_shape(params: GanTrainParams, channels: int) -> tuple[int, ...]:
-    return (2,) if params.points else (channels, params.image_size, params.image_size)
-
-
-@dataclass
-class _Models:
-    """Everything a checkpoint restores: nets, EMA generator, optimizers and random streams."""
-
-    net_g: GanGenerator
-    net_d: nn.Module
-    ema_g: GanGenerator | None
-    opt_g: torch.optim.Adam
-    opt_d: torch.optim.Adam
-    noise: torch.Generator
-    aux: torch.Generator
-
-    @classmethod
-    def create(cls, params: GanTrainParams, channels: int, device: torch.device, num_classes: int = 0) -> _Models:
-        """Fresh nets with the DCGAN/dense init, seeded by params.seed; initialised on CPU so every device agrees."""
-        init = torch.Generator().manual_seed(_stream_seed(params.seed, _STREAM_INIT))
-        shape = _sample_shape(params, channels)
-        net_g: GanGenerator
-        net_d: nn.Module
-        if params.arch == "mlp":
-            net_g = MLPGenerator(
-                nz=params.nz, ngf=params.ngf, out_shape=shape, tanh=not params.points, batchnorm=params.g_batchnorm
-            )
-            net_d = MLPDiscriminator(ndf=params.ndf, in_shape=shape, pack=params.pack)
-        elif params.arch in MULTISCALE_ARCHS:
-            net_g = MultiScaleGenerator(image_size=params.image_size, nz=params.nz, ngf=params.ngf, channels=channels)
-            net_d = MultiScaleDiscriminator(
-                image_size=params.image_size, ndf=params.ndf, channels=channels, msg=params.arch == MSG
-            )
-        else:
-            net_g = Generator(
-                image_size=params.image_size, nz=params.nz, ngf=params.ngf, channels=channels, num_classes=num_classes
-            )
-            # Spectral norm and the per-sample gradient penalty replace D's batch norm.
-            batchnorm = not (params.spectral_norm or params.loss == losses.WGAN_GP)
-            net_d = Discriminator(
-                image_size=params.image_size,
-                ndf=params.ndf,
-                channels=channels,
-                batchnorm=batchnorm,
-                num_classes=num_classes,
-                pack=params.pack,
-            )
-        net_g.apply(partial(weights_init, generator=init))
-        net_d.apply(partial(weights_init, generator=init))
-        if params.spectral_norm:
-            add_spectral_norm(net_d, generator=init)
-        ema_g = copy.deepcopy(net_g).eval().requires_grad_(False) if params.ema is not None else None
-        net_g.to(device)
-        net_d.to(device)
-        if ema_g is not None:
-            ema_g.to(device)
-        betas = (params.beta1, params.beta2)
-        fused = True if device.type == "cuda" else None
-        return cls(
-            net_g=net_g,
-            net_d=net_d,
-            ema_g=ema_g,
-            # Fused Adam on CUDA (one kernel, no host syncs); on CPU the default, whose results the
-            # benchmarks and the bit-identical resume tests were recorded with.
-            opt_g=torch.optim.Adam(net_g.parameters(), lr=params.lr_g, betas=betas, fused=fused),
-            opt_d=torch.optim.Adam(net_d.parameters(), lr=params.lr_d, betas=betas, fused=fused),
-            noise=torch.Generator(device=device).manual_seed(_stream_seed(params.seed, _STREAM_NOISE)),
-            aux=torch.Generator(device=device).manual_seed(_stream_seed(params.seed, _STREAM_AUX)),
-        )
-
-    def update_ema(self, decay: float, step: int) -> None:
-        """Move the EMA generator's weights towards G's (warm-up: a short memory early on)."""
-        if self.ema_g is None:
-            return
-        weight = 1.0 - min(decay, (1 + step) / (EMA_WARMUP + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.ema_g.parameters()), list(self.net_g.parameters()), weight)
-
-    def sampler_at(self, params: GanTrainParams, step: int) -> GanGenerator:
-        """The generator to sample with after ``step``: G, or the EMA one with batch-norm statistics of its own.
-
-        G's running statistics do not fit the averaged weights, so they are re-estimated on
-        fresh latents from a stream seeded by (seed, step): deterministic, and no other stream moves.
-        """
-        if self.ema_g is None:
-            return self.net_g
-        norms = [m for m in self.ema_g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if norms:
-            device = next(self.ema_g.parameters()).device
-            generator = torch.Generator(device=device).manual_seed(_stream_seed(params.seed, _STREAM_BN, step))
-            momenta = [m.momentum for m in norms]
-            for norm in norms:
-                norm.reset_running_stats()
-                norm.momentum = None  # a cumulative average over the recalibration batches
-            self.ema_g.train()
-            with torch.no_grad():
-                classes = getattr(self.ema_g, "num_classes", 0)
-                labels = torch.arange(BN_RECAL_SIZE, device=device) % classes if classes else None
-                for _ in range(BN_RECAL_BATCHES):
-                    self.ema_g(torch.randn(BN_RECAL_SIZE, params.nz, 1, 1, generator=generator, device=device), labels)
-            for norm, momentum in zip(norms, momenta, strict=True):
-                norm.momentum = momentum
-            self.ema_g.eval()
-        return self.ema_g
-
-    def checkpoint(self, step: int, params: GanTrainParams, metrics: dict[str, float], monitor: _Monitor) -> bytes:
-        """Serialise the state after ``step`` (tensors, dicts and primitives only: weights_only loadable)."""
-        payload = {
-            "version": CHECKPOINT_VERSION,
-            "step": step,
-            "data_position": step * params.batch_size * params.n_critic,  # informative: order follows the step
-            "netG": self.net_g.state_dict(),
-            "netD": self.net_d.state_dict(),
-            "optG": self.opt_g.state_dict(),
-            "optD": self.opt_d.state_dict(),
-            "rng": {"noise": self.noise.get_state(), "aux": self.aux.get_state()},
-            "params": params.model_dump(),
-            "metrics": dict(metrics),
-            "monitor": monitor.state(),
-        }
-        if self.ema_g is not None:
-            payload["netG_ema"] = self.ema_g.state_dict()
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        return buffer.getvalue()
-
-    def restore(self, data: bytes, params: GanTrainParams) -> tuple[int, dict[str, float], _Monitor]:
-        """Load a checkpoint taken with the same architecture; returns (its step, its last metrics, its monitor)."""
-        payload = load_versioned(data, version=CHECKPOINT_VERSION, what="checkpoint could not be loaded")
-        saved = GanTrainParams.from_stored(payload["params"])
-        mismatched = [f for f in _ARCH_FIELDS if getattr(saved, f) != getattr(params, f)]
-        if saved.resolved_channels() != params.resolved_channels():
-            mismatched.append("channels")
-        if (saved.ema is None) != (params.ema is None):
-            mismatched.append("ema")
-        if mismatched:
-            raise ValueError(f"checkpoint was taken with different {', '.join(mismatched)}; cannot resume")
-        self.net_g.load_state_dict(payload["netG"])
-        self.net_d.load_state_dict(payload["netD"])
-        if self.ema_g is not None:
-            self.ema_g.load_state_dict(payload["netG_ema"])
-        self.opt_g.load_state_dict(payload["optG"])
-        self.opt_d.load_state_dict(payload["optD"])
-        self.noise.set_state(payload["rng"]["noise"])
-        if "aux" in payload["rng"]:
-            self.aux.set_state(payload["rng"]["aux"])
-        metrics = {k: float(v) for k, v in payload["metrics"].items()}
-        return int(payload["step"]), metrics, _Monitor.from_state(payload.get("monitor"))
+def _report_step(
+    params: GanTrainParams,
+    hooks: TrainHooks,
+    monitor: Monitor,
+    step: int,
+    metrics: dict[str, float],
+    stage: Stage | None,
+) -> None:
+    """One flushed step: the loss plot's history, the metrics, the stage, and the D-won watch."""
+    monitor.history.add(step, [metrics[name] for name in LOSS_NAMES])
+    hooks.report_metrics(step, metrics)
+    if stage is not None:
+        hooks.report_metrics(step, {RESOLUTION_METRIC: float(stage.resolution()), FADE_METRIC: stage.alpha})
+    watch_d(params, monitor, hooks, step, metrics["d_loss"])
 
 
 def _check_data(params: GanTrainParams, channels: int, data: torch.Tensor) -> None:
-    expected = _sample_shape(params, channels)
+    expected = sample_shape(params, channels)
     if data.ndim != len(expected) + 1 or tuple(data.shape[1:]) != expected or data.shape[0] == 0:
         raise ValueError(f"data must have shape (N>0, {', '.join(map(str, expected))}), got {tuple(data.shape)}")
     if not data.is_floating_point():
@@ -429,30 +93,7 @@ def _check_data(params: GanTrainParams, channels: int, data: torch.Tensor) -> No
         raise ValueError("data values must lie in [-1, 1]")
 
 
-@dataclass(frozen=True)
-class SpeedPath:
-    """bf16 autocast of the nets' forward passes (losses in fp32) and channels_last, for CUDA.
-
-    ``precision="auto"`` turns both on for a CUDA device with bf16 and leaves CPU runs in fp32;
-    "bf16" forces autocast anywhere (CPU included), "fp32" turns it off.
-    """
-
-    bf16: bool
-    channels_last: bool
-    device_type: str
-
-    @classmethod
-    def of(cls, precision: str, device: torch.device) -> SpeedPath:
-        cuda = device.type == "cuda"
-        bf16 = precision == "bf16" or (precision == "auto" and cuda and torch.cuda.is_bf16_supported())
-        return cls(bf16=bf16, channels_last=cuda, device_type=device.type)
-
-    def autocast(self) -> torch.autocast:
-        """The autocast context of this path (a no-op when bf16 is off)."""
-        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
-
-
-def _set_stage(params: GanTrainParams, models: _Models, step: int) -> Stage | None:
+def _set_stage(params: GanTrainParams, models: Models, step: int) -> Stage | None:
     """The multi-scale stage of ``step`` (progressive: growing; MSG: every scale at once), set on the nets."""
     if params.arch == MSG:
         return Stage(num_stages(params.image_size), 1.0)
@@ -463,10 +104,6 @@ def _set_stage(params: GanTrainParams, models: _Models, step: int) -> Stage | No
         if isinstance(net, MultiScaleGenerator | MultiScaleDiscriminator):
             net.set_stage(stage)
     return stage
-
-
-def _detached(fake: Fakes) -> Fakes:
-    return [f.detach() for f in fake] if isinstance(fake, list) else fake.detach()
 
 
 def _check_labels(params: GanTrainParams, data: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> int:
@@ -480,24 +117,6 @@ def _check_labels(params: GanTrainParams, data: torch.Tensor, labels: torch.Tens
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise ValueError(f"labels must lie in 0 .. {num_classes - 1}")
     return num_classes
-
-
-def _generate(net: GanGenerator, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Samples in eval mode; consumes no random state and leaves BN statistics alone."""
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            return net(z, labels)
-    finally:
-        net.train(was_training)
-
-
-def _picture(params: GanTrainParams, samples: torch.Tensor, nrow: int | None = None) -> bytes:
-    """A PNG of fixed-noise samples: an image grid (``nrow`` per row), or a scatter plot over the modes for points."""
-    if params.points:
-        return scatter_png(samples, centers=mixture(params.dataset).centers)
-    return grid_png(samples, nrow=nrow)
 
 
 def _grad_norm(net: nn.Module) -> torch.Tensor:
@@ -519,39 +138,6 @@ def _learning_rates(params: GanTrainParams, step: int) -> tuple[float, float]:
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-def _augment(params: GanTrainParams, x: Fakes, generator: torch.Generator) -> Fakes:
-    if not params.diffaugment:
-        return x
-    if isinstance(x, list):  # GanTrainParams refuses DiffAugment with MSG
-        raise ValueError("DiffAugment applies to single-scale images")
-    return diff_augment(x, params.diffaugment, generator=generator)
-
-
-def _single_scale(fake: Fakes) -> torch.Tensor:
-    if isinstance(fake, list):  # GanTrainParams refuses gradient penalties with MSG
-        raise ValueError("this loss needs single-scale fakes")
-    return fake
-
-
-def _may_warn(params: GanTrainParams, step: int) -> bool:
-    """Whether a run is far enough along for collapse warnings."""
-    return step >= max(WARN_MIN_STEP, WARN_AFTER * params.steps)
-
-
-def _watch_d(params: GanTrainParams, monitor: _Monitor, hooks: TrainHooks, step: int, d_loss: float) -> None:
-    """Warn once when D's loss stays near zero for D_WON_STEPS steps (bce and hinge only)."""
-    if params.loss == losses.WGAN_GP:
-        return
-    if d_loss >= D_WON_LOSS:
-        monitor.d_won_since = 0
-        return
-    if not monitor.d_won_since:
-        monitor.d_won_since = step
-    if step - monitor.d_won_since >= D_WON_STEPS:
-        message = D_WON_WARNING.format(loss=D_WON_LOSS, start=monitor.d_won_since, step=step)
-        monitor.warn_once(hooks, "d_won", message)
 
 
 def train(
@@ -578,7 +164,7 @@ def train(
 
     # ---- Set up: nets, optimizers, random streams; resume if a checkpoint exists ----
     speed = SpeedPath.of(params.precision, device)
-    models = _Models.create(params, channels, device, num_classes=classes)
+    models = Models.create(params, channels, device, num_classes=classes)
     if speed.channels_last and params.arch != "mlp":
         for net in (models.net_g, models.net_d, models.ema_g):
             if net is not None:
@@ -586,13 +172,13 @@ def train(
     net_g, net_d, opt_g, opt_d = models.net_g, models.net_d, models.opt_g, models.opt_d
     done = 0
     metrics: dict[str, float] = {}
-    monitor = _Monitor()
+    monitor = Monitor()
     checkpoint = hooks.load_checkpoint()
     if checkpoint is not None:
         done, metrics, monitor = models.restore(checkpoint, params)
     if data.shape[0] < batch_size:
         hooks.warn(f"the dataset has {data.shape[0]} images, fewer than batch_size {batch_size}: batches repeat images")
-    order = _DataOrder(size=data.shape[0], batch_size=batch_size, seed=params.seed)
+    order = DataOrder(size=data.shape[0], batch_size=batch_size, seed=params.seed)
     fixed_count = FIXED_POINTS_COUNT if params.points else FIXED_NOISE_COUNT
     # Conditional grids: one row per class, as many columns as fit in FIXED_NOISE_COUNT.
     per_row = max(1, FIXED_NOISE_COUNT // classes) if classes else None
@@ -601,14 +187,17 @@ def train(
         fixed_count = fixed_labels.shape[0]
     fixed_noise = latents(fixed_count, params.nz, seed=params.seed).to(device)
     reference = data.index_select(
-        0, _DataOrder(size=data.shape[0], batch_size=fixed_count, seed=params.seed).indices(1).to(data.device)
+        0, DataOrder(size=data.shape[0], batch_size=fixed_count, seed=params.seed).indices(1).to(data.device)
     )
     data_spread = diversity(reference)
-    real_target = REAL_LABEL - params.label_smoothing
+    objective = GanLoss.of(params, models.aux)
+    g_forward = generate_for(params, net_g)
     skip_below = params.d_skip_threshold
     eval_every = params.resolved_eval_every()
-    watch = _DivergenceWatch(device)
-    metric_log = _MetricLog(params, hooks, monitor, watch, metrics)
+    watch = DivergenceWatch(LOSS_NAMES, device, what=DIVERGED, advice=DIVERGED_ADVICE)
+    metric_log: MetricLog[Stage | None] = MetricLog(
+        METRIC_NAMES, watch, partial(_report_step, params, hooks, monitor), last=metrics
+    )
     picture: tuple[int, bytes] | None = None
     net_g.train()
     net_d.train()
@@ -631,33 +220,21 @@ def train(
             batch_labels = labels.index_select(0, batch_index).to(device) if classes and labels is not None else None
             final_critic = critic == params.n_critic - 1
             net_d.zero_grad(set_to_none=True)
-            if params.r1_gamma:
+            if objective.needs_real_grad:
                 real.requires_grad_(True)
             if speed.channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)
             z = torch.randn(batch_size, params.nz, 1, 1, generator=models.noise, device=device)
             with speed.autocast():
-                out_real = net_d(_augment(params, real, models.aux), batch_labels)
+                out_real = objective.judge(net_d, real, batch_labels)
                 with torch.set_grad_enabled(final_critic):  # only the last fakes feed the G step
-                    # MSG: G's image at every scale, so D's gradient reaches each of G's outputs
-                    fake = (
-                        net_g.pyramid(z)
-                        if isinstance(net_g, MultiScaleGenerator) and params.arch == MSG
-                        else net_g(z, batch_labels)
-                    )
-                out_fake = net_d(_augment(params, _detached(fake), models.aux), batch_labels)
-            d_loss = losses.d_loss(params.loss, out_real.float(), out_fake.float(), real_target=real_target)
+                    fake = g_forward(z, batch_labels)
+                out_fake = objective.judge(net_d, detached(fake), batch_labels)
+            d_loss = objective.discriminator(out_real, out_fake)
             if skip_below is not None and float(d_loss) < skip_below:
                 monitor.d_skips += 1  # the lesson's remedy: let G catch up while D is far ahead
                 continue
-            total = d_loss
-            if params.loss == losses.WGAN_GP:
-                critic_fn = partial(_augment_then, net_d, params, models.aux, batch_labels)
-                total = total + losses.gradient_penalty(
-                    critic_fn, real, _single_scale(fake), generator=models.aux, pack=params.pack
-                )
-            if params.r1_gamma:
-                total = total + losses.r1_penalty(out_real, real, gamma=params.r1_gamma)
+            total = objective.penalised(d_loss, net_d, real=real, fake=fake, out_real=out_real, labels=batch_labels)
             total.backward()
             if log and final_critic:
                 grad_norm_d = _grad_norm(net_d)
@@ -667,8 +244,8 @@ def train(
         net_g.zero_grad(set_to_none=True)
         net_d.requires_grad_(False)  # D's weight gradients are not needed here
         with speed.autocast():
-            out_g = net_d(_augment(params, fake, models.aux), batch_labels)
-        g_loss = losses.g_loss(params.loss, out_g.float())
+            out_g = objective.judge(net_d, fake, batch_labels)
+        g_loss = objective.generator(out_g)
         g_loss.backward()
         net_d.requires_grad_(True)
         grad_norm_g = _grad_norm(net_g) if log else torch.zeros(())
@@ -687,8 +264,8 @@ def train(
                     [
                         d_loss.detach().float(),
                         g_loss.detach().float(),
-                        losses.d_outputs(params.loss, out_real.detach()).float(),
-                        losses.d_outputs(params.loss, out_fake.detach()).float(),
+                        objective.d_outputs(out_real.detach()).float(),
+                        objective.d_outputs(out_fake.detach()).float(),
                         grad_norm_d.to(device).float(),
                         grad_norm_g.to(device).float(),
                     ]
@@ -701,20 +278,20 @@ def train(
         if sample or evaluate:
             sampler = models.sampler_at(params, step)
         if sample:
-            samples = _generate(sampler, fixed_noise, fixed_labels)
-            picture = (step, _picture(params, samples, per_row))
+            samples = generate(sampler, fixed_noise, fixed_labels)
+            picture = (step, sample_picture(params, samples, per_row))
             hooks.save_artifact(
                 SAMPLE_ARTIFACT.format(step=step), picture[1], kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE
             )
             spread = diversity(samples) / data_spread if data_spread > 0 else 0.0
             hooks.report_metrics(step, {DIVERSITY_METRIC: spread})
-            if spread < COLLAPSE_DIVERSITY and _may_warn(params, step):
+            if spread < COLLAPSE_DIVERSITY and may_warn(params, step):
                 detail = f"the samples spread {spread:.0%} as much as the data"
                 monitor.warn_once(hooks, "collapse", COLLAPSE_WARNING.format(step=step, detail=detail))
         if evaluate and params.points:
-            _evaluate(params, sampler, monitor, hooks, step)
+            evaluate_points(params, sampler, monitor, hooks, step)
         elif evaluate and evaluator is not None:
-            _evaluate_images(params, sampler, evaluator, hooks, step, classes)
+            evaluate_images(params, sampler, evaluator, hooks, step, classes)
         if saved:
             hooks.save_checkpoint(step, models.checkpoint(step, params, metrics, monitor))
 
@@ -732,7 +309,7 @@ def train(
     if picture is not None and picture[0] == params.steps:
         final_png = picture[1]
     else:
-        final_png = _picture(params, _generate(sampler, fixed_noise, fixed_labels), per_row)
+        final_png = sample_picture(params, generate(sampler, fixed_noise, fixed_labels), per_row)
     hooks.save_artifact(FINAL_SAMPLE_ARTIFACT, final_png, kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)
     hooks.save_artifact(
         LOSS_PLOT_ARTIFACT,
@@ -743,56 +320,13 @@ def train(
     if not params.points:
         rows = torch.arange(INTERPOLATION_ROWS) % classes if classes else None
         strip = interpolation_png(
-            sampler, params.nz, seed=_stream_seed(params.seed, _STREAM_INTERPOLATION), device=device, labels=rows
+            sampler, params.nz, seed=stream_seed(params.seed, STREAM_INTERPOLATION), device=device, labels=rows
         )
         hooks.save_artifact(INTERPOLATION_ARTIFACT, strip, kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)
     hooks.save_artifact(
         GENERATOR_ARTIFACT,
         generator_file(sampler, params.model_dump()),
         kind=WEIGHTS_KIND,
-        content_type=WEIGHTS_CONTENT_TYPE,
+        content_type=BINARY_CONTENT_TYPE,
     )
     return {"steps": params.steps, "resumed_from": done, **metrics}
-
-
-def _augment_then(
-    net_d: nn.Module,
-    params: GanTrainParams,
-    generator: torch.Generator,
-    labels: torch.Tensor | None,
-    x: torch.Tensor,
-) -> torch.Tensor:
-    """D on the augmented input (of classes ``labels``): the critic the gradient penalty constrains."""
-    out: torch.Tensor = net_d(_augment(params, x, generator), labels)
-    return out
-
-
-def _evaluate_images(
-    params: GanTrainParams,
-    sampler: GanGenerator,
-    evaluator: ImageEvaluator,
-    hooks: TrainHooks,
-    step: int,
-    classes: int,
-) -> None:
-    """FD, KID, precision and recall of EVAL_IMAGES fresh samples (own seeded stream), classes in turn."""
-    seed = _stream_seed(params.seed, _STREAM_EVAL, step) % 2**63
-    z = latents(EVAL_IMAGES, params.nz, seed=seed)
-    device = next(sampler.parameters()).device
-    wanted = torch.arange(EVAL_IMAGES) % classes if classes else None
-    parts = []
-    for start in range(0, EVAL_IMAGES, EVAL_CHUNK):
-        chunk_labels = None if wanted is None else wanted[start : start + EVAL_CHUNK].to(device)
-        parts.append(_generate(sampler, z[start : start + EVAL_CHUNK].to(device), chunk_labels))
-    hooks.report_metrics(step, evaluator(torch.cat(parts), seed=seed))
-
-
-def _evaluate(params: GanTrainParams, sampler: GanGenerator, monitor: _Monitor, hooks: TrainHooks, step: int) -> None:
-    """Mode coverage of 2,500 fresh samples (own seeded stream): the modes and hq_share metrics."""
-    z = latents(EVAL_SAMPLES, params.nz, seed=_stream_seed(params.seed, _STREAM_EVAL, step) % 2**63)
-    device = next(sampler.parameters()).device
-    coverage = mode_coverage(_generate(sampler, z.to(device)).cpu(), mixture(params.dataset))
-    hooks.report_metrics(step, {MODES_METRIC: float(coverage.modes), HQ_METRIC: coverage.hq_share})
-    if coverage.modes < COLLAPSE_MODES * coverage.total_modes and _may_warn(params, step):
-        detail = f"{coverage.modes} of {coverage.total_modes} modes have samples"
-        monitor.warn_once(hooks, "collapse", COLLAPSE_WARNING.format(step=step, detail=detail))

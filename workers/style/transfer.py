@@ -26,9 +26,8 @@ optimises a grey image, and every saved image combines its luminance with the co
 Speed: on CUDA the encoder runs channels_last under bf16 autocast (``precision="auto"``; its
 features are cast back to fp32, so Grams, losses and the image stay fp32), Adam is the fused
 kernel (its step count stays on the device), and the loop has no host sync per step: logged
-losses stay on the device and come back in one transfer every FLUSH_STEPS steps or
-FLUSH_INTERVAL_S seconds, where divergence is checked too (and before every checkpoint or
-snapshot). torch's L-BFGS itself reads its loss and gradient norms on the host each iteration.
+losses stay on the device and come back in one transfer per flush (workers/training.py),
+where divergence is checked too (and before every checkpoint or snapshot). torch's L-BFGS itself reads its loss and gradient norms on the host each iteration.
 
 Reported losses are the weighted terms the optimiser sees (``total_loss`` is their sum),
 measured before that step's update. ``params.seed`` seeds the random encoder and the noise
@@ -39,8 +38,6 @@ bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import io
-import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,27 +58,26 @@ from workers.style.losses import (
     gram_targets,
 )
 from workers.style.vgg import WEIGHTS_RANDOM, WEIGHTS_UPLOADED, Encoder, build_vgg
-
-# The defaults of StyleTransferParams, kept here for callers of the engine.
-CONTENT_LAYERS: Final[tuple[str, ...]] = ("relu4_2",)
-STYLE_LAYERS: Final[tuple[str, ...]] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+from workers.training import (
+    OUTPUT_KIND,
+    PNG_CONTENT_TYPE,
+    SAMPLE_KIND,
+    DivergenceWatch,
+    MetricLog,
+    SpeedPath,
+)
 
 CHECKPOINT_VERSION: Final = 2
 READABLE_CHECKPOINT_VERSIONS: Final = (1, 2)  # version 1: single scale, no "scale" entry
 OUTPUT_ARTIFACT: Final = "output.png"
 SNAPSHOT_ARTIFACT: Final = "snapshots/step-{step:06d}.png"
 SCALE_ARTIFACT: Final = "scales/{size}px.png"
-ARTIFACT_KIND_OUTPUT: Final = "output"
-ARTIFACT_KIND_SAMPLE: Final = "sample"
-PNG_CONTENT_TYPE: Final = "image/png"
 PIXEL_MIN: Final = 0.0
 PIXEL_MAX: Final = 1.0
 UPSAMPLE_MODE: Final = "bicubic"
 LBFGS_HISTORY: Final = 100  # torch's default, and the PyTorch tutorial's
 STD_FLOOR: Final = 1e-6  # luminance matching of a flat style image
 LOGIT_EPS: Final = 1e-3  # pixels are kept in [eps, 1 - eps] before their logit is taken
-FLUSH_STEPS: Final = 50  # logged steps read back to the host at once
-FLUSH_INTERVAL_S: Final = 1.0  # ... or at least this often, so progress and ETA stay fresh
 
 METRIC_NAMES: Final = {
     "content": "content_loss",
@@ -89,6 +85,8 @@ METRIC_NAMES: Final = {
     "tv": "tv_loss",
     "total": "total_loss",
 }
+DIVERGED: Final = "style transfer"
+DIVERGED_ADVICE: Final = "lower lr or style_weight"
 RANDOM_WEIGHTS_WARNING: Final = (
     "weights=random: the VGG encoder has seeded random weights, so the result transfers "
     "colours and textures but not ImageNet-quality style"
@@ -97,53 +95,26 @@ RANDOM_WEIGHTS_WARNING: Final = (
 LossFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
-class DivergenceError(RuntimeError):
-    """The optimisation produced a non-finite loss; continuing would only produce garbage."""
-
-    def __init__(self, step: int, losses: dict[str, float]) -> None:
-        values = ", ".join(f"{name}={value:g}" for name, value in losses.items())
-        super().__init__(
-            f"style transfer diverged at step {step}: non-finite loss ({values}); lower lr or style_weight"
-        )
-        self.step = step
-        self.losses = losses
-
-
 EncodeFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
-@dataclass(frozen=True)
-class _FastPath:
-    """Device speed-ups: bf16 autocast around the encoder, channels_last layout on CUDA.
+def encode_on(speed: SpeedPath, encoder: Encoder) -> EncodeFn:
+    """``encoder`` with the speed path's layout and autocast; its features come back in fp32.
 
-    Only the encoder's convolutions run in bf16; its features are cast back to fp32 before
-    the losses, so Gram matrices, MSEs and the optimised image stay in fp32.
+    Only the encoder's convolutions run in bf16, so Gram matrices, MSEs and the optimised image
+    stay in fp32.
     """
+    if not speed.bf16 and not speed.channels_last:
+        return encoder
 
-    precision: str  # "fp32" or "bf16"
-    channels_last: bool
-    device_type: str
+    def encode(image: torch.Tensor) -> dict[str, torch.Tensor]:
+        if speed.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with speed.autocast():
+            feats = encoder(image)
+        return {layer: value.float() for layer, value in feats.items()}
 
-    @classmethod
-    def of(cls, precision: str, device: torch.device) -> _FastPath:
-        cuda = device.type == "cuda"
-        if precision == "auto":
-            precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-        return cls(precision=precision, channels_last=cuda, device_type=device.type)
-
-    def wrap(self, encoder: Encoder) -> EncodeFn:
-        """``encoder`` with this path's layout and autocast applied."""
-        if self.precision == "fp32" and not self.channels_last:
-            return encoder
-
-        def encode(image: torch.Tensor) -> dict[str, torch.Tensor]:
-            if self.channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                feats = encoder(image)
-            return {layer: value.float() for layer, value in feats.items()}
-
-        return encode
+    return encode
 
 
 @dataclass
@@ -209,7 +180,7 @@ def transfer(
         allow_download=allow_download,
         weights_state=weights_state,
     )
-    hooks.save_artifact(OUTPUT_ARTIFACT, to_png(result.image), kind=ARTIFACT_KIND_OUTPUT, content_type=PNG_CONTENT_TYPE)
+    hooks.save_artifact(OUTPUT_ARTIFACT, to_png(result.image), kind=OUTPUT_KIND, content_type=PNG_CONTENT_TYPE)
     return result.summary
 
 
@@ -248,7 +219,7 @@ def run_transfer(
         allow_download=allow_download,
         state=weights_state if uploaded else None,
     ).to(dev)
-    fast = _FastPath.of(params.precision, dev)
+    fast = SpeedPath.of(params.precision, dev)
     if fast.channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
 
@@ -258,7 +229,9 @@ def run_transfer(
     canvas: _Canvas | None = None
     logits = params.optimizer == "lbfgs"
     colours = torch.empty(0)
-    log = _LossLog(hooks)
+    names = tuple(METRIC_NAMES.values())
+    watch = DivergenceWatch(names, dev, what=DIVERGED, advice=DIVERGED_ADVICE)
+    log: MetricLog[None] = MetricLog(names, watch, lambda step, metrics, _: hooks.report_metrics(step, metrics))
 
     for index, size in enumerate(sizes):
         first_step = index * params.steps  # steps of this scale are first_step+1 .. first_step+steps
@@ -273,7 +246,7 @@ def run_transfer(
         if params.preserve_colors:
             style_images = [_matched_luminance(s, content_image) for s in style_images]
             content_image = luminance(content_image)
-        loss_fn = _loss_fn(params, fast.wrap(encoder), content_image, style_images)
+        loss_fn = _loss_fn(params, encode_on(fast, encoder), content_image, style_images)
 
         # -- Image and optimiser: a checkpoint's, the previous scale's, or the init ----------
         if resume is not None and resume.scale == index:
@@ -297,22 +270,20 @@ def run_transfer(
 
         # -- Optimisation loop ---------------------------------------------------------------
         # No host sync per step: the losses stay on the device in ``log`` and are read back in
-        # one transfer per flush (every FLUSH_STEPS logged steps or FLUSH_INTERVAL_S), which is
-        # also where divergence is checked; a checkpoint or snapshot flushes first, so a
-        # diverged image is never persisted.
+        # one transfer per flush (workers/training.py), which is also where divergence is
+        # checked, over every step; a checkpoint or snapshot flushes first, so a diverged
+        # image is never persisted.
         for step in range(start + 1, first_step + params.steps + 1):
-            losses = step_fn()
+            losses = torch.stack([value.detach().float() for value in step_fn().values()])
+            watch.observe(step, losses)
             canvas.project()
             hooks.report_progress(step, total)  # host-side bookkeeping, no sync
             if step % params.log_every == 0 or step == total:
-                log.add(step, losses)
+                log.add(step, losses, (), None)
             snapshot = params.snapshot_every is not None and step % params.snapshot_every == 0
             reason = hooks.should_stop()
-            if snapshot or reason is not None or step % params.checkpoint_every == 0:
+            if snapshot or reason is not None or step % params.checkpoint_every == 0 or log.due():
                 log.flush()
-                log.check(step, losses)
-            else:
-                log.flush_if_due()
             if snapshot:
                 _save_image(hooks, SNAPSHOT_ARTIFACT.format(step=step), _visible(params, canvas, colours))
             if step % params.checkpoint_every == 0 or reason is not None:
@@ -424,54 +395,7 @@ def _visible(params: StyleTransferParams, canvas: _Canvas, colours: torch.Tensor
 
 
 def _save_image(hooks: TrainHooks, name: str, image: torch.Tensor) -> None:
-    hooks.save_artifact(name, to_png(image), kind=ARTIFACT_KIND_SAMPLE, content_type=PNG_CONTENT_TYPE)
-
-
-def to_host(values: torch.Tensor) -> list[list[float]]:
-    """The one device-to-host read of the loop: a (steps, losses) tensor as rows of floats."""
-    return [[float(v) for v in row] for row in values.detach().to("cpu", torch.float64).tolist()]
-
-
-class _LossLog:
-    """Logged per-step losses, kept on the device until a flush reads them all at once."""
-
-    def __init__(self, hooks: TrainHooks) -> None:
-        self.hooks = hooks
-        self.pending: list[tuple[int, torch.Tensor]] = []
-        self.names: list[str] = []
-        self.last: dict[str, float] = {}
-        self.flushed_at = time.monotonic()
-
-    def add(self, step: int, losses: dict[str, torch.Tensor]) -> None:
-        """Queue this step's losses (no sync)."""
-        self.names = [METRIC_NAMES[name] for name in losses]
-        self.pending.append((step, torch.stack([value.detach().float() for value in losses.values()])))
-
-    def flush_if_due(self) -> None:
-        """Flush once enough steps or seconds have gathered."""
-        if len(self.pending) >= FLUSH_STEPS or time.monotonic() - self.flushed_at >= FLUSH_INTERVAL_S:
-            self.flush()
-
-    def flush(self) -> None:
-        """Report every queued step; DivergenceError at the first non-finite one."""
-        self.flushed_at = time.monotonic()
-        if not self.pending:
-            return
-        rows = to_host(torch.stack([values for _, values in self.pending]))
-        steps = [step for step, _ in self.pending]
-        self.pending.clear()
-        for step, row in zip(steps, rows, strict=True):
-            metrics = dict(zip(self.names, row, strict=True))
-            if not all(math.isfinite(v) for v in row):
-                raise DivergenceError(step, metrics)
-            self.hooks.report_metrics(step, metrics)
-            self.last = metrics
-
-    def check(self, step: int, losses: dict[str, torch.Tensor]) -> None:
-        """DivergenceError if this step's losses are not finite (a sync; used before persisting)."""
-        row = to_host(torch.stack([value.detach().float() for value in losses.values()]).unsqueeze(0))[0]
-        if not all(math.isfinite(v) for v in row):
-            raise DivergenceError(step, dict(zip([METRIC_NAMES[n] for n in losses], row, strict=True)))
+    hooks.save_artifact(name, to_png(image), kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)
 
 
 def _checkpoint_bytes(

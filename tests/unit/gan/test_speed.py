@@ -13,8 +13,9 @@ import torch
 from shared.jobs.specs import GanTrainParams
 from tests.support.resume import stopped_and_resumed
 from workers.gan.data import load_builtin
-from workers.gan.loop import SpeedPath, train
+from workers.gan.loop import train
 from workers.hooks import InMemoryHooks
+from workers.training import SpeedPath
 
 
 def _params(**overrides: Any) -> GanTrainParams:
@@ -55,23 +56,23 @@ def test_logged_metrics_come_back_from_the_device_in_batches(
 ) -> None:
     # Given a 120-step run logging every step, sampling and checkpointing only at the end,
     # and flushes due every FLUSH_STEPS logged steps only
-    from workers.gan import loop
+    from workers import training
 
-    monkeypatch.setattr(loop, "FLUSH_INTERVAL_S", math.inf)
+    monkeypatch.setattr(training, "FLUSH_INTERVAL_S", math.inf)
     reads: list[int] = []
-    real_first_bad = loop._DivergenceWatch.first_bad_step
+    real_first_bad = training.DivergenceWatch.first_bad_step
 
     def counted(self: Any) -> int:
         reads.append(1)
         return real_first_bad(self)
 
-    monkeypatch.setattr(loop._DivergenceWatch, "first_bad_step", counted)
+    monkeypatch.setattr(training.DivergenceWatch, "first_bad_step", counted)
     hooks = InMemoryHooks()
     params = _params(steps=120, sample_every=1000, checkpoint_every=1000, image_size=16)
     # When it runs
     train(params, digits, hooks)
     # Then the device was read three times (after 50, 100 and the last step), not 120 times...
-    assert loop.FLUSH_STEPS == 50 and len(reads) == 3
+    assert training.FLUSH_STEPS == 50 and len(reads) == 3
     # ...and every step's metrics still arrived, in order
     assert [s for s, _ in hooks.series("d_loss")] == list(range(1, 121))
     assert hooks.progress == (120, 120)

@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 
 from shared.jobs.specs import GanTrainParams
-from workers.gan import loop
+from workers.gan import state
 from workers.gan.data import load_builtin, load_points
-from workers.gan.loop import DivergenceError, train
+from workers.gan.loop import train
 from workers.gan.nets import Discriminator, Generator
 from workers.hooks import STOP_CANCEL, STOP_SHUTDOWN, InMemoryHooks, StopRequested
+from workers.training import DivergenceError
 
 SIZE = 16
 GRID_SIDE = 8 * (SIZE + 2) + 2  # 64 fixed-noise images, 8 per row, 2 px padding
@@ -212,10 +213,10 @@ class _PoisonedDiscriminator(Discriminator):
 
 def test_a_nan_loss_fails_the_run_naming_the_step(digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a discriminator that goes NaN at step 7, between two checks (log and checkpoint every 5)
-    monkeypatch.setattr(loop, "Discriminator", _PoisonedDiscriminator)
+    monkeypatch.setattr(state, "Discriminator", _PoisonedDiscriminator)
     hooks = InMemoryHooks()
     # When the loop runs
-    with pytest.raises(DivergenceError, match=r"diverged at step 7: d_loss=nan, g_loss=nan"):
+    with pytest.raises(DivergenceError, match=r"diverged at step 7: non-finite loss \(d_loss=nan, g_loss=nan\)"):
         train(_params(log_every=5, checkpoint_every=5, sample_every=20), digits, hooks)
     # Then nothing after the last good step was recorded or checkpointed
     assert _metric_steps(hooks) == {5}
@@ -234,7 +235,7 @@ def test_a_checkpoint_of_another_architecture_is_refused(digits: torch.Tensor) -
     ("data", "reason"),
     [
         (b"not a checkpoint", "checkpoint could not be loaded: "),
-        (None, f"checkpoint could not be loaded: version 0 is not {loop.CHECKPOINT_VERSION}"),
+        (None, f"checkpoint could not be loaded: version 0 is not {state.CHECKPOINT_VERSION}"),
     ],
 )
 def test_an_unreadable_or_foreign_checkpoint_is_refused(data: bytes | None, reason: str) -> None:
@@ -306,7 +307,7 @@ def test_a_dataset_smaller_than_a_batch_wraps_and_warns(digits: torch.Tensor) ->
 
 def test_data_order_is_a_function_of_the_step() -> None:
     size, batch = 10, 4
-    order = loop._DataOrder(size=size, batch_size=batch, seed=1)
+    order = state.DataOrder(size=size, batch_size=batch, seed=1)
     batches = [order.indices(step) for step in range(1, 6)]  # 20 samples: exactly two epochs
     flat = torch.cat(batches)
     # Each epoch is a permutation, a batch wraps across the boundary, and epochs differ.
@@ -314,7 +315,7 @@ def test_data_order_is_a_function_of_the_step() -> None:
     assert sorted(flat[size:].tolist()) == list(range(size))
     assert not torch.equal(flat[:size], flat[size:])
     # A fresh order (a resumed run) gives the same batch for any step, in any visiting order.
-    fresh = loop._DataOrder(size=size, batch_size=batch, seed=1)
+    fresh = state.DataOrder(size=size, batch_size=batch, seed=1)
     assert torch.equal(fresh.indices(5), batches[4])
     assert torch.equal(fresh.indices(3), batches[2])
-    assert not torch.equal(loop._DataOrder(size=size, batch_size=batch, seed=2).indices(1), batches[0])
+    assert not torch.equal(state.DataOrder(size=size, batch_size=batch, seed=2).indices(1), batches[0])

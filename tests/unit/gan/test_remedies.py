@@ -13,7 +13,7 @@ from torch import nn
 
 from shared.jobs.specs import GanTrainParams
 from tests.support.resume import stopped_and_resumed
-from workers.gan import loop
+from workers.gan import health, state
 from workers.gan.data import load_builtin, load_points
 from workers.gan.loop import train
 from workers.gan.nets import MLPGenerator
@@ -122,7 +122,7 @@ def test_spectral_norm_keeps_d_layers_near_unit_norm(digits: torch.Tensor) -> No
     hooks = InMemoryHooks()
     params = _image_params(spectral_norm=True, steps=10)
     train(params, digits, hooks)
-    models = loop._Models.create(params, 1, torch.device("cpu"))
+    models = state.Models.create(params, 1, torch.device("cpu"))
     models.restore(hooks.checkpoints[-1][1], params)
     net_d = models.net_d
     convs = [m for m in net_d.modules() if isinstance(m, nn.Conv2d)]
@@ -141,7 +141,7 @@ def test_d_skips_while_its_loss_is_below_the_threshold(digits: torch.Tensor) -> 
     # Then d_skips counts every skipped D step, and a skipped D never moves
     assert never.series("d_skips")[-1] == (6, 0.0)
     assert always.series("d_skips")[-1] == (6, 6.0)
-    first = dict(loop._Models.create(_image_params(), 1, torch.device("cpu")).net_d.named_parameters())
+    first = dict(state.Models.create(_image_params(), 1, torch.device("cpu")).net_d.named_parameters())
     last = _load(always.checkpoints[-1][1])["netD"]
     assert all(torch.equal(last[name], value) for name, value in first.items())  # BN statistics do move
     assert all(v == 0.0 for _, v in always.series("grad_norm_d"))
@@ -182,7 +182,7 @@ def test_linear_decay_takes_the_learning_rates_to_zero(digits: torch.Tensor) -> 
 
 def test_a_d_that_wins_for_a_long_stretch_is_reported(digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a fast D and a G that barely learns
-    monkeypatch.setattr(loop, "D_WON_STEPS", 20)
+    monkeypatch.setattr(health, "D_WON_STEPS", 20)
     quiet, hooks = InMemoryHooks(), InMemoryHooks()
     train(_image_params(steps=40, sample_every=100), digits, quiet)
     train(_image_params(steps=40, lr_d=0.01, lr_g=1e-7, sample_every=100), digits, hooks)
@@ -199,8 +199,8 @@ class _StuckGenerator(MLPGenerator):
 
 
 def test_a_collapsed_generator_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loop, "MLPGenerator", _StuckGenerator)
-    monkeypatch.setattr(loop, "WARN_MIN_STEP", 1)
+    monkeypatch.setattr(state, "MLPGenerator", _StuckGenerator)
+    monkeypatch.setattr(health, "WARN_MIN_STEP", 1)
     hooks = InMemoryHooks()
     train(_point_params(steps=8, sample_every=4, eval_every=4), load_points("ring8"), hooks)
     assert hooks.series("diversity")[-1][1] < 1e-6

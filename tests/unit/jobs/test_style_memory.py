@@ -21,7 +21,7 @@ from shared.jobs.memory import OVERHEAD_BYTES, style_memory_bytes
 from shared.jobs.specs import StyleTransferParams
 from tests.support.peak_memory import ANON_SOURCE, MEASURE_ENV
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MAX_OVER_ESTIMATE = 2.5  # the size-dependent part may be at most this many times the measured peak
 
 MEASURE = ANON_SOURCE + textwrap.dedent(

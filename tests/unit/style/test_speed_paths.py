@@ -15,10 +15,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from shared.jobs.specs import StyleTransferParams
+from workers import training
 from workers.hooks import InMemoryHooks
 from workers.style.images import load_builtin_image, to_tensor
 from workers.style.transfer import TransferResult, run_transfer
 from workers.style.vgg import build_vgg
+from workers.training import SpeedPath
 
 # The module, not the function that workers.style re-exports under the same name.
 transfer_module = importlib.import_module("workers.style.transfer")
@@ -64,14 +66,14 @@ class ScalarReads(TorchDispatchMode):
 
 def test_the_adam_loop_reads_losses_back_in_batches_not_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a 120-step Adam run logging every step, with flushes due every FLUSH_STEPS steps only
-    monkeypatch.setattr(transfer_module, "FLUSH_INTERVAL_S", math.inf)
+    monkeypatch.setattr(training, "FLUSH_INTERVAL_S", math.inf)
     steps = 120
     reads = ScalarReads()
     transfers: list[int] = []
-    real_step_fn, real_add, real_to_host = (
+    real_step_fn, real_add, real_flush = (
         transfer_module._step_fn,
-        transfer_module._LossLog.add,
-        transfer_module.to_host,
+        training.MetricLog.add,
+        training.MetricLog.flush,
     )
 
     def watched_step_fn(*args: Any) -> Any:
@@ -83,17 +85,18 @@ def test_the_adam_loop_reads_losses_back_in_batches_not_per_step(monkeypatch: py
 
         return run
 
-    def watched_add(self: Any, step: int, losses: Any) -> None:
+    def watched_add(self: Any, *args: Any) -> None:
         with reads:
-            real_add(self, step, losses)
+            real_add(self, *args)
 
-    def counted_to_host(values: torch.Tensor) -> list[list[float]]:
-        transfers.append(values.shape[0])
-        return real_to_host(values)
+    def counted_flush(self: Any) -> None:
+        if self.pending:  # one device-to-host transfer of every queued step
+            transfers.append(len(self.pending))
+        real_flush(self)
 
     monkeypatch.setattr(transfer_module, "_step_fn", watched_step_fn)
-    monkeypatch.setattr(transfer_module._LossLog, "add", watched_add)
-    monkeypatch.setattr(transfer_module, "to_host", counted_to_host)
+    monkeypatch.setattr(training.MetricLog, "add", watched_add)
+    monkeypatch.setattr(training.MetricLog, "flush", counted_flush)
     hooks = InMemoryHooks()
     # When it runs
     _run(_params(steps=steps, log_every=1), hooks)
@@ -109,7 +112,7 @@ def test_a_diverged_step_is_still_caught_and_named() -> None:
     # Given a run whose style weight overflows fp32, so its losses are infinite from step 1
     params = _params(steps=40, style_weight=1e300)
     # When it runs, Then the batched check fails it naming step 1, the first non-finite one
-    with pytest.raises(transfer_module.DivergenceError, match="diverged at step 1: non-finite loss") as caught:
+    with pytest.raises(training.DivergenceError, match="diverged at step 1: non-finite loss") as caught:
         _run(params)
     assert caught.value.step == 1
     assert caught.value.losses["style_loss"] == math.inf
@@ -148,8 +151,10 @@ def test_channels_last_and_bf16_give_the_encoders_features() -> None:
     image = to_tensor(CONTENT, SIZE)
     plain = encoder(image)
     # When it is wrapped for channels_last (as on CUDA), and for bf16 autocast
-    last = transfer_module._FastPath("fp32", True, "cpu").wrap(encoder.to(memory_format=torch.channels_last))(image)
-    half = transfer_module._FastPath("bf16", False, "cpu").wrap(encoder)(image)
+    last = transfer_module.encode_on(SpeedPath(False, True, "cpu"), encoder.to(memory_format=torch.channels_last))(
+        image
+    )
+    half = transfer_module.encode_on(SpeedPath(True, False, "cpu"), encoder)(image)
     # Then the features are the same (channels_last) or close (bf16), and always fp32 for the losses
     for layer in plain:
         torch.testing.assert_close(last[layer], plain[layer], rtol=1e-4, atol=1e-5)

@@ -16,9 +16,9 @@ from workers.style.images import load_builtin_image
 from workers.style.transfer import (
     OUTPUT_ARTIFACT,
     RANDOM_WEIGHTS_WARNING,
-    DivergenceError,
     transfer,
 )
+from workers.training import DivergenceError
 
 SIZE = 64
 STEPS = 20

@@ -1,6 +1,6 @@
 """The GAN jobs' memory estimate (shared/jobs/memory.py): its parameter counts are the real
 networks', it scales with what costs memory, and it covers the peak memory of real runs,
-measured in a fresh process on CPU as tests/unit/test_style_memory.py does (the peak growth of
+measured in a fresh process on CPU as tests/unit/jobs/test_style_memory.py does (the peak growth of
 anonymous resident memory, sampled every 2 ms, one thread, glibc returning freed blocks at
 once). The GPU's allocator is not measured here: there is no GPU on this machine.
 
@@ -52,9 +52,9 @@ from tests.support.peak_memory import ANON_SOURCE, MEASURE_ENV
 
 torch = pytest.importorskip("torch")
 
-from workers.gan.loop import _Models  # noqa: E402 - after the torch check
+from workers.gan.state import Models  # noqa: E402 - after the torch check
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MAX_OVER_ESTIMATE = 2.5  # the size-dependent part may be at most this many times the measured peak
 # The issue's example: by parameter count about 89 GiB of weights, gradients and Adam state
 MONSTER = {
@@ -77,7 +77,7 @@ MEASURE = ANON_SOURCE + textwrap.dedent(
     from workers.gan.data import load_points
     from workers.gan.loop import train
     from workers.gan.sample import generator_file, sample
-    from workers.gan.loop import _Models
+    from workers.gan.state import Models
     from workers.hooks import InMemoryHooks
 
 
@@ -85,7 +85,7 @@ MEASURE = ANON_SOURCE + textwrap.dedent(
     n = int(sys.argv[2])
     channels = params.resolved_channels()
     if n:  # gan.sample: a fresh generator's file, then draw n images
-        models = _Models.create(params, channels, torch.device("cpu"))
+        models = Models.create(params, channels, torch.device("cpu"))
         weights = generator_file(models.net_g, params.model_dump())
         del models
         run = lambda: sample(weights, n=n, seed=0)
@@ -140,7 +140,7 @@ def test_the_parameter_counts_are_the_real_networks(fields: dict[str, Any]) -> N
     # Given params, and the networks the loop builds for them
     params = _params(**fields)
     classes = 10 if params.conditional else 0
-    models = _Models.create(params, params.resolved_channels(), torch.device("cpu"), num_classes=classes)
+    models = Models.create(params, params.resolved_channels(), torch.device("cpu"), num_classes=classes)
     # When the estimate counts them without torch
     net_g, net_d = gan_networks(params, classes)
     # Then it counts exactly the parameters that the networks (and Adam) hold
