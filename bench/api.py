@@ -46,7 +46,7 @@ from shared.db import queries
 from shared.db.migrate import upgrade
 from shared.db.models import Job
 from shared.db.session import make_engine, make_sessionmaker, transaction
-from shared.jobs.specs import QUEUE_GPU
+from shared.jobs.params import QUEUE_GPU
 from shared.jobs.states import JobState
 from tests.support import services
 

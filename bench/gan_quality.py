@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from shared.jobs.specs import MAX_STEPS, GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
+from shared.jobs.params import MAX_STEPS
 from workers.gan.data import load_builtin, load_points, mixture
 from workers.gan.evaluation import EVAL_IMAGES, HQ_METRIC, MODES_METRIC
 from workers.gan.features import FeatureSpace, ImageEvaluator, train_digits_classifier

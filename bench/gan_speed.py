@@ -89,7 +89,8 @@ from shared.db import queries
 from shared.db.migrate import upgrade
 from shared.db.models import Artifact, Job, Metric
 from shared.db.session import transaction
-from shared.jobs.specs import QUEUE_GPU, GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
+from shared.jobs.params import QUEUE_GPU
 from shared.jobs.states import JobState
 from tests.support import services
 from workers.engines import execute

@@ -68,7 +68,7 @@ from shared.config import Settings
 from shared.db import queries
 from shared.db.models import Job, Tenant
 from shared.db.session import transaction
-from shared.jobs.specs import QUEUE_CPU, QUEUE_GPU
+from shared.jobs.params import QUEUE_CPU, QUEUE_GPU
 from shared.jobs.states import JobState
 from tests.support import services
 from workers.gan.loop import METRIC_NAMES

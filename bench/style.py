@@ -47,7 +47,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from PIL import Image
 from torch import nn
 
-from shared.jobs.specs import StyleTransferParams
+from shared.jobs.style_transfer import StyleTransferParams
 from workers.hooks import InMemoryHooks
 from workers.style.images import load_builtin_image, to_tensor
 from workers.style.transfer import run_transfer

@@ -12,7 +12,7 @@ from celery import Celery
 from kombu import Queue
 
 from shared.config import Settings
-from shared.jobs.specs import QUEUE_CPU, QUEUE_GPU
+from shared.jobs.params import QUEUE_CPU, QUEUE_GPU
 
 RUN_JOB_TASK = "atelier.run_job"
 RECONCILE_TASK = "atelier.reconcile"

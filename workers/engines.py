@@ -16,15 +16,11 @@ from PIL import Image
 from shared.db import queries
 from shared.db.session import transaction
 from shared.errors import JobFailed, NotFound
+from shared.jobs.gan_sample import GanSampleParams
+from shared.jobs.gan_train import GanTrainParams
 from shared.jobs.memory import describe_bytes, gan_memory_bytes, gan_sample_memory_bytes, style_memory_bytes
-from shared.jobs.specs import (
-    BUILTIN_DATASETS,
-    TORCHVISION_DATASETS,
-    GanSampleParams,
-    GanTrainParams,
-    StyleTransferParams,
-    is_upload_ref,
-)
+from shared.jobs.params import BUILTIN_DATASETS, MIN_CLASSES, TORCHVISION_DATASETS, is_upload_ref
+from shared.jobs.style_transfer import StyleTransferParams
 from shared.storage import retry_storage
 from workers.gan import data as gan_data
 from workers.gan.evaluation import EVAL_IMAGES
@@ -38,7 +34,7 @@ from workers.gan.features import (
     load_classifier,
     train_digits_classifier,
 )
-from workers.gan.loop import GENERATOR_ARTIFACT, MIN_CLASSES
+from workers.gan.loop import GENERATOR_ARTIFACT
 from workers.gan.loop import train as gan_train
 from workers.gan.sample import sample as gan_sample
 from workers.runtime import Executor, JobRunner, WorkerContext

@@ -18,7 +18,7 @@ from celery import Celery
 
 from shared.db import queries
 from shared.db.session import transaction
-from shared.jobs.specs import QUEUE_CPU, QUEUE_GPU
+from shared.jobs.params import QUEUE_CPU, QUEUE_GPU
 from shared.queue import job_id_from_task_id, send_run_job
 from workers.runtime import WorkerContext
 

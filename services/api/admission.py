@@ -13,6 +13,8 @@ from shared.config import Settings
 from shared.db import queries
 from shared.errors import InvalidInput
 from shared.jobs.artifacts import ArtifactPlan, gan_generator_file_bytes, gan_sample_plan, gan_train_plan, style_plan
+from shared.jobs.gan_sample import GanSampleParams
+from shared.jobs.gan_train import GanTrainParams
 from shared.jobs.memory import (
     DEFAULT_CONDITIONAL_CLASSES,
     describe_bytes,
@@ -21,7 +23,8 @@ from shared.jobs.memory import (
     gan_sample_memory_bytes,
     style_memory_bytes,
 )
-from shared.jobs.specs import GanSampleParams, GanTrainParams, StyleTransferParams, is_upload_ref
+from shared.jobs.params import is_upload_ref
+from shared.jobs.style_transfer import StyleTransferParams
 
 GAN_REMEDY = "lower batch_size, image_size, ngf or ndf"
 

@@ -16,13 +16,8 @@ from shared.config import Settings
 from shared.db import queries
 from shared.db.models import Job
 from shared.errors import InvalidInput, NotFound
-from shared.jobs.specs import (
-    JOB_TYPES,
-    GanSampleParams,
-    GanTrainParams,
-    StyleTransferParams,
-    is_upload_ref,
-)
+from shared.jobs.params import JobParams, Reference, is_upload_ref
+from shared.jobs.specs import JOB_TYPES, JobSpec
 from shared.jobs.states import JobState
 from shared.queue import send_run_job
 
@@ -42,7 +37,6 @@ def describe_validation_error(exc: ValidationError, *, prefix: str) -> InvalidIn
     return InvalidInput("; ".join(problems), field=first_field)
 
 
-MIN_CLASSES = 2  # as workers/gan/loop.py
 UPLOAD_USES = {"images": "images", "weights": "a weights file"}
 
 
@@ -62,43 +56,39 @@ def _require_upload(session: Session, *, tenant_id: uuid.UUID, ref: str, field: 
         )
 
 
-def _check_references(session: Session, *, tenant_id: uuid.UUID, params: Any, settings: Settings) -> None:
-    if isinstance(params, GanTrainParams):
-        _require_upload(session, tenant_id=tenant_id, ref=params.dataset, field="params.dataset")
-        if params.conditional and is_upload_ref(params.dataset):
-            upload = queries.get_upload(session, tenant_id=tenant_id, upload_id=uuid.UUID(params.dataset))
-            if len(upload.classes) < MIN_CLASSES:
+def _require_job(session: Session, *, tenant_id: uuid.UUID, ref: Reference) -> None:
+    """A referenced job must be the caller's, of the right type, and succeeded."""
+    field = ref.field
+    try:
+        source = queries.get_job(session, tenant_id=tenant_id, job_id=uuid.UUID(ref.ref))
+    except NotFound as exc:
+        raise InvalidInput(f"{field}: job {ref.ref} not found", field=field) from exc
+    if source.type != ref.job_type:
+        raise InvalidInput(f"{field}: job {source.id} is a {source.type} job, not {ref.job_type}", field=field)
+    if source.state != JobState.SUCCEEDED:
+        raise InvalidInput(f"{field}: job {source.id} is {source.state}; it must have succeeded", field=field)
+
+
+def _check_references(
+    session: Session, *, tenant_id: uuid.UUID, spec: JobSpec, params: JobParams, settings: Settings
+) -> None:
+    """This server's limits, then every upload and job the params name (the job type declares them)."""
+    for field, message in params.server_limit_problems(max_style_size=settings.max_style_size)[:1]:
+        raise InvalidInput(f"{field}: {message}", field=field)
+    for ref in spec.references(params):
+        if ref.job_type is not None:
+            _require_job(session, tenant_id=tenant_id, ref=ref)
+            continue
+        _require_upload(session, tenant_id=tenant_id, ref=ref.ref, field=ref.field, kind=ref.upload_kind or "images")
+        if ref.min_classes:
+            upload = queries.get_upload(session, tenant_id=tenant_id, upload_id=uuid.UUID(ref.ref))
+            if len(upload.classes) < ref.min_classes:
+                field = ref.classes_field or ref.field
                 raise InvalidInput(
-                    f"params.conditional: upload {params.dataset} has {len(upload.classes)} classes; conditioning "
-                    f"needs {MIN_CLASSES} or more, one sub-folder of images per class",
-                    field="params.conditional",
+                    f"{field}: upload {ref.ref} has {len(upload.classes)} classes; conditioning "
+                    f"needs {ref.min_classes} or more, one sub-folder of images per class",
+                    field=field,
                 )
-    elif isinstance(params, StyleTransferParams):
-        if params.size > settings.max_style_size:
-            raise InvalidInput(
-                f"params.size: {params.size} px is over this server's limit of {settings.max_style_size} px",
-                field="params.size",
-            )
-        if params.largest_style_size() > settings.max_style_size:
-            raise InvalidInput(
-                f"params.style_scale: style images at {params.style_scale} x {params.size} px = "
-                f"{params.largest_style_size()} px are over this server's limit of {settings.max_style_size} px",
-                field="params.style_scale",
-            )
-        _require_upload(session, tenant_id=tenant_id, ref=params.content, field="params.content")
-        for i, ref in enumerate(params.styles):
-            _require_upload(session, tenant_id=tenant_id, ref=ref, field=f"params.styles.{i}")
-        _require_upload(session, tenant_id=tenant_id, ref=params.weights, field="params.weights", kind="weights")
-    elif isinstance(params, GanSampleParams):
-        field = "params.source_job"
-        try:
-            source = queries.get_job(session, tenant_id=tenant_id, job_id=uuid.UUID(params.source_job))
-        except NotFound as exc:
-            raise InvalidInput(f"{field}: job {params.source_job} not found", field=field) from exc
-        if source.type != "gan.train":
-            raise InvalidInput(f"{field}: job {source.id} is a {source.type} job, not gan.train", field=field)
-        if source.state != JobState.SUCCEEDED:
-            raise InvalidInput(f"{field}: job {source.id} is {source.state}; it must have succeeded", field=field)
 
 
 def submit_job(
@@ -119,7 +109,7 @@ def submit_job(
         params = spec.params.model_validate(raw_params)
     except ValidationError as exc:
         raise describe_validation_error(exc, prefix="params") from exc
-    _check_references(session, tenant_id=tenant_id, params=params, settings=settings)
+    _check_references(session, tenant_id=tenant_id, spec=spec, params=params, settings=settings)
     admit(session, tenant_id=tenant_id, params=params, settings=settings)  # memory and artifact caps
     job, created = queries.create_job(
         session,

@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
+from shared.jobs.gan_train import GanTrainParams
 from shared.jobs.memory import DEFAULT_CONDITIONAL_CLASSES, FLOAT_BYTES, gan_networks
-from shared.jobs.specs import GanTrainParams, StyleTransferParams
+from shared.jobs.style_transfer import StyleTransferParams
 
 RGB_BYTES: Final = 3  # grids and pictures are saved as 8-bit RGB
 PNG_BOUND: Final = 1.25

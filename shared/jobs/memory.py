@@ -20,7 +20,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Final
 
-from shared.jobs.specs import GanTrainParams, StyleTransferParams
+from shared.jobs.gan_train import GanTrainParams
+from shared.jobs.style_transfer import StyleTransferParams
 from shared.jobs.vgg_layers import POOL, VGG_CONFIGS, layer_names
 
 FLOAT_BYTES: Final = 4

@@ -20,8 +20,8 @@ from shared.config import Settings
 from shared.db import queries
 from shared.db.models import Job
 from shared.db.session import transaction
+from shared.jobs.gan_train import GanTrainParams
 from shared.jobs.memory import describe_bytes, gan_memory_bytes
-from shared.jobs.specs import GanTrainParams
 from tests.conftest import Caller
 
 pytest.importorskip("torch")

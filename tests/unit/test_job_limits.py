@@ -12,7 +12,8 @@ import pytest
 
 from shared.errors import JobFailed
 from shared.jobs.artifacts import gan_sample_plan, gan_train_plan, style_plan
-from shared.jobs.specs import GanTrainParams, StyleTransferParams
+from shared.jobs.gan_train import GanTrainParams
+from shared.jobs.style_transfer import StyleTransferParams
 from workers.limits import ARTIFACT_LIMIT, RUNTIME_EXCEEDED, JobLimits
 
 pytest.importorskip("torch")

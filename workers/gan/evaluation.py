@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
 from workers.gan.data import mixture
 from workers.gan.features import ImageEvaluator
 from workers.gan.health import COLLAPSE_MODES, COLLAPSE_WARNING, Monitor, may_warn

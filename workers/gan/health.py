@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
 from workers.gan import losses
 from workers.gan.plots import LossHistory
 from workers.hooks import TrainHooks

@@ -13,7 +13,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
+from shared.jobs.params import MIN_CLASSES
 from workers.gan.evaluation import DIVERSITY_METRIC, evaluate_images, evaluate_points, generate, sample_picture
 from workers.gan.features import ImageEvaluator
 from workers.gan.health import COLLAPSE_DIVERSITY, COLLAPSE_WARNING, LOSS_NAMES, Monitor, may_warn, watch_d
@@ -46,7 +47,6 @@ from workers.training import (
 )
 
 FIXED_NOISE_COUNT = 64
-MIN_CLASSES = 2
 FIXED_POINTS_COUNT = 1000  # a point dataset's "grid" is a scatter plot of this many fixed-noise samples
 METRIC_NAMES = (*LOSS_NAMES, "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_d", "lr_g", "d_skips")
 RESOLUTION_METRIC = "resolution"  # progressive and MSG runs: the resolution being trained

@@ -11,10 +11,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 
-BCE = "bce"
-HINGE = "hinge"
-WGAN_GP = "wgan-gp"
-LOSSES = (BCE, HINGE, WGAN_GP)
+from shared.jobs.gan_train import GAN_LOSSES
+
+LOSSES = GAN_LOSSES  # the params' names: bce, hinge, wgan-gp
+BCE, HINGE, WGAN_GP = LOSSES
 REAL_LABEL = 1.0
 FAKE_LABEL = 0.0
 HINGE_MARGIN = 1.0

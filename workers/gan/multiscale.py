@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
-from shared.jobs.specs import MULTISCALE_GAN_ARCHS
+from shared.jobs.gan_train import MSG_ARCH, MULTISCALE_GAN_ARCHS, PROGRESSIVE_ARCH
 from workers.gan.nets import BASE_SIZE, KERNEL, LEAKY_SLOPE, PADDING, STRIDE, num_stages
 
 MAX_WIDTH_MULT = 8
-PROGRESSIVE = "progressive"
-MSG = "msg"
+PROGRESSIVE = PROGRESSIVE_ARCH
+MSG = MSG_ARCH
 MULTISCALE_ARCHS = MULTISCALE_GAN_ARCHS  # (PROGRESSIVE, MSG): the params module owns the list
 FADE_SHARE = 0.5  # of each stage (after the first) spent fading the new resolution in
 

@@ -15,7 +15,9 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-SUPPORTED_SIZES: tuple[int, ...] = (16, 32, 64, 128)
+from shared.jobs.params import GAN_IMAGE_SIZES
+
+SUPPORTED_SIZES: tuple[int, ...] = GAN_IMAGE_SIZES  # the params module owns the list
 BASE_SIZE = 4  # the generator starts from, and the discriminator ends at, a 4 x 4 map
 KERNEL = 4
 STRIDE = 2

@@ -15,7 +15,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
 from workers.gan import losses
 from workers.gan.augment import diff_augment
 from workers.gan.multiscale import MSG, MultiScaleGenerator

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
 from workers.gan import losses
 from workers.gan.data import load_versioned
 from workers.gan.health import Monitor

@@ -32,7 +32,7 @@ def _sklearn(filename: str) -> Callable[[], np.ndarray]:
     return load
 
 
-# Must cover shared.jobs.specs.BUILTIN_IMAGES; all of these ship inside the wheels (offline).
+# Must cover shared.jobs.params.BUILTIN_IMAGES; all of these ship inside the wheels (offline).
 _BUILTIN_LOADERS: dict[str, Callable[[], np.ndarray]] = {
     "astronaut": _skimage("astronaut"),
     "coffee": _skimage("coffee"),

@@ -47,7 +47,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from PIL import Image
 
-from shared.jobs.specs import MIN_STYLE_SIZE, StyleTransferParams, is_upload_ref
+from shared.jobs.params import MIN_STYLE_SIZE, is_upload_ref
+from shared.jobs.style_transfer import StyleTransferParams
 from workers.hooks import StopRequested, TrainHooks
 from workers.style.images import luminance, to_png, to_tensor, with_chroma_of
 from workers.style.losses import (

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
 from tests.support.resume import stopped_and_resumed
 from workers.gan.data import load_builtin_labelled
 from workers.gan.loop import train

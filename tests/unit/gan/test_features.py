@@ -9,7 +9,7 @@ import io
 import pytest
 import torch
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
 from tests.support.resume import stopped_and_resumed
 from workers.gan.data import load_builtin
 from workers.gan.features import (

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
 from workers.gan import state
 from workers.gan.data import load_builtin, load_points
 from workers.gan.loop import train

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
 from tests.support.resume import stopped_and_resumed
 from workers.gan import losses
 from workers.gan.data import load_builtin

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
 from tests.support.resume import stopped_and_resumed
 from workers.gan import health, state
 from workers.gan.data import load_builtin, load_points

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from shared.jobs.specs import GanTrainParams
+from shared.jobs.gan_train import GanTrainParams
 from tests.support.resume import stopped_and_resumed
 from workers.gan.data import load_builtin
 from workers.gan.loop import train

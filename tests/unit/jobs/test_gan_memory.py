@@ -39,6 +39,7 @@ from typing import Any
 
 import pytest
 
+from shared.jobs.gan_train import GanTrainParams
 from shared.jobs.memory import (
     GAN_OVERHEAD_BYTES,
     GIB,
@@ -47,7 +48,6 @@ from shared.jobs.memory import (
     gan_networks,
     gan_sample_memory_bytes,
 )
-from shared.jobs.specs import GanTrainParams
 from tests.support.peak_memory import ANON_SOURCE, MEASURE_ENV
 
 torch = pytest.importorskip("torch")

@@ -8,7 +8,9 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from services.api.submit import describe_validation_error
-from shared.jobs.specs import GAN_PRESETS, GanSampleParams, GanTrainParams, StyleTransferParams
+from shared.jobs.gan_sample import GanSampleParams
+from shared.jobs.gan_train import GAN_PRESETS, GanTrainParams
+from shared.jobs.style_transfer import StyleTransferParams
 
 # The params as they were before arch, losses and remedies existed: same meaning, same defaults.
 ORIGINAL_DEFAULTS = {

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from shared.jobs.memory import OVERHEAD_BYTES, style_memory_bytes
-from shared.jobs.specs import StyleTransferParams
+from shared.jobs.style_transfer import StyleTransferParams
 from tests.support.peak_memory import ANON_SOURCE, MEASURE_ENV
 
 REPO = Path(__file__).resolve().parents[3]

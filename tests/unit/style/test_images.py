@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.jobs.specs import BUILTIN_IMAGES
+from shared.jobs.params import BUILTIN_IMAGES
 from workers.style.images import decode_image, load_builtin_image, to_png, to_tensor
 
 SIZE = 64

@@ -17,7 +17,7 @@ from PIL import Image
 from skimage.color import rgb2yuv
 from skimage.metrics import structural_similarity
 
-from shared.jobs.specs import StyleTransferParams
+from shared.jobs.style_transfer import StyleTransferParams
 from workers.hooks import STOP_SHUTDOWN, InMemoryHooks, StopRequested
 from workers.style.images import load_builtin_image, to_tensor
 from workers.style.losses import StyleLoss, gram_targets

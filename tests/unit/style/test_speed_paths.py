@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from shared.jobs.specs import StyleTransferParams
+from shared.jobs.style_transfer import StyleTransferParams
 from workers import training
 from workers.hooks import InMemoryHooks
 from workers.style.images import load_builtin_image, to_tensor

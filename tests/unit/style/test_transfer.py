@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.jobs.specs import StyleTransferParams
+from shared.jobs.style_transfer import StyleTransferParams
 from workers.hooks import STOP_CANCEL, InMemoryHooks, StopRequested
 from workers.style.images import load_builtin_image
 from workers.style.transfer import (
