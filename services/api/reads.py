@@ -1,6 +1,6 @@
 """The hot read path: polling a job. Authentication and the tenant-scoped job read are one
 prepared asyncpg query on the event loop, with no threadpool hop and no ORM; everything
-else in the API goes through SQLAlchemy and shared/db/queries.py."""
+else in the API goes through SQLAlchemy and shared/db/queries/api.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Every SQL statement Atelier runs. API-side functions scope by tenant; runner-side
-functions are fenced by the job's ``attempt`` (the lease's fencing token)."""
+"""The API's reads and writes: tenants, keys, jobs, metrics, artifacts and uploads, each scoped
+by tenant (someone else's id is NotFound)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, literal, or_, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import Select, and_, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from shared.db.models import ApiKey, Artifact, Job, Metric, Tenant, Upload
 from shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
-from shared.jobs.states import TERMINAL_STATES, JobState
+from shared.jobs.states import JobState
 from shared.names import check_name, control_character
 from shared.security import display_prefix, hash_key, new_api_key
 
@@ -142,11 +142,6 @@ def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job
     return job
 
 
-def get_job_unscoped(session: Session, *, job_id: uuid.UUID) -> Job | None:
-    """A job by id, for the runtime (which acts for the system, not a tenant)."""
-    return session.get(Job, job_id)
-
-
 @dataclass(frozen=True)
 class Page:
     """One page of a cursor-paginated listing."""
@@ -215,15 +210,6 @@ def request_cancel(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID)
     session.flush()
     session.refresh(job)
     return job
-
-
-def mark_enqueued(session: Session, *, job_ids: Sequence[uuid.UUID]) -> None:
-    """Record that a message for these jobs was handed to the broker."""
-    if job_ids:
-        session.execute(update(Job).where(Job.id.in_(job_ids)).values(enqueued_at=func.now()))
-
-
-# --- metrics and artifacts: read side -----------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -351,294 +337,3 @@ def list_uploads(session: Session, *, tenant_id: uuid.UUID, limit: int, cursor: 
 
 
 # --- jobs: runner side (fenced by attempt) ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a runner learns when its claim succeeds."""
-
-    job_id: uuid.UUID
-    tenant_id: uuid.UUID
-    attempt: int
-    job_type: str
-    params: dict[str, Any]
-    checkpoint_key: str | None
-    checkpoint_step: int | None
-
-
-def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float) -> Claim | None:
-    """Atomically take the lease of a queued job (or one whose lease expired).
-
-    Increments ``attempt``, the fencing token. None if the job is running elsewhere,
-    finished, cancelled, out of attempts (handed-back attempts don't count), or unknown: the
-    caller must then not train.
-    """
-    row = session.execute(
-        text(
-            """
-            UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = :owner,
-                   lease_expires_at = now() + make_interval(secs => :lease),
-                   started_at = coalesce(started_at, now()), updated_at = now(),
-                   resumed_from_step = checkpoint_step
-            WHERE id = :job_id AND attempt - handbacks < max_attempts AND NOT cancel_requested
-              AND (state = 'queued' OR (state = 'running' AND lease_expires_at < now()))
-            RETURNING tenant_id, attempt, type, params, checkpoint_key, checkpoint_step
-            """
-        ),
-        {"job_id": job_id, "owner": owner, "lease": lease_s},
-    ).first()
-    if row is None:
-        return None
-    return Claim(
-        job_id=job_id,
-        tenant_id=row.tenant_id,
-        attempt=row.attempt,
-        job_type=row.type,
-        params=row.params,
-        checkpoint_key=row.checkpoint_key,
-        checkpoint_step=row.checkpoint_step,
-    )
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    """What the runner learns from a heartbeat."""
-
-    alive: bool
-    cancel_requested: bool
-
-
-def _fenced_update(session: Session, job_id: uuid.UUID, attempt: int, **values: Any) -> Any:
-    """UPDATE the job only while this attempt holds it; returns the row or None."""
-    return session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.attempt == attempt, Job.state == JobState.RUNNING.value)
-        .values(updated_at=func.now(), **values)
-        .returning(Job.cancel_requested)
-    ).first()
-
-
-def sync_runner(
-    session: Session,
-    *,
-    job_id: uuid.UUID,
-    attempt: int,
-    lease_s: float,
-    metrics: Sequence[tuple[str, int, float]],
-    progress: tuple[int, int] | None,
-    steps_per_s: float | None,
-    latest: dict[str, float] | None,
-) -> SyncResult:
-    """Heartbeat: extend the lease, record progress, upsert buffered metrics; all fenced.
-
-    The job row is locked first, so a concurrent claim waits for this transaction, and
-    if the lease is gone nothing at all is written (the caller must roll back).
-    """
-    values: dict[str, Any] = {"lease_expires_at": func.now() + func.make_interval(0, 0, 0, 0, 0, 0, lease_s)}
-    if progress is not None:
-        values["progress_step"], values["progress_total"] = progress
-    if steps_per_s is not None:
-        values["steps_per_s"] = steps_per_s
-    if latest:
-        values["latest_metrics"] = Job.latest_metrics.op("||")(func.cast(literal(latest, JSONB), JSONB))
-    row = _fenced_update(session, job_id, attempt, **values)
-    if row is None:
-        return SyncResult(alive=False, cancel_requested=False)
-    upsert_metrics(session, job_id=job_id, attempt=attempt, metrics=metrics)
-    return SyncResult(alive=True, cancel_requested=bool(row.cancel_requested))
-
-
-def upsert_metrics(
-    session: Session, *, job_id: uuid.UUID, attempt: int, metrics: Sequence[tuple[str, int, float]]
-) -> None:
-    """Insert or overwrite (job, name, step) rows. Call only after a fenced job update."""
-    if not metrics:
-        return
-    rows = [{"job_id": job_id, "name": n, "step": s, "value": v, "attempt": attempt} for n, s, v in metrics]
-    stmt = insert(Metric).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Metric.job_id, Metric.name, Metric.step],
-        set_={"value": stmt.excluded.value, "attempt": stmt.excluded.attempt, "recorded_at": func.now()},
-    )
-    session.execute(stmt)
-
-
-def commit_checkpoint(
-    session: Session,
-    *,
-    job_id: uuid.UUID,
-    attempt: int,
-    key: str,
-    step: int,
-    metrics: Sequence[tuple[str, int, float]],
-) -> bool:
-    """Point the job at an uploaded checkpoint, with the metrics up to it; False if fenced out."""
-    row = _fenced_update(session, job_id, attempt, checkpoint_key=key, checkpoint_step=step)
-    if row is None:
-        return False
-    upsert_metrics(session, job_id=job_id, attempt=attempt, metrics=metrics)
-    return True
-
-
-def record_artifact(
-    session: Session,
-    *,
-    job_id: uuid.UUID,
-    attempt: int,
-    name: str,
-    kind: str,
-    key: str,
-    size: int,
-    sha256: str,
-    content_type: str,
-) -> bool:
-    """Upsert an artifact row (the object is already stored); False if fenced out."""
-    if _fenced_update(session, job_id, attempt) is None:
-        return False
-    values = {
-        "job_id": job_id,
-        "name": name,
-        "kind": kind,
-        "key": key,
-        "size": size,
-        "sha256": sha256,
-        "content_type": content_type,
-        "attempt": attempt,
-    }
-    stmt = insert(Artifact).values(id=uuid.uuid4(), **values)
-    stmt = stmt.on_conflict_do_update(
-        constraint="uq_artifacts_job_name",
-        set_={k: stmt.excluded[k] for k in ("kind", "key", "size", "sha256", "content_type", "attempt")},
-    )
-    session.execute(stmt)
-    return True
-
-
-def add_warning(session: Session, *, job_id: uuid.UUID, attempt: int, message: str) -> bool:
-    """Append a warning once; False if fenced out."""
-    job = session.scalar(
-        select(Job)
-        .where(Job.id == job_id, Job.attempt == attempt, Job.state == JobState.RUNNING.value)
-        .with_for_update()
-    )
-    if job is None:
-        return False
-    if message not in job.warnings:
-        job.warnings = [*job.warnings, message]
-    return True
-
-
-def finish_job(
-    session: Session,
-    *,
-    job_id: uuid.UUID,
-    attempt: int,
-    state: JobState,
-    error_code: str | None = None,
-    error_message: str | None = None,
-) -> bool:
-    """Move a running job to a terminal state (or back to queued); False if fenced out."""
-    terminal = state in TERMINAL_STATES
-    values: dict[str, Any] = {
-        "state": state.value,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "error_code": error_code,
-        "error_message": error_message,
-    }
-    if terminal:
-        values["finished_at"] = func.now()
-    if state == JobState.SUCCEEDED:
-        values["progress_step"] = Job.progress_total
-    else:
-        values["enqueued_at"] = None if not terminal else Job.enqueued_at
-    if state == JobState.QUEUED:  # handed back on shutdown: this attempt does not count
-        values["handbacks"] = Job.handbacks + 1
-    return _fenced_update(session, job_id, attempt, **values) is not None
-
-
-def fail_unclaimable(session: Session, *, job_id: uuid.UUID, error_code: str, error_message: str) -> bool:
-    """Fail a queued job before any runner touched it (e.g. its params no longer parse)."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
-        .values(state="failed", error_code=error_code, error_message=error_message, finished_at=func.now())
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-# --- reconciler ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reconciled:
-    """What one reconciler pass changed."""
-
-    requeued: list[tuple[uuid.UUID, str]]
-    failed: list[uuid.UUID]
-    cancelled: list[uuid.UUID]
-
-
-def expire_leases(session: Session) -> Reconciled:
-    """Running jobs whose lease expired: requeue, fail (attempts used up) or cancel.
-
-    Rows locked by a stalled runner are skipped (SKIP LOCKED) and handled on a later pass,
-    so the reconciler never waits on a zombie's open transaction.
-    """
-    cancelled = (
-        session.execute(
-            text(
-                """
-            UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
-                   finished_at = now(), updated_at = now()
-            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now() AND cancel_requested FOR UPDATE SKIP LOCKED)
-            RETURNING id
-            """
-            )
-        )
-        .scalars()
-        .all()
-    )
-    failed = (
-        session.execute(
-            text(
-                """
-            UPDATE jobs SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL,
-                   finished_at = now(), updated_at = now(), error_code = 'attempts_exhausted',
-                   error_message = 'the worker running this job was lost ' || (attempt - handbacks) ||
-                                   ' time(s); max_attempts (' || max_attempts || ') is used up'
-            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
-                           AND attempt - handbacks >= max_attempts FOR UPDATE SKIP LOCKED)
-            RETURNING id
-            """
-            )
-        )
-        .scalars()
-        .all()
-    )
-    requeued = session.execute(
-        text(
-            """
-            UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
-                   enqueued_at = NULL, updated_at = now()
-            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
-                           AND attempt - handbacks < max_attempts FOR UPDATE SKIP LOCKED)
-            RETURNING id, queue
-            """
-        )
-    ).all()
-    return Reconciled(requeued=[(r.id, r.queue) for r in requeued], failed=list(failed), cancelled=list(cancelled))
-
-
-def queued_needing_send(session: Session, *, grace_s: float, limit: int) -> list[tuple[uuid.UUID, str]]:
-    """Queued jobs handed to the broker (or created, if never handed over) more than ``grace_s`` ago."""
-    rows = session.execute(
-        select(Job.id, Job.queue)
-        .where(
-            Job.state == JobState.QUEUED.value,
-            func.coalesce(Job.enqueued_at, Job.created_at) < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace_s),
-        )
-        .order_by(Job.created_at)
-        .limit(limit)
-    ).all()
-    return [(r.id, r.queue) for r in rows]

@@ -1,0 +1,223 @@
+"""The runner's statements, and nothing else: the claim, and every write fenced by the job's
+``attempt`` (the lease's fencing token). A write that matches no row means the lease is gone."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.orm import Session
+
+from shared.db.models import Artifact, Job, Metric
+from shared.jobs.states import TERMINAL_STATES, JobState
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a runner learns when its claim succeeds."""
+
+    job_id: uuid.UUID
+    tenant_id: uuid.UUID
+    attempt: int
+    job_type: str
+    params: dict[str, Any]
+    checkpoint_key: str | None
+    checkpoint_step: int | None
+
+
+def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float) -> Claim | None:
+    """Atomically take the lease of a queued job (or one whose lease expired).
+
+    Increments ``attempt``, the fencing token. None if the job is running elsewhere,
+    finished, cancelled, out of attempts (handed-back attempts don't count), or unknown: the
+    caller must then not train.
+    """
+    row = session.execute(
+        text(
+            """
+            UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = :owner,
+                   lease_expires_at = now() + make_interval(secs => :lease),
+                   started_at = coalesce(started_at, now()), updated_at = now(),
+                   resumed_from_step = checkpoint_step
+            WHERE id = :job_id AND attempt - handbacks < max_attempts AND NOT cancel_requested
+              AND (state = 'queued' OR (state = 'running' AND lease_expires_at < now()))
+            RETURNING tenant_id, attempt, type, params, checkpoint_key, checkpoint_step
+            """
+        ),
+        {"job_id": job_id, "owner": owner, "lease": lease_s},
+    ).first()
+    if row is None:
+        return None
+    return Claim(
+        job_id=job_id,
+        tenant_id=row.tenant_id,
+        attempt=row.attempt,
+        job_type=row.type,
+        params=row.params,
+        checkpoint_key=row.checkpoint_key,
+        checkpoint_step=row.checkpoint_step,
+    )
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What the runner learns from a heartbeat."""
+
+    alive: bool
+    cancel_requested: bool
+
+
+def _fenced_update(session: Session, job_id: uuid.UUID, attempt: int, **values: Any) -> Any:
+    """UPDATE the job only while this attempt holds it; returns the row or None."""
+    return session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.state == JobState.RUNNING.value)
+        .values(updated_at=func.now(), **values)
+        .returning(Job.cancel_requested)
+    ).first()
+
+
+def sync_runner(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    lease_s: float,
+    metrics: Sequence[tuple[str, int, float]],
+    progress: tuple[int, int] | None,
+    steps_per_s: float | None,
+    latest: dict[str, float] | None,
+) -> SyncResult:
+    """Heartbeat: extend the lease, record progress, upsert buffered metrics; all fenced.
+
+    The job row is locked first, so a concurrent claim waits for this transaction, and
+    if the lease is gone nothing at all is written (the caller must roll back).
+    """
+    values: dict[str, Any] = {"lease_expires_at": func.now() + func.make_interval(0, 0, 0, 0, 0, 0, lease_s)}
+    if progress is not None:
+        values["progress_step"], values["progress_total"] = progress
+    if steps_per_s is not None:
+        values["steps_per_s"] = steps_per_s
+    if latest:
+        values["latest_metrics"] = Job.latest_metrics.op("||")(func.cast(literal(latest, JSONB), JSONB))
+    row = _fenced_update(session, job_id, attempt, **values)
+    if row is None:
+        return SyncResult(alive=False, cancel_requested=False)
+    upsert_metrics(session, job_id=job_id, attempt=attempt, metrics=metrics)
+    return SyncResult(alive=True, cancel_requested=bool(row.cancel_requested))
+
+
+def upsert_metrics(
+    session: Session, *, job_id: uuid.UUID, attempt: int, metrics: Sequence[tuple[str, int, float]]
+) -> None:
+    """Insert or overwrite (job, name, step) rows. Call only after a fenced job update."""
+    if not metrics:
+        return
+    rows = [{"job_id": job_id, "name": n, "step": s, "value": v, "attempt": attempt} for n, s, v in metrics]
+    stmt = insert(Metric).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Metric.job_id, Metric.name, Metric.step],
+        set_={"value": stmt.excluded.value, "attempt": stmt.excluded.attempt, "recorded_at": func.now()},
+    )
+    session.execute(stmt)
+
+
+def commit_checkpoint(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    key: str,
+    step: int,
+    metrics: Sequence[tuple[str, int, float]],
+) -> bool:
+    """Point the job at an uploaded checkpoint, with the metrics up to it; False if fenced out."""
+    row = _fenced_update(session, job_id, attempt, checkpoint_key=key, checkpoint_step=step)
+    if row is None:
+        return False
+    upsert_metrics(session, job_id=job_id, attempt=attempt, metrics=metrics)
+    return True
+
+
+def record_artifact(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    name: str,
+    kind: str,
+    key: str,
+    size: int,
+    sha256: str,
+    content_type: str,
+) -> bool:
+    """Upsert an artifact row (the object is already stored); False if fenced out."""
+    if _fenced_update(session, job_id, attempt) is None:
+        return False
+    values = {
+        "job_id": job_id,
+        "name": name,
+        "kind": kind,
+        "key": key,
+        "size": size,
+        "sha256": sha256,
+        "content_type": content_type,
+        "attempt": attempt,
+    }
+    stmt = insert(Artifact).values(id=uuid.uuid4(), **values)
+    stmt = stmt.on_conflict_do_update(
+        constraint="uq_artifacts_job_name",
+        set_={k: stmt.excluded[k] for k in ("kind", "key", "size", "sha256", "content_type", "attempt")},
+    )
+    session.execute(stmt)
+    return True
+
+
+def add_warning(session: Session, *, job_id: uuid.UUID, attempt: int, message: str) -> bool:
+    """Append a warning once; False if fenced out."""
+    job = session.scalar(
+        select(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.state == JobState.RUNNING.value)
+        .with_for_update()
+    )
+    if job is None:
+        return False
+    if message not in job.warnings:
+        job.warnings = [*job.warnings, message]
+    return True
+
+
+def finish_job(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    state: JobState,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    """Move a running job to a terminal state (or back to queued); False if fenced out."""
+    terminal = state in TERMINAL_STATES
+    values: dict[str, Any] = {
+        "state": state.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "error_code": error_code,
+        "error_message": error_message,
+    }
+    if terminal:
+        values["finished_at"] = func.now()
+    if state == JobState.SUCCEEDED:
+        values["progress_step"] = Job.progress_total
+    else:
+        values["enqueued_at"] = None if not terminal else Job.enqueued_at
+    if state == JobState.QUEUED:  # handed back on shutdown: this attempt does not count
+        values["handbacks"] = Job.handbacks + 1
+    return _fenced_update(session, job_id, attempt, **values) is not None
+
+
+# --- reconciler ---------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""The reconciler's sweeps over every tenant's jobs: expired leases, and queued jobs whose
+message may be lost; and the enqueue bookkeeping that submit and the reconciler share."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from shared.db.models import Job
+from shared.jobs.states import JobState
+
+
+def mark_enqueued(session: Session, *, job_ids: Sequence[uuid.UUID]) -> None:
+    """Record that a message for these jobs was handed to the broker."""
+    if job_ids:
+        session.execute(update(Job).where(Job.id.in_(job_ids)).values(enqueued_at=func.now()))
+
+
+# --- metrics and artifacts: read side -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What one reconciler pass changed."""
+
+    requeued: list[tuple[uuid.UUID, str]]
+    failed: list[uuid.UUID]
+    cancelled: list[uuid.UUID]
+
+
+def expire_leases(session: Session) -> Reconciled:
+    """Running jobs whose lease expired: requeue, fail (attempts used up) or cancel.
+
+    Rows locked by a stalled runner are skipped (SKIP LOCKED) and handled on a later pass,
+    so the reconciler never waits on a zombie's open transaction.
+    """
+    cancelled = (
+        session.execute(
+            text(
+                """
+            UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
+                   finished_at = now(), updated_at = now()
+            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now() AND cancel_requested FOR UPDATE SKIP LOCKED)
+            RETURNING id
+            """
+            )
+        )
+        .scalars()
+        .all()
+    )
+    failed = (
+        session.execute(
+            text(
+                """
+            UPDATE jobs SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL,
+                   finished_at = now(), updated_at = now(), error_code = 'attempts_exhausted',
+                   error_message = 'the worker running this job was lost ' || (attempt - handbacks) ||
+                                   ' time(s); max_attempts (' || max_attempts || ') is used up'
+            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
+                           AND attempt - handbacks >= max_attempts FOR UPDATE SKIP LOCKED)
+            RETURNING id
+            """
+            )
+        )
+        .scalars()
+        .all()
+    )
+    requeued = session.execute(
+        text(
+            """
+            UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+                   enqueued_at = NULL, updated_at = now()
+            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
+                           AND attempt - handbacks < max_attempts FOR UPDATE SKIP LOCKED)
+            RETURNING id, queue
+            """
+        )
+    ).all()
+    return Reconciled(requeued=[(r.id, r.queue) for r in requeued], failed=list(failed), cancelled=list(cancelled))
+
+
+def queued_needing_send(session: Session, *, grace_s: float, limit: int) -> list[tuple[uuid.UUID, str]]:
+    """Queued jobs handed to the broker (or created, if never handed over) more than ``grace_s`` ago."""
+    rows = session.execute(
+        select(Job.id, Job.queue)
+        .where(
+            Job.state == JobState.QUEUED.value,
+            func.coalesce(Job.enqueued_at, Job.created_at) < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace_s),
+        )
+        .order_by(Job.created_at)
+        .limit(limit)
+    ).all()
+    return [(r.id, r.queue) for r in rows]
