@@ -3,6 +3,10 @@ worker and beat under one command.
 
 Run it as ``python -m services.stack``. Everything lives under the data dir (``.atelier/``), so running
 it again after Ctrl-C picks up the same database, queue, objects and dev API key.
+
+One module on purpose (it is over the ~450-line guide): it is one supervisor, and its parts (the
+embedded Postgres and Redis, the children, the supervision loop, the signal handling) share one
+``Stack`` and one shutdown path; split, each part would reach into the others' state.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ holds a chunk at a time whatever the archive declares. What is counted is what t
 actually produced: the upload's unpacked bytes (``UnpackBudget``), each archive's ratio to its
 compressed size as received, and each entry's size; the first limit passed stops the reading.
 Sizes an archive declares are only used to refuse it sooner. Names are left to the caller.
+
+One module on purpose (it is over the ~450-line guide): the zip and tar readers share the budget,
+the chunked copy and the mapping of each format's errors, and nothing else uses them.
 """
 
 from __future__ import annotations

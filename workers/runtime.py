@@ -39,6 +39,7 @@ DB_RETRY_MAX_S = 5.0
 DB_RETRY_DEADLINE_S = 120.0
 RATE_SMOOTHING = 0.3
 MAX_ERROR_CHARS = 2000
+INTERNAL_ERROR = "internal_error"  # a crash Atelier did not foresee; the message holds the last frames
 # Terminal escape sequences (colours, cursor moves) that some libraries put in exception text.
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
@@ -424,10 +425,7 @@ def _execute(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner, execut
         execute(ctx, claim, runner)
     except StopRequested as stop:
         return _stopped(runner, stop)
-    except JobFailed as exc:
-        runner.finish(JobState.FAILED, error_code=exc.code, error_message=exc.message)
-        return "failed"
-    except StorageUnavailable as exc:
+    except (JobFailed, StorageUnavailable) as exc:  # StorageUnavailable: retried up to its deadline already
         runner.finish(JobState.FAILED, error_code=exc.code, error_message=exc.message)
         return "failed"
     except TransientError:
@@ -435,11 +433,8 @@ def _execute(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner, execut
         raise
     except Exception as exc:
         log.exception("job %s crashed", job_id)
-        code = getattr(exc, "atelier_code", "internal_error")
-        detail = f"{type(exc).__name__}: {exc}"
-        if code == "internal_error":
-            detail += "\n" + "".join(traceback.format_exception(exc)[-3:])
-        runner.finish(JobState.FAILED, error_code=code, error_message=detail)
+        detail = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc)[-3:])
+        runner.finish(JobState.FAILED, error_code=INTERNAL_ERROR, error_message=detail)
         return "failed"
     runner.finish(JobState.SUCCEEDED)
     return "succeeded"
