@@ -19,6 +19,7 @@ from shared.jobs.params import (
     POINT_DATASETS,
     JobParams,
     Reference,
+    every_field,
     every_problems,
     is_stored,
     is_upload_ref,
@@ -185,22 +186,16 @@ class GanTrainParams(JobParams):
     ndf: int = Field(default=64, ge=4, le=1024, description="Discriminator width.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     log_every: int = Field(default=1, ge=1, json_schema_extra=EVERY_MAX, description="Record metrics every N steps.")
-    checkpoint_every: int = Field(
+    checkpoint_every: int = every_field(
         default=100,
-        ge=1,
-        json_schema_extra=EVERY_MAX,
         description=f"Checkpoint every N steps (at most {MAX_CHECKPOINTS} a job).",
     )
-    sample_every: int = Field(
+    sample_every: int = every_field(
         default=100,
-        ge=1,
-        json_schema_extra=EVERY_MAX,
         description=f"Sample grid from fixed noise every N steps (at most {MAX_SAMPLE_GRIDS} grids a job).",
     )
-    eval_every: int | None = Field(
+    eval_every: int | None = every_field(
         default=None,
-        ge=1,
-        json_schema_extra=EVERY_MAX,
         description="Quality metrics every N steps and at the end: modes and hq_share on point datasets, "
         "fd, kid, precision and recall on images (in a digits classifier's feature space). Default: "
         f"sample_every on points, max(sample_every, {IMAGE_EVAL_EVERY}) on images.",

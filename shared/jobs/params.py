@@ -95,6 +95,11 @@ def refuse(model: BaseModel, problems: list[tuple[str, str]]) -> None:
 EVERY_MAX: dict[str, Any] = {"maximum": MAX_STEPS}  # *_every in the JSON schema (checked by every_problems)
 
 
+def every_field(*, default: int | None, description: str) -> Any:
+    """A ``*_every`` field: N >= 1 steps, at most MAX_STEPS in the schema (checked by every_problems)."""
+    return Field(default=default, ge=1, json_schema_extra=EVERY_MAX, description=description)
+
+
 def is_stored(info: ValidationInfo) -> bool:
     return isinstance(info.context, Mapping) and bool(info.context.get(_STORED))
 

@@ -15,6 +15,7 @@ from shared.jobs.params import (
     MIN_STYLE_SIZE,
     JobParams,
     Reference,
+    every_field,
     every_problems,
     is_stored,
     is_upload_ref,
@@ -125,16 +126,12 @@ class StyleTransferParams(JobParams):
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     log_every: int = Field(default=1, ge=1, json_schema_extra=EVERY_MAX)
-    checkpoint_every: int = Field(
+    checkpoint_every: int = every_field(
         default=50,
-        ge=1,
-        json_schema_extra=EVERY_MAX,
         description=f"Checkpoint every N steps (at most {MAX_CHECKPOINTS} a job).",
     )
-    snapshot_every: int | None = Field(
+    snapshot_every: int | None = every_field(
         default=None,
-        ge=1,
-        json_schema_extra=EVERY_MAX,
         description=f"Save the image as a snapshots/step-N.png artifact every N steps (at most {MAX_SNAPSHOTS}).",
     )
     max_runtime_s: int | None = runtime_field()
