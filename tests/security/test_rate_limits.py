@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.api.app import create_app
 from services.api.ratelimit import FAIL_OPEN_PAUSE_S, REDIS_TIMEOUT_S
 from shared.config import Settings
-from shared.db import queries
 from shared.db.models import Tenant
 from shared.db.session import transaction
 from tests.conftest import Caller
 from tests.support import services
+from tests.support.jobs import queued_job
 
 pytestmark = pytest.mark.integration
 
@@ -54,18 +54,7 @@ def test_burst_then_429_with_retry_after(
 ) -> None:
     # Given a job of alice's, written straight to the database so that no request (through
     # any app instance) has touched her token bucket yet, and the route under test
-    with transaction(sessions) as session:
-        job, _created = queries.create_job(
-            session,
-            tenant_id=alice.tenant_id,
-            job_type=GAN["type"],
-            params=GAN["params"],
-            queue="gpu",
-            total=10,
-            max_attempts=3,
-            idempotency_key=None,
-        )
-        job_id = str(job.id)
+    job_id = queued_job(sessions, alice)
     path = {
         "list": "/v1/jobs",
         "poll": f"/v1/jobs/{job_id}",  # the asyncpg hot path

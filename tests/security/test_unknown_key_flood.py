@@ -21,10 +21,10 @@ from services.api.ratelimit import client_address
 from services.api.reads import JobReader
 from shared.config import Settings
 from shared.db import queries
-from shared.db.session import transaction
 from shared.security import hash_key
 from tests.conftest import Caller
 from tests.support import services
+from tests.support.jobs import queued_job
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,6 @@ MORE = 12  # unknown keys sent once the address is over its limit
 SHARED_ADDRESS = ("192.0.2.10", 50000)  # TEST-NET-1: a fresh bucket in this module's Redis db
 OTHER_ADDRESS = ("198.51.100.7", 50000)  # TEST-NET-2
 FLOOD_ADDRESS = "testclient"  # TestClient's client host: not an IP address
-GAN = {"type": "gan.train", "params": {"dataset": "digits", "steps": 10}}
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +64,6 @@ def lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield seen
 
 
-def _job_of(sessions: sessionmaker[Session], caller: Caller) -> str:
-    """A queued job of the caller's, written straight to the database."""
-    with transaction(sessions) as session:
-        job, _created = queries.create_job(
-            session,
-            tenant_id=caller.tenant_id,
-            job_type=GAN["type"],
-            params=GAN["params"],
-            queue="gpu",
-            total=10,
-            max_attempts=3,
-            idempotency_key=None,
-        )
-        return str(job.id)
-
-
 def _unknown_key() -> dict[str, str]:
     return {"Authorization": f"Bearer atl_{uuid.uuid4().hex}"}
 
@@ -98,7 +81,7 @@ def test_flood_is_refused_before_the_lookup_and_polling_goes_on(
     client: TestClient, sessions: sessionmaker[Session], alice: Caller, bob: Caller, lookups: list[str]
 ) -> None:
     # Given alice polls her job (so this API process has seen her key work)
-    poll = f"/v1/jobs/{_job_of(sessions, alice)}"
+    poll = f"/v1/jobs/{queued_job(sessions, alice)}"
     assert client.get(poll, headers=alice.headers).status_code == 200
     alice_hash = hash_key(alice.key)
     # When a flood of unknown keys (and some requests with no key) hits the polling route and a
@@ -154,7 +137,7 @@ def test_the_limit_is_per_address_and_shared_by_api_processes(
     settings: Settings, sessions: sessionmaker[Session], alice: Caller, lookups: list[str]
 ) -> None:
     # Given two API processes, and a flood from one address to the first that has emptied its bucket
-    poll = f"/v1/jobs/{_job_of(sessions, alice)}"
+    poll = f"/v1/jobs/{queued_job(sessions, alice)}"
     with (
         TestClient(create_app(settings), client=SHARED_ADDRESS) as first,
         TestClient(create_app(settings), client=SHARED_ADDRESS) as second,

@@ -70,7 +70,7 @@ ADAM_STATE_BYTES = 16  # fp32 weight, gradient and two moments per parameter
 
 MEASURE = ANON_SOURCE + textwrap.dedent(
     """
-    import json, sys, threading, time
+    import json, sys
     import torch
     torch.set_num_threads(1)
     from shared.jobs.specs import GanSampleParams, GanTrainParams
@@ -98,20 +98,7 @@ MEASURE = ANON_SOURCE + textwrap.dedent(
         labels = torch.arange(data.shape[0]) % 10 if params.conditional else None
         classes = 10 if params.conditional else 0
         run = lambda: train(params, data, InMemoryHooks(), labels=labels, num_classes=classes)
-    before = anon()
-    peak, done = [before], threading.Event()
-
-    def watch():
-        while not done.is_set():
-            peak[0] = max(peak[0], anon())
-            time.sleep(0.002)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    run()
-    done.set()
-    watcher.join()
-    print(json.dumps({"growth": max(peak[0], anon()) - before}))
+    print_growth(run)
     """
 )
 

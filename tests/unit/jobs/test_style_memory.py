@@ -26,7 +26,7 @@ MAX_OVER_ESTIMATE = 2.5  # the size-dependent part may be at most this many time
 
 MEASURE = ANON_SOURCE + textwrap.dedent(
     """
-    import json, sys, threading, time
+    import json, sys
     import torch
     torch.set_num_threads(1)
     from shared.jobs.specs import StyleTransferParams
@@ -37,20 +37,7 @@ MEASURE = ANON_SOURCE + textwrap.dedent(
 
     params = StyleTransferParams.model_validate(json.loads(sys.argv[1]))
     content, style = load_builtin_image("astronaut"), load_builtin_image("coffee")
-    before = anon()
-    peak, done = [before], threading.Event()
-
-    def watch():
-        while not done.is_set():
-            peak[0] = max(peak[0], anon())
-            time.sleep(0.002)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    run_transfer(params, content, [style], InMemoryHooks())
-    done.set()
-    watcher.join()
-    print(json.dumps({"growth": max(peak[0], anon()) - before}))
+    print_growth(lambda: run_transfer(params, content, [style], InMemoryHooks()))
     """
 )
 
