@@ -52,6 +52,15 @@ def test_conditioning_on_an_upload_needs_class_folders(client: TestClient, alice
     assert submit(client, alice, dataset=loose, steps=5).status_code == 201
 
 
+def assert_refused(response: Any, *, field: str, needle: str) -> dict[str, Any]:
+    """A 422 naming ``field``, whose message holds ``needle``; returns the error."""
+    assert response.status_code == 422, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["field"] == field, error
+    assert needle in error["message"], error
+    return error
+
+
 @pytest.mark.parametrize(
     ("params", "field", "needle"),
     [
@@ -65,10 +74,7 @@ def test_bad_gan_datasets_and_conditioning_get_422(
     client: TestClient, alice: Caller, params: dict[str, Any], field: str, needle: str
 ) -> None:
     response = submit(client, alice, **params)
-    assert response.status_code == 422, response.text
-    error = response.json()["error"]
-    assert error["field"] == field, error
-    assert needle in error["message"], error
+    assert_refused(response, field=field, needle=needle)
 
 
 NEWLINE_ID = "00000000-0000-0000-0000-000000000000\n"
@@ -81,10 +87,9 @@ def test_the_issues_monster_gets_a_422_naming_the_batch_and_the_estimate(client:
         client, alice, dataset="digits", batch_size=4096, ngf=1024, ndf=1024, nz=1024, image_size=128, steps=10
     )
     # Then it is a 422 naming the batch size, with the estimate and the limit in GiB
-    assert response.status_code == 422, response.text
-    error = response.json()["error"]
-    assert error["field"] == "params.batch_size", error
-    assert "needs about 1350.4 GiB of device memory (estimate;" in error["message"], error
+    error = assert_refused(
+        response, field="params.batch_size", needle="needs about 1350.4 GiB of device memory (estimate;"
+    )
     assert "activations at batch_size 4096), over the 16.0 GiB this server's workers have" in error["message"]
     # And with a batch of 2 the weights alone (about 89 GiB with Adam, 116 GiB in all) still name the width
     narrow = submit(client, alice, dataset="digits", batch_size=2, ngf=1024, ndf=1024, nz=1024, image_size=128)
@@ -113,7 +118,4 @@ def test_coerced_unbounded_and_newline_values_get_422(
     # When a value that used to be coerced, accepted unbounded or (an id with a newline) crash is submitted
     response = submit(client, alice, **params)
     # Then it is a 422 naming the field, never a 201 or a 500
-    assert response.status_code == 422, response.text
-    error = response.json()["error"]
-    assert error["field"] == field, error
-    assert needle in error["message"], error
+    assert_refused(response, field=field, needle=needle)
