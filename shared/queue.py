@@ -6,6 +6,7 @@ Messages carry only a job id; Postgres holds everything else.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 from celery import Celery
@@ -16,6 +17,7 @@ from shared.jobs.params import QUEUE_CPU, QUEUE_GPU
 
 RUN_JOB_TASK = "atelier.run_job"
 RECONCILE_TASK = "atelier.reconcile"
+DELIVER_WEBHOOK_TASK = "atelier.deliver_webhook"
 WORKER_BOOT_TIMEOUT_S = 120.0
 
 
@@ -43,7 +45,11 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=(Queue(QUEUE_GPU), Queue(QUEUE_CPU)),
         task_default_queue=QUEUE_CPU,
         task_create_missing_queues=False,
-        task_routes={RUN_JOB_TASK: {"queue": QUEUE_GPU}, RECONCILE_TASK: {"queue": QUEUE_CPU}},
+        task_routes={
+            RUN_JOB_TASK: {"queue": QUEUE_GPU},
+            RECONCILE_TASK: {"queue": QUEUE_CPU},
+            DELIVER_WEBHOOK_TASK: {"queue": QUEUE_CPU},
+        },
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
@@ -76,3 +82,9 @@ def make_celery(settings: Settings) -> Celery:
 def send_run_job(app: Celery, *, job_id: object, queue: str) -> None:
     """Hand one job id to the broker. Raises kombu/redis errors if Redis is down."""
     app.send_task(RUN_JOB_TASK, args=[str(job_id)], queue=queue, task_id=task_id_for(job_id, uuid.uuid4().hex[:12]))
+
+
+def send_webhook_deliveries(app: Celery, delivery_ids: Sequence[uuid.UUID]) -> None:
+    """Hand webhook deliveries (by id) to the ``cpu`` queue. Raises kombu/redis errors if Redis is down."""
+    for delivery_id in delivery_ids:
+        app.send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)], queue=QUEUE_CPU)

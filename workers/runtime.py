@@ -25,7 +25,9 @@ from shared.config import Settings
 from shared.db import queries
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.errors import JobFailed, StorageUnavailable, TransientError
+from shared.events import EventPublisher
 from shared.jobs.states import JobState
+from shared.queue import send_webhook_deliveries
 from shared.storage import ObjectStore, job_key, make_store, retry_storage
 from workers.hooks import STOP_CANCEL, STOP_LEASE_LOST, STOP_SHUTDOWN, StopRequested
 from workers.limits import JobLimits
@@ -38,6 +40,7 @@ DB_RETRY_FIRST_S = 0.2
 DB_RETRY_MAX_S = 5.0
 DB_RETRY_DEADLINE_S = 120.0
 RATE_SMOOTHING = 0.3
+METRICS_EVENT_EVERY_S = 0.5  # the SSE stream's metrics events: at most two a second
 MAX_ERROR_CHARS = 2000
 INTERNAL_ERROR = "internal_error"  # a crash Atelier did not foresee; the message holds the last frames
 # Terminal escape sequences (colours, cursor moves) that some libraries put in exception text.
@@ -67,11 +70,13 @@ class WorkerContext:
     def build(cls, settings: Settings) -> WorkerContext:
         """Connect to Postgres and the store; name this worker process."""
         owner = settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+        # A frozen worker (SIGSTOP, a long GC pause) must not hold the job row's lock for
+        # longer than a lease: Postgres ends such a session, and the fence does the rest.
+        sessions = make_sessionmaker(make_engine(settings, pool_size=2, idle_tx_timeout_s=settings.lease_s))
+        EventPublisher(settings, dispatch=send_webhook_deliveries).install(sessions)
         return cls(
             settings=settings,
-            # A frozen worker (SIGSTOP, a long GC pause) must not hold the job row's lock for
-            # longer than a lease: Postgres ends such a session, and the fence does the rest.
-            sessions=make_sessionmaker(make_engine(settings, pool_size=2, idle_tx_timeout_s=settings.lease_s)),
+            sessions=sessions,
             store=make_store(settings),
             owner=owner,
             watchdog=Watchdog(
@@ -124,6 +129,9 @@ class JobRunner:
         self._progress: tuple[int, int] | None = None
         self._rate: float | None = None
         self._rate_mark: tuple[float, int] | None = None
+        self._sent_progress: tuple[int, int] | None = None  # what the last committed progress event said
+        self._sent_latest: dict[str, float] = {}
+        self._sent_latest_at = 0.0
         self._lost = threading.Event()
         self._cancel = threading.Event()
         self._handback = threading.Event()
@@ -196,6 +204,17 @@ class JobRunner:
         """Extend the lease, write progress and upsert ``batch`` in ``session``; False if fenced out."""
         with self._lock:
             progress, rate, latest = self._progress, self._rate, dict(self._latest)
+        now, ts = time.monotonic(), time.time()
+        events: list[tuple[str, dict[str, object]]] = []
+        if progress is not None and progress != self._sent_progress:
+            step, total = progress
+            eta = max(total - step, 0) / rate if rate else None
+            events.append(
+                ("progress", {"step": step, "total": total, "steps_per_second": rate, "eta_seconds": eta, "ts": ts})
+            )
+        metrics_due = now - self._sent_latest_at >= METRICS_EVENT_EVERY_S  # the job row has the final values
+        if latest and latest != self._sent_latest and metrics_due:
+            events.append(("metrics", {"step": progress[0] if progress else None, "values": latest, "ts": ts}))
         result = queries.sync_runner(
             session,
             job_id=self.claim.job_id,
@@ -205,9 +224,14 @@ class JobRunner:
             progress=progress,
             steps_per_s=None if final else rate,
             latest=latest,
+            events=events,
         )
         if result.alive and result.cancel_requested:
             self._cancel.set()
+        if result.alive:  # remembered at once; if the commit then fails, the next sync sends them again
+            self._sent_progress = progress
+            if events and events[-1][0] == "metrics":
+                self._sent_latest, self._sent_latest_at = latest, now
         return result.alive
 
     def sync(self) -> bool:
@@ -220,6 +244,7 @@ class JobRunner:
                     session.rollback()
         except Exception:
             self._requeue(batch)
+            self._sent_progress = None  # the events did not commit either: send them with the next sync
             raise
         if not alive:
             log.warning("job %s attempt %d: lease lost; stopping", self.claim.job_id, self.claim.attempt)
@@ -333,6 +358,7 @@ class JobRunner:
                     size=len(data),
                     sha256=hashlib.sha256(data).hexdigest(),
                     content_type=content_type,
+                    step=self._progress[0] if self._progress else None,
                 )
 
         if not db_retry(record, what=f"recording artifact {name}", before_retry=self._give_up_if_lost):

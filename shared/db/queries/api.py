@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from shared.db.models import ApiKey, Artifact, Job, Metric, Tenant, Upload
+from shared.db.queries.events import append_events, state_event, terminal_events
 from shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from shared.jobs.states import JobState
 from shared.names import check_name, control_character
@@ -86,6 +87,8 @@ def create_job(
     total: int,
     max_attempts: int,
     idempotency_key: str | None,
+    webhook_url: str | None = None,
+    webhook_events: Sequence[str] = (),
 ) -> tuple[Job, bool]:
     """Insert a queued job; with an idempotency key, a repeat returns the first job.
 
@@ -114,12 +117,15 @@ def create_job(
         "progress_total": total,
         "max_attempts": max_attempts,
         "idempotency_key": idempotency_key,
+        "webhook_url": webhook_url,
+        "webhook_events": list(webhook_events),
     }
     stmt = insert(Job).values(**values)
     if idempotency_key is not None:
         stmt = stmt.on_conflict_do_nothing(constraint="uq_jobs_tenant_idempotency")
     inserted = session.execute(stmt.returning(Job.id)).scalar()
     if inserted is not None:
+        append_events(session, job_id=inserted, items=[state_event(JobState.QUEUED.value, attempt=0)])
         return get_job(session, tenant_id=tenant_id, job_id=inserted), True
     existing = session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key))
     if existing is None:  # pragma: no cover - the conflicting row was deleted meanwhile
@@ -203,6 +209,8 @@ def request_cancel(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID)
         job.state = JobState.CANCELLED.value
         job.cancel_requested = True
         job.finished_at = func.now()
+        session.flush()
+        append_events(session, job_id=job_id, items=terminal_events(JobState.CANCELLED.value, attempt=job.attempt))
     elif job.state == JobState.RUNNING:
         job.cancel_requested = True
     elif job.state in (JobState.SUCCEEDED, JobState.FAILED):

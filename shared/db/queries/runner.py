@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session
 
 from shared.db.models import Artifact, Job, Metric
+from shared.db.queries.events import append_events, state_event, terminal_events
 from shared.jobs.states import TERMINAL_STATES, JobState
 
 
@@ -41,17 +42,19 @@ def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float
             """
             UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = :owner,
                    lease_expires_at = now() + make_interval(secs => :lease),
-                   started_at = coalesce(started_at, now()), updated_at = now(),
+                   started_at = coalesce(jobs.started_at, now()), updated_at = now(),
                    resumed_from_step = checkpoint_step
+            FROM (SELECT started_at IS NULL AS first FROM jobs WHERE id = :job_id) AS before
             WHERE id = :job_id AND attempt - handbacks < max_attempts AND NOT cancel_requested
               AND (state = 'queued' OR (state = 'running' AND lease_expires_at < now()))
-            RETURNING tenant_id, attempt, type, params, checkpoint_key, checkpoint_step
+            RETURNING tenant_id, attempt, type, params, checkpoint_key, checkpoint_step, before.first
             """
         ),
         {"job_id": job_id, "owner": owner, "lease": lease_s},
     ).first()
     if row is None:
         return None
+    append_events(session, job_id=job_id, items=[state_event("running", attempt=row.attempt, first=row.first)])
     return Claim(
         job_id=job_id,
         tenant_id=row.tenant_id,
@@ -91,8 +94,9 @@ def sync_runner(
     progress: tuple[int, int] | None,
     steps_per_s: float | None,
     latest: dict[str, float] | None,
+    events: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> SyncResult:
-    """Heartbeat: extend the lease, record progress, upsert buffered metrics; all fenced.
+    """Heartbeat: extend the lease, record progress, upsert buffered metrics, append ``events``; all fenced.
 
     The job row is locked first, so a concurrent claim waits for this transaction, and
     if the lease is gone nothing at all is written (the caller must roll back).
@@ -108,6 +112,7 @@ def sync_runner(
     if row is None:
         return SyncResult(alive=False, cancel_requested=False)
     upsert_metrics(session, job_id=job_id, attempt=attempt, metrics=metrics)
+    append_events(session, job_id=job_id, items=events)
     return SyncResult(alive=True, cancel_requested=bool(row.cancel_requested))
 
 
@@ -154,8 +159,9 @@ def record_artifact(
     size: int,
     sha256: str,
     content_type: str,
+    step: int | None = None,
 ) -> bool:
-    """Upsert an artifact row (the object is already stored); False if fenced out."""
+    """Upsert an artifact row (the object is already stored) and its ``artifact`` event; False if fenced out."""
     if _fenced_update(session, job_id, attempt) is None:
         return False
     values = {
@@ -174,6 +180,8 @@ def record_artifact(
         set_={k: stmt.excluded[k] for k in ("kind", "key", "size", "sha256", "content_type", "attempt")},
     )
     session.execute(stmt)
+    event = {"name": name, "kind": kind, "step": step, "size": size, "content_type": content_type}
+    append_events(session, job_id=job_id, items=[("artifact", event)])
     return True
 
 
@@ -188,6 +196,7 @@ def add_warning(session: Session, *, job_id: uuid.UUID, attempt: int, message: s
         return False
     if message not in job.warnings:
         job.warnings = [*job.warnings, message]
+        append_events(session, job_id=job_id, items=[("warning", {"message": message})])
     return True
 
 
@@ -217,7 +226,14 @@ def finish_job(
         values["enqueued_at"] = None if not terminal else Job.enqueued_at
     if state == JobState.QUEUED:  # handed back on shutdown: this attempt does not count
         values["handbacks"] = Job.handbacks + 1
-    return _fenced_update(session, job_id, attempt, **values) is not None
+    if _fenced_update(session, job_id, attempt, **values) is None:
+        return False
+    if terminal:
+        events = terminal_events(state.value, attempt=attempt, error_code=error_code, error_message=error_message)
+    else:
+        events = [state_event(state.value, attempt=attempt, error_code=error_code, error_message=error_message)]
+    append_events(session, job_id=job_id, items=events)
+    return True
 
 
 # --- reconciler ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from shared.db.models import Job
+from shared.db.queries.events import append_events, state_event, terminal_events
 from shared.jobs.states import JobState
 
 
@@ -38,37 +39,29 @@ def expire_leases(session: Session) -> Reconciled:
     Rows locked by a stalled runner are skipped (SKIP LOCKED) and handled on a later pass,
     so the reconciler never waits on a zombie's open transaction.
     """
-    cancelled = (
-        session.execute(
-            text(
-                """
+    cancelled = session.execute(
+        text(
+            """
             UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
                    finished_at = now(), updated_at = now()
             WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now() AND cancel_requested FOR UPDATE SKIP LOCKED)
-            RETURNING id
+            RETURNING id, attempt
             """
-            )
         )
-        .scalars()
-        .all()
-    )
-    failed = (
-        session.execute(
-            text(
-                """
+    ).all()
+    failed = session.execute(
+        text(
+            """
             UPDATE jobs SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL,
                    finished_at = now(), updated_at = now(), error_code = 'attempts_exhausted',
                    error_message = 'the worker running this job was lost ' || (attempt - handbacks) ||
                                    ' time(s); max_attempts (' || max_attempts || ') is used up'
             WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
                            AND attempt - handbacks >= max_attempts FOR UPDATE SKIP LOCKED)
-            RETURNING id
+            RETURNING id, attempt, error_code, error_message
             """
-            )
         )
-        .scalars()
-        .all()
-    )
+    ).all()
     requeued = session.execute(
         text(
             """
@@ -76,11 +69,27 @@ def expire_leases(session: Session) -> Reconciled:
                    enqueued_at = NULL, updated_at = now()
             WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
                            AND attempt - handbacks < max_attempts FOR UPDATE SKIP LOCKED)
-            RETURNING id, queue
+            RETURNING id, queue, attempt
             """
         )
     ).all()
-    return Reconciled(requeued=[(r.id, r.queue) for r in requeued], failed=list(failed), cancelled=list(cancelled))
+    for r in cancelled:
+        append_events(session, job_id=r.id, items=terminal_events(JobState.CANCELLED.value, attempt=r.attempt))
+    for r in failed:
+        append_events(
+            session,
+            job_id=r.id,
+            items=terminal_events(
+                JobState.FAILED.value, attempt=r.attempt, error_code=r.error_code, error_message=r.error_message
+            ),
+        )
+    for r in requeued:
+        append_events(session, job_id=r.id, items=[state_event(JobState.QUEUED.value, attempt=r.attempt)])
+    return Reconciled(
+        requeued=[(r.id, r.queue) for r in requeued],
+        failed=[r.id for r in failed],
+        cancelled=[r.id for r in cancelled],
+    )
 
 
 def queued_needing_send(session: Session, *, grace_s: float, limit: int) -> list[tuple[uuid.UUID, str]]:
