@@ -117,6 +117,10 @@ BEAT_COMMAND = ("celery", "-A", "workers.celery_app", "beat", "--loglevel", "INF
 # beside the stack, and re-counts them at every job.
 TORCH_THREADS_ENV = "ATELIER_TORCH_THREADS"
 HOUSEKEEPING_TORCH_THREADS = 1
+# On one machine, webhooks to a receiver on this machine are the point (shared/webhooks.py refuses
+# loopback elsewhere); an ATELIER_WEBHOOK_ALLOWED_HOSTS that is set wins.
+WEBHOOK_HOSTS_ENV = "ATELIER_WEBHOOK_ALLOWED_HOSTS"
+LOCAL_WEBHOOK_HOSTS = '["127.0.0.1", "localhost", "::1"]'
 
 
 class StackError(AtelierError):
@@ -597,6 +601,7 @@ def child_environment(base: Mapping[str, str], *, layout: Layout, database_url: 
         env.setdefault("ATELIER_STORAGE_DIR", str(layout.objects))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"  # logs show up as they happen
+    env.setdefault(WEBHOOK_HOSTS_ENV, LOCAL_WEBHOOK_HOSTS)
     return env
 
 

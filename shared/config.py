@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.webhooks import RETRY_SCHEDULE_S
+
 DEFAULT_DATA_DIR = Path(".atelier")
 SHARED_MEMORY_DIR = Path("/dev/shm")  # noqa: S108 - the worker registry is host-wide on purpose
 WORKER_REGISTRY_NAME = "atelier-workers"
@@ -116,6 +118,25 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(default=30.0, gt=0)
     http_max_idle_per_client: int = Field(default=64, ge=0)
 
+    # --- live events and webhooks (docs/DESIGN.md, "Job events") --------------
+    # An SSE stream sends a comment line this often when it has no event to send, so that proxies
+    # keep it open and clients see it is alive; a client that reads nothing for events_send_timeout_s
+    # while the API has something to send is disconnected.
+    events_heartbeat_s: float = Field(default=15.0, gt=0)
+    events_send_timeout_s: float = Field(default=30.0, gt=0)
+    # POST /v1/jobs with "Prefer: wait=N" holds the request at most this long.
+    max_prefer_wait_s: int = Field(default=60, ge=1, le=300)
+    # Webhook targets must resolve to public addresses only (shared/webhooks.py), except these hosts
+    # (exact names or IPs; a JSON list in the environment, e.g. '["127.0.0.1","localhost"]').
+    webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    # One attempt (resolve, connect, send, read the answer's head) has this long in all.
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    # Seconds between attempts (each +-20 % jitter); after the last wait's attempt fails, the delivery
+    # is failed. The default waits about 2 h in all.
+    webhook_retry_schedule_s: tuple[float, ...] = Field(default=RETRY_SCHEDULE_S, min_length=1, max_length=30)
+    # Deliveries of one tenant in flight at once, so one slow receiver can't hold every cpu worker.
+    webhook_per_tenant_concurrency: int = Field(default=2, ge=1)
+
     # --- worker -------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = "auto"
     worker_name: str | None = None
@@ -140,6 +161,14 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return value[len(prefix) :].rstrip("/")
         return value.rstrip("/")
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _positive_waits(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        """Every wait between webhook attempts is positive."""
+        if any(step <= 0 for step in value):
+            raise ValueError("every wait must be greater than 0")
+        return value
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:

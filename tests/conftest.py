@@ -28,6 +28,8 @@ TEST_TIMINGS = {
     "resend_grace_s": 2.0,
     "max_upload_bytes": 8 * 1024 * 1024,
 }
+# Test webhook receivers listen on loopback, which the SSRF guard refuses unless allowed.
+TEST_WEBHOOK_HOSTS = ["127.0.0.1", "localhost"]
 TEST_DB_DEADLINE_S = 30.0  # the tests' own queries: generous, so a loaded host never trips it
 
 
@@ -84,7 +86,7 @@ def settings(
         device="cpu",
         allow_weight_download=False,
         torch_threads=1,  # two cores, shared by the test process, API and workers
-        **{**TEST_TIMINGS, **settings_overrides},  # type: ignore[arg-type]
+        **{**TEST_TIMINGS, "webhook_allowed_hosts": TEST_WEBHOOK_HOSTS, **settings_overrides},  # type: ignore[arg-type]
     )
     upgrade(built)
     store = make_store(built)

@@ -4,6 +4,8 @@
    or cancelled if a cancel was requested) and their ids re-sent.
 2. Queued jobs whose message is not waiting in the broker are re-sent, so a Redis flush or
    restart loses no job. Duplicate messages are harmless: a claim succeeds once.
+3. Webhook deliveries that are due (a retry whose time came, a claim refused by the tenant's cap,
+   or a message that never arrived) are sent to the ``cpu`` queue; an attempt's claim succeeds once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from celery import Celery
 from shared.db import queries
 from shared.db.session import transaction
 from shared.jobs.params import QUEUE_CPU, QUEUE_GPU
-from shared.queue import job_id_from_task_id, send_run_job
+from shared.queue import job_id_from_task_id, send_run_job, send_webhook_deliveries
 from workers.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,20 @@ def _send(ctx: WorkerContext, app: Celery, jobs: list[tuple[uuid.UUID, str]]) ->
     return len(sent)
 
 
+def _send_due_webhooks(ctx: WorkerContext, app: Celery) -> int:
+    """Hand due webhook deliveries to the queue (each is marked sent, so the next pass skips it)."""
+    with transaction(ctx.sessions) as session:
+        due = queries.deliveries_due(session, grace_s=ctx.settings.resend_grace_s, limit=RESEND_BATCH)
+    if not due:
+        return 0
+    try:
+        send_webhook_deliveries(app, due)
+    except Exception as exc:  # marked sent: they are re-sent once resend_grace_s has passed
+        log.warning("reconciler: could not send %d webhook deliveries: %s", len(due), exc)
+        return 0
+    return len(due)
+
+
 def reconcile(ctx: WorkerContext, app: Celery) -> dict[str, int]:
     """One pass; returns counts of what it did."""
     with transaction(ctx.sessions) as session:
@@ -89,6 +105,7 @@ def reconcile(ctx: WorkerContext, app: Celery) -> dict[str, int]:
         "failed": len(expired.failed),
         "cancelled": len(expired.cancelled),
         "resent": resent,
+        "webhooks_sent": _send_due_webhooks(ctx, app),
     }
     if any(counts.values()):
         log.info("reconciler: %s", counts)

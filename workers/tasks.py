@@ -10,7 +10,7 @@ from celery import Celery, Task
 
 from shared.config import Settings
 from shared.errors import TransientError
-from shared.queue import RECONCILE_TASK, RUN_JOB_TASK
+from shared.queue import DELIVER_WEBHOOK_TASK, RECONCILE_TASK, RUN_JOB_TASK
 from workers.runtime import WorkerContext
 from workers.threads import apply_worker_threads
 
@@ -28,7 +28,7 @@ class _Context:
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
-    """Define run_job and reconcile on ``app``."""
+    """Define run_job, reconcile and deliver_webhook on ``app``."""
     _Context.settings = settings
 
     @app.task(
@@ -60,6 +60,18 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         from workers.reconciler import reconcile as run_reconcile
 
         return run_reconcile(worker_context(), app)
+
+    @app.task(name=DELIVER_WEBHOOK_TASK)
+    def deliver_webhook(delivery_id: str) -> str:
+        """One attempt at a webhook delivery by id (retries come from the reconciler's sweep)."""
+        from workers.webhooks import deliver
+
+        try:
+            parsed = uuid.UUID(delivery_id)
+        except ValueError:
+            log.error("dropping message with a malformed delivery id %r", delivery_id)
+            return "malformed"
+        return deliver(worker_context(), parsed)
 
 
 def _checkpoint_on_sigterm(ctx: WorkerContext) -> None:

@@ -17,13 +17,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.api.bodylimit import BodyLimitMiddleware
 from services.api.controlchars import ControlCharacterMiddleware
 from services.api.deps import AppState
+from services.api.events import EventHub
 from services.api.ratelimit import RateLimiter
 from services.api.reads import JobReader
-from services.api.routes import health, jobs, uploads
+from services.api.routes import events, health, jobs, uploads, webhooks
 from shared.config import Settings
 from shared.db.session import make_engine, make_sessionmaker
 from shared.errors import AtelierError
-from shared.queue import make_celery
+from shared.events import EventPublisher
+from shared.queue import make_celery, send_webhook_deliveries
 from shared.storage import S3ObjectStore, make_store
 
 log = logging.getLogger(__name__)
@@ -148,15 +150,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.warning("could not ensure bucket %s: %s", settings.s3_bucket, exc)
         reader = JobReader(settings.database_url, cache_s=settings.job_read_cache_s)
         limiter = RateLimiter(settings.redis_url, per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
+        celery = make_celery(settings)
+        sessions = make_sessionmaker(engine)
+        publisher = EventPublisher(settings, celery=celery, dispatch=send_webhook_deliveries)
+        publisher.install(sessions)
+        hub = EventHub(settings.redis_url, timeout_s=settings.redis_timeout_s)
         app.state.atelier = AppState(
             settings=settings,
-            sessions=make_sessionmaker(engine),
+            sessions=sessions,
             store=store,
-            celery=make_celery(settings),
+            celery=celery,
             reader=reader,
             limiter=limiter,
+            hub=hub,
         )
         yield
+        await hub.close()
+        publisher.close()
         await limiter.close()
         await reader.close()
         engine.dispose()
@@ -173,5 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ControlCharacterMiddleware, routes=lambda: app.routes)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(uploads.router)
+    app.include_router(webhooks.router)
     return app

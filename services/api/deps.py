@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.api.events import EventHub
 from services.api.ratelimit import FailedAuthLimiter, RateLimiter
 from services.api.reads import JobReader
 from shared.config import Settings
@@ -30,6 +31,7 @@ class AppState:
     celery: Celery
     reader: JobReader
     limiter: RateLimiter
+    hub: EventHub
     auth_failures: FailedAuthLimiter = field(init=False)
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from shared.db.queries.events import Event
 from shared.errors import NotFound, ServiceUnavailable, Unauthorized
 from shared.security import hash_key
 
@@ -48,6 +49,9 @@ FROM api_keys AS k
 LEFT JOIN jobs AS j ON j.id = $2 AND j.tenant_id = k.tenant_id
 WHERE k.key_hash = $1 AND k.revoked_at IS NULL
 """
+
+EVENTS_AFTER = "SELECT seq, type, data FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+EVENT_PAGE = 1000
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -158,24 +162,43 @@ class JobReader:
         finally:
             self._inflight.pop(entry, None)
 
+    async def job_row(
+        self, raw_key: str, job_id: uuid.UUID, admit: Callable[[uuid.UUID], Awaitable[None]] | None = None
+    ) -> types.SimpleNamespace:
+        """The caller's job row, read now (no cache); Unauthorized, NotFound or ServiceUnavailable."""
+        row = await self._read(hash_key(raw_key), job_id)
+        if admit is not None:
+            await admit(row["key_tenant"])
+        if row["id"] is None:
+            raise NotFound(f"job {job_id} not found")
+        return types.SimpleNamespace(**dict(row))
+
+    async def events_after(self, job_id: uuid.UUID, after: int, *, limit: int = EVENT_PAGE) -> list[Event]:
+        """A job's logged events with ids above ``after``, oldest first (at most ``limit``)."""
+        rows = await self._fetch(EVENTS_AFTER, job_id, after, limit, what="an event read")
+        return [Event(job_id=job_id, seq=r["seq"], type=r["type"], data=r["data"]) for r in rows]
+
     async def _read(self, key_hash: str, job_id: uuid.UUID) -> Any:
-        """The row, retried once on fresh connections: after a database restart every pooled
+        """The key's tenant and job row; Unauthorized for an unknown or revoked key."""
+        rows = await self._fetch(JOB_FOR_KEY, key_hash, job_id, what="a job read")
+        if not rows:
+            raise Unauthorized("invalid or revoked API key")
+        return rows[0]
+
+    async def _fetch(self, query: str, *args: Any, what: str) -> list[Any]:
+        """Rows, retried once on fresh connections: after a database restart every pooled
         connection is dead, and the first use of each is what finds out."""
-        row: Any = None
         for attempt in range(READ_ATTEMPTS):
             try:
                 pool = await self._get_pool()
-                row = await pool.fetchrow(JOB_FOR_KEY, key_hash, job_id)
-                break
+                return list(await pool.fetch(query, *args))
             except CONNECTION_ERRORS as exc:
                 if attempt + 1 < READ_ATTEMPTS and self._pool is not None:
                     await self._pool.expire_connections()
                     continue
-                log.warning("database unavailable for a job read: %s", type(exc).__name__)
+                log.warning("database unavailable for %s: %s", what, type(exc).__name__)
                 raise ServiceUnavailable("the database is unavailable; retry shortly") from exc
-        if row is None:
-            raise Unauthorized("invalid or revoked API key")
-        return row
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
         """Close the pool, if it was opened."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.db.models import Artifact, Job, Upload
+from shared.db.models import Artifact, Job, Upload, WebhookAttempt, WebhookDelivery
+from shared.db.queries.events import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_PROGRESS_EVERY_S
 from shared.jobs.states import JobState
+
+WEBHOOK_URL_MAX = 2000
+WebhookEvent = Literal["start", "progress", "artifact", "completed"]
 
 
 class JobCreate(BaseModel):
@@ -19,6 +23,17 @@ class JobCreate(BaseModel):
 
     type: str = Field(description="gan.train, style.transfer or gan.sample")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters of that job type")
+    webhook: str | None = Field(
+        default=None,
+        max_length=WEBHOOK_URL_MAX,
+        description="An http(s) URL that receives signed POSTs (Standard Webhooks) for the events in "
+        "webhook_events_filter",
+    )
+    webhook_events_filter: list[WebhookEvent] | None = Field(
+        default=None,
+        description=f"Which events to deliver; default {list(DEFAULT_WEBHOOK_EVENTS)}. progress is sent "
+        f"at most once every {WEBHOOK_PROGRESS_EVERY_S:g} s",
+    )
 
 
 class Progress(BaseModel):
@@ -240,3 +255,72 @@ class ErrorOut(BaseModel):
     """Error envelope."""
 
     error: ErrorBody
+
+
+# --- webhooks ---------------------------------------------------------------------------------
+
+
+class WebhookAttemptOut(BaseModel):
+    """One HTTP attempt at a delivery: the answer's status code, or the error that stopped it."""
+
+    attempt: int
+    started_at: datetime
+    status_code: int | None
+    latency_ms: float | None = Field(description="Until the answer's head, in milliseconds")
+    error: str | None
+
+    @classmethod
+    def of(cls, attempt: WebhookAttempt) -> WebhookAttemptOut:
+        """Render an attempt row."""
+        return cls(
+            attempt=attempt.attempt,
+            started_at=attempt.started_at,
+            status_code=attempt.status_code,
+            latency_ms=attempt.latency_ms,
+            error=attempt.error,
+        )
+
+
+class WebhookDeliveryOut(BaseModel):
+    """One event sent (or being sent) to a job's webhook, with every attempt so far."""
+
+    id: uuid.UUID = Field(description="The webhook-id header is msg_ + this id's hex, the same on every retry")
+    event: WebhookEvent
+    event_id: int = Field(description="The job event's id (as in the event stream)")
+    url: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: list[WebhookAttemptOut]
+    next_attempt_at: datetime | None = Field(description="When the next attempt is due; null once delivered or failed")
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> WebhookDeliveryOut:
+        """Render a delivery row and its attempts."""
+        return cls(
+            id=delivery.id,
+            event=cast(WebhookEvent, delivery.event),
+            event_id=delivery.event_seq,
+            url=delivery.url,
+            state=cast(Literal["pending", "delivered", "failed"], delivery.state),
+            attempts=[WebhookAttemptOut.of(a) for a in attempts],
+            next_attempt_at=delivery.next_attempt_at if delivery.state == "pending" else None,
+            created_at=delivery.created_at,
+            finished_at=delivery.finished_at,
+        )
+
+
+class WebhookDeliveryPage(BaseModel):
+    """A page of a job's webhook deliveries, in event order."""
+
+    items: list[WebhookDeliveryOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+
+class WebhookSecretOut(BaseModel):
+    """The tenant's webhook signing secret (Standard Webhooks: verify with it, base64 after ``whsec_``)."""
+
+    secret: str
+    previous_valid_until: datetime | None = Field(
+        description="After a rotation the previous secret also signs every delivery until then; null if none"
+    )

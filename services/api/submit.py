@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -15,11 +16,13 @@ from services.api.admission import admit
 from shared.config import Settings
 from shared.db import queries
 from shared.db.models import Job
+from shared.db.queries.events import DEFAULT_WEBHOOK_EVENTS
 from shared.errors import InvalidInput, NotFound
 from shared.jobs.params import JobParams, Reference, is_upload_ref
 from shared.jobs.specs import JOB_TYPES, JobSpec
 from shared.jobs.states import JobState
 from shared.queue import send_run_job
+from shared.webhooks import check_webhook_url
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,8 @@ def submit_job(
     job_type: str,
     raw_params: dict[str, Any],
     idempotency_key: str | None,
+    webhook: str | None = None,
+    webhook_events: Sequence[str] | None = None,
 ) -> tuple[Job, bool]:
     """Validate, store and enqueue a job; returns (job, created)."""
     spec = JOB_TYPES.get(job_type)
@@ -109,6 +114,8 @@ def submit_job(
         params = spec.params.model_validate(raw_params)
     except ValidationError as exc:
         raise describe_validation_error(exc, prefix="params") from exc
+    if webhook is not None:  # public addresses only (SSRF), before anything is written
+        check_webhook_url(webhook, allowed_hosts=settings.webhook_allowed_hosts)
     _check_references(session, tenant_id=tenant_id, spec=spec, params=params, settings=settings)
     admit(session, tenant_id=tenant_id, params=params, settings=settings)  # memory and artifact caps
     job, created = queries.create_job(
@@ -120,6 +127,8 @@ def submit_job(
         total=spec.total_units(params),
         max_attempts=settings.max_attempts,
         idempotency_key=idempotency_key,
+        webhook_url=webhook,
+        webhook_events=DEFAULT_WEBHOOK_EVENTS if webhook_events is None else tuple(dict.fromkeys(webhook_events)),
     )
     session.commit()  # the row is durable before any message names it
     if created:

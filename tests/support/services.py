@@ -4,6 +4,7 @@ over HTTP, and Celery worker/beat processes. Nothing is mocked at these boundari
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -140,7 +141,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The ATELIER_* environment that rebuilds ``settings`` in a child process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
     for name, value in settings.model_dump(exclude_none=True).items():
-        env[f"ATELIER_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        if isinstance(value, list | tuple | dict):  # pydantic-settings reads these as JSON
+            env[f"ATELIER_{name.upper()}"] = json.dumps(value)
+        else:
+            env[f"ATELIER_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -222,6 +226,16 @@ def celery_beat(settings: Settings, log_dir: Path) -> Proc:
         "--schedule", str(log_dir / "celerybeat-schedule"),
     ]  # fmt: skip
     return Proc(name="beat", argv=argv, env=settings_env(settings), log_path=log_dir / "beat.log")
+
+
+def api_server(settings: Settings, log_dir: Path, port: int, name: str = "api") -> Proc:
+    """The API as deployed: uvicorn with EdgeProtocol, in its own process group, on ``port``."""
+    argv = [
+        sys.executable, "-m", "uvicorn", "services.api.edge:create_app", "--factory",
+        "--http", "services.api.edge:EdgeProtocol", "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "info",
+    ]  # fmt: skip
+    return Proc(name=name, argv=argv, env=settings_env(settings), log_path=log_dir / f"{name}.log")
 
 
 @contextlib.contextmanager

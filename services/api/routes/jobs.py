@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from services.api.deps import BearerKeyDep, SessionDep, SettingsDep, StateDep, StoreDep, TenantDep
+from services.api.deps import AppState, BearerKeyDep, SessionDep, SettingsDep, StateDep, StoreDep, TenantDep
+from services.api.events import follow
+from services.api.reads import EVENT_PAGE
 from services.api.schemas import (
     ArtifactList,
     ArtifactOut,
@@ -32,6 +38,8 @@ DEFAULT_ARTIFACT_PAGE = 100  # a job has a few dozen artifacts: one page holds t
 DEFAULT_MAX_POINTS = 500
 MAX_POINTS_LIMIT = 10_000
 IDEMPOTENCY_KEY_MAX = 200
+PREFER_MAX = 200
+PREFER_WAIT_DIGITS = 6
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, wrong or revoked API key"},
@@ -44,29 +52,88 @@ SUBMIT_EXAMPLES: dict[str, Any] = {
 }
 
 
-@router.post("", status_code=201, response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorOut}})
-def create_job(
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={**ERRORS, 409: {"model": ErrorOut}, 429: {"model": ErrorOut, "description": "Over a quota"}},
+)
+async def create_job(
     body: Annotated[JobCreate, Body(openapi_examples=SUBMIT_EXAMPLES)],
     response: Response,
     state: StateDep,
     session: SessionDep,
     tenant_id: TenantDep,
+    raw_key: BearerKeyDep,
     idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX)] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            max_length=PREFER_MAX,
+            description="`wait=N` (N <= 60): answer when the job ends or after N seconds, whichever is first",
+        ),
+    ] = None,
 ) -> JobOut:
-    """Submit a job. Repeating a request with the same Idempotency-Key returns the first job (200)."""
-    job, created = submit_job(
-        session,
-        celery=state.celery,
-        settings=state.settings,
-        tenant_id=tenant_id,
-        job_type=body.type,
-        raw_params=body.params,
-        idempotency_key=idempotency_key,
+    """Submit a job. Repeating a request with the same Idempotency-Key returns the first job (200).
+
+    With ``Prefer: wait=N`` the answer comes when the job has ended or N seconds have passed, with
+    ``Preference-Applied: wait=N``; the job is as ``GET`` would show it then.
+    """
+    wait_s = prefer_wait(prefer, limit=state.settings.max_prefer_wait_s)
+    job, created = await run_in_threadpool(
+        partial(
+            submit_job,
+            session,
+            celery=state.celery,
+            settings=state.settings,
+            tenant_id=tenant_id,
+            job_type=body.type,
+            raw_params=body.params,
+            idempotency_key=idempotency_key,
+            webhook=body.webhook,
+            webhook_events=body.webhook_events_filter,
+        )
     )
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.of(job)
+    out = JobOut.of(job)
+    if wait_s is not None:
+        await run_in_threadpool(session.close)  # hold no connection while waiting
+        await wait_until_done(state, job.id, timeout_s=wait_s)
+        row: Any = await state.reader.job_row(raw_key, job.id)
+        out = JobOut.of(row)
+        response.headers["Preference-Applied"] = f"wait={wait_s}"
+    return out
+
+
+def prefer_wait(header: str | None, *, limit: int) -> int | None:
+    """The ``wait`` preference of a Prefer header (RFC 7240), capped at ``limit``; None if absent.
+
+    As the RFC asks, a preference that cannot be honoured (``wait=soon``) is ignored, not refused.
+    """
+    if not header:
+        return None
+    for item in header.split(","):
+        name, _, value = item.split(";")[0].strip().partition("=")
+        if name.strip().lower() == "wait":
+            value = value.strip().strip('"')
+            if value.isdigit() and len(value) <= PREFER_WAIT_DIGITS:
+                return min(int(value), limit)
+    return None
+
+
+async def wait_until_done(state: AppState, job_id: uuid.UUID, *, timeout_s: float) -> bool:
+    """Wait on the job's events (no database connection, no thread) until ``done``; False on timeout."""
+    stream = follow(state.hub, job_id, after=0, load=state.reader.events_after, page=EVENT_PAGE, idle_s=timeout_s)
+    try:
+        async with asyncio.timeout(timeout_s), contextlib.aclosing(stream):
+            async for event in stream:
+                if event is not None and event.type == "done":
+                    return True
+    except TimeoutError:
+        return False
+    return False
 
 
 @router.get("", response_model=JobPage, responses=ERRORS)

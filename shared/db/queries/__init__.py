@@ -2,7 +2,8 @@
 
 - ``api``: the API's reads and writes, scoped by tenant;
 - ``runner``: the claim and the writes fenced by ``attempt`` (the lease's fencing token), nothing else;
-- ``sweeps``: the reconciler's sweeps, and the enqueue bookkeeping submit shares with it.
+- ``sweeps``: the reconciler's sweeps, and the enqueue bookkeeping submit shares with it;
+- ``webhooks``: webhook deliveries (claim, attempts, the due sweep, the API's listing) and signing secrets.
 
 Callers use ``from shared.db import queries`` and ``queries.<name>``.
 """
@@ -45,29 +46,50 @@ from shared.db.queries.sweeps import (
     mark_enqueued,
     queued_needing_send,
 )
+from shared.db.queries.webhooks import (
+    ClaimedDelivery,
+    DeliveryRecord,
+    Refusal,
+    WebhookSecret,
+    claim_delivery,
+    deliveries_due,
+    ensure_webhook_secret,
+    finish_attempt,
+    list_deliveries,
+    rotate_webhook_secret,
+)
 
 __all__ = [
     "ACTIVE_STATES",
     "Claim",
+    "ClaimedDelivery",
+    "DeliveryRecord",
     "MetricPoint",
     "Page",
     "Reconciled",
+    "Refusal",
     "SyncResult",
+    "WebhookSecret",
     "add_warning",
     "authenticate",
+    "claim_delivery",
     "claim_job",
     "commit_checkpoint",
     "create_api_key",
     "create_job",
     "create_tenant",
     "create_upload",
+    "deliveries_due",
+    "ensure_webhook_secret",
     "expire_leases",
+    "finish_attempt",
     "finish_job",
     "get_artifact",
     "get_job",
     "get_tenant_by_name",
     "get_upload",
     "list_artifacts",
+    "list_deliveries",
     "list_jobs",
     "list_uploads",
     "mark_enqueued",
@@ -77,6 +99,7 @@ __all__ = [
     "record_artifact",
     "request_cancel",
     "revoke_api_key",
+    "rotate_webhook_secret",
     "sync_runner",
     "upsert_metrics",
 ]
