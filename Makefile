@@ -4,13 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit unit-threads integration e2e test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads clean
+.PHONY: up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[worker,embedded,dev]"
+	$(PY) -m pip install -q -e "./client[cli]"
 	touch $(STAMP)
 
 ## Start Postgres, Redis, the API on :8000, a worker and beat (data in .atelier/). Ctrl-C stops all.
@@ -26,7 +27,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 typecheck: $(STAMP)
-	$(PY) -m mypy services shared workers
+	$(PY) -m mypy services shared workers client
 
 compose-check:
 	bash deploy/check-compose.sh
@@ -43,6 +44,10 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e
+
+## The users' client library and `atelier` CLI: its unit tests (no network) and its end-to-end test.
+client-test: $(STAMP)
+	$(PY) -m pytest -q tests/unit/client tests/e2e/test_client_cli.py
 
 ## The whole fault suite with a CPU hog of nproc busy processes beside it (about twice as long as alone).
 test-under-load: $(STAMP)

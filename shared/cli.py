@@ -1,4 +1,5 @@
-"""Admin CLI: ``python -m shared.cli {migrate,create-tenant,create-key,revoke-key,ensure-dev-key,counters}``."""
+"""Admin CLI, ``atelier-admin`` (or ``python -m shared.cli``):
+``{migrate,create-tenant,create-key,revoke-key,ensure-dev-key,counters}``. The users' CLI is ``atelier`` (client/)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ KEY_FILE_MODE = 0o600
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atelier", description="Atelier administration")
+    parser = argparse.ArgumentParser(prog="atelier-admin", description="Atelier administration")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations up to head")
     tenant = sub.add_parser("create-tenant", help="create a tenant")

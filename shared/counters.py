@@ -1,5 +1,5 @@
 """Event counters kept in one Redis hash (``atelier:counters``), shared by every process: the
-workers count what an operator should see (watchdog stops and exits); ``atelier counters``
+workers count what an operator should see (watchdog stops and exits); ``atelier-admin counters``
 prints them. Best effort and bounded: counting never blocks or fails the caller."""
 
 from __future__ import annotations

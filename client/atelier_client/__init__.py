@@ -1,0 +1,89 @@
+"""Python client for the Atelier API: submit GAN training, sampling and style-transfer jobs,
+follow their events, read their metrics and download their artifacts.
+
+    from atelier_client import Atelier
+
+    with Atelier() as atelier:  # ATELIER_URL / ATELIER_API_KEY, or `atelier login`'s file
+        job = atelier.submit("gan.train", {"dataset": "digits", "steps": 500})
+        done = job.wait()
+        done.download_artifacts("out")
+"""
+
+from atelier_client.client import AsyncAtelier, AsyncJobHandle, Atelier, JobHandle
+from atelier_client.errors import (
+    APIError,
+    AtelierError,
+    ClientError,
+    ConfigError,
+    Conflict,
+    ConnectionFailed,
+    DownloadError,
+    InvalidInput,
+    JobFailed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMedia,
+    WaitTimeout,
+)
+from atelier_client.models import (
+    Artifact,
+    ArtifactSaved,
+    Done,
+    Event,
+    Job,
+    JobError,
+    MetricPoint,
+    MetricSeries,
+    MetricsUpdate,
+    Progress,
+    ProgressUpdate,
+    StateChange,
+    Upload,
+    WarningRaised,
+    WebhookAttempt,
+)
+from atelier_client.retry import RetryPolicy
+
+__all__ = [
+    "APIError",
+    "Artifact",
+    "ArtifactSaved",
+    "AsyncAtelier",
+    "AsyncJobHandle",
+    "Atelier",
+    "AtelierError",
+    "ClientError",
+    "ConfigError",
+    "Conflict",
+    "ConnectionFailed",
+    "Done",
+    "DownloadError",
+    "Event",
+    "InvalidInput",
+    "Job",
+    "JobError",
+    "JobFailed",
+    "JobHandle",
+    "MetricPoint",
+    "MetricSeries",
+    "MetricsUpdate",
+    "NotFound",
+    "PayloadTooLarge",
+    "Progress",
+    "ProgressUpdate",
+    "RateLimited",
+    "RetryPolicy",
+    "ServerError",
+    "ServiceUnavailable",
+    "StateChange",
+    "Unauthorized",
+    "UnsupportedMedia",
+    "Upload",
+    "WaitTimeout",
+    "WarningRaised",
+    "WebhookAttempt",
+]

@@ -1,0 +1,254 @@
+"""The API's requests, built once for both clients: each builder returns a ``Call`` (method, path,
+query, body, headers, timeout, whether a retry is safe) and how to parse its answer. The sync and
+async clients only send calls; nothing here does I/O."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from atelier_client.models import Artifact, Job, MetricSeries, Page, Upload, WebhookAttempt
+
+T = TypeVar("T")
+Item = TypeVar("Item")
+
+JOBS = "/v1/jobs"
+UPLOADS = "/v1/uploads"
+WEBHOOKS = "/v1/webhooks"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+PREFER_HEADER = "Prefer"
+LAST_EVENT_ID_HEADER = "Last-Event-ID"
+EVENT_STREAM = "text/event-stream"
+MAX_PREFER_WAIT_S = 60
+WAIT_MARGIN_S = 15.0  # on top of Prefer: wait=N for the server to answer
+STREAM_READ_TIMEOUT_S = 45.0  # three missed 15 s heartbeats: the connection is dead
+UPLOAD_READ_TIMEOUT_S = 300.0  # the API checks every image of an upload before it answers
+DOWNLOAD_READ_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 10.0
+WEBHOOK_EVENTS = frozenset({"start", "progress", "artifact", "completed"})
+DEFAULT_PAGE_SIZE = 100
+
+BodyFactory = Callable[[], Iterator[bytes]]
+
+
+def _none(_response: httpx.Response) -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Call(Generic[T]):
+    """One API request and the parser of its successful answer.
+
+    ``body`` makes a fresh streamed body for each try; ``idempotent`` says whether a request that
+    may already have reached the server can be sent again.
+    """
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: BodyFactory | None = None
+    idempotent: bool = True
+    timeout: httpx.Timeout | None = None
+
+
+def segment(value: str) -> str:
+    """One path segment, quoted so that an id given by a user cannot change the path."""
+    return quote(value, safe="")
+
+
+def _json(response: httpx.Response) -> Any:
+    return json.loads(response.content)
+
+
+def _job(response: httpx.Response) -> Job:
+    return Job.from_dict(_json(response))
+
+
+def _page(parse_item: Callable[[Mapping[str, Any]], Item]) -> Callable[[httpx.Response], Page[Item]]:
+    def parse(response: httpx.Response) -> Page[Item]:
+        body = _json(response)
+        items = body.get("items") if isinstance(body, Mapping) else None
+        cursor = body.get("next_cursor") if isinstance(body, Mapping) else None
+        return Page(
+            items=[parse_item(item) for item in items or [] if isinstance(item, Mapping)],
+            next_cursor=cursor if isinstance(cursor, str) and cursor else None,
+        )
+
+    return parse
+
+
+def _secret(response: httpx.Response) -> str:
+    body = _json(response)
+    secret = body.get("secret") if isinstance(body, Mapping) else None
+    if not isinstance(secret, str):
+        raise ValueError("the answer holds no secret")
+    return secret
+
+
+def _paged(limit: int | None, cursor: str | None, **filters: Any) -> dict[str, Any]:
+    params = {k: v for k, v in filters.items() if v is not None}
+    params["limit"] = limit or DEFAULT_PAGE_SIZE
+    if cursor:
+        params["cursor"] = cursor
+    return params
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+def get_job(job_id: str) -> Call[Job]:
+    """``GET /v1/jobs/{id}``."""
+    return Call(method="GET", path=f"{JOBS}/{segment(job_id)}", parse=_job)
+
+
+def list_jobs(
+    *, state: str | None = None, job_type: str | None = None, limit: int | None = None, cursor: str | None = None
+) -> Call[Page[Job]]:
+    """``GET /v1/jobs``: one page, newest first."""
+    params = _paged(limit, cursor, state=state, type=job_type)
+    return Call(method="GET", path=JOBS, params=params, parse=_page(Job.from_dict))
+
+
+def submit(
+    job_type: str,
+    params: Mapping[str, Any],
+    *,
+    webhook: str | None = None,
+    webhook_events_filter: Sequence[str] | None = None,
+    wait_s: int | None = None,
+    idempotency_key: str | None = None,
+) -> Call[Job]:
+    """``POST /v1/jobs`` with an Idempotency-Key (kept across this call's retries), and ``Prefer: wait=N``."""
+    body: dict[str, Any] = {"type": job_type, "params": dict(params)}
+    if webhook is not None:
+        body["webhook"] = webhook
+    if webhook_events_filter is not None:
+        unknown = sorted(set(webhook_events_filter) - WEBHOOK_EVENTS)
+        if unknown:
+            raise ValueError(f"webhook_events_filter: unknown events {unknown}; known: {sorted(WEBHOOK_EVENTS)}")
+        body["webhook_events_filter"] = list(webhook_events_filter)
+    headers = {IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())}
+    timeout = None
+    if wait_s is not None:
+        if not 0 <= wait_s <= MAX_PREFER_WAIT_S:
+            raise ValueError(f"wait: between 0 and {MAX_PREFER_WAIT_S} seconds, got {wait_s}")
+        headers[PREFER_HEADER] = f"wait={wait_s}"
+        timeout = httpx.Timeout(wait_s + WAIT_MARGIN_S, connect=CONNECT_TIMEOUT_S)
+    # The Idempotency-Key makes a repeated submit return the first job: safe to retry.
+    return Call(method="POST", path=JOBS, json=body, headers=headers, parse=_job, timeout=timeout)
+
+
+def cancel(job_id: str) -> Call[Job]:
+    """``POST /v1/jobs/{id}/cancel``."""
+    return Call(method="POST", path=f"{JOBS}/{segment(job_id)}/cancel", parse=_job)
+
+
+def metrics(
+    job_id: str, *, names: Sequence[str] | None = None, since_step: int = -1, max_points: int | None = None
+) -> Call[dict[str, MetricSeries]]:
+    """``GET /v1/jobs/{id}/metrics``: the loss history, downsampled server-side past ``max_points``."""
+    params: dict[str, Any] = {"since_step": since_step}
+    if names:
+        params["names"] = ",".join(names)
+    if max_points is not None:
+        params["max_points"] = max_points
+    return Call(
+        method="GET",
+        path=f"{JOBS}/{segment(job_id)}/metrics",
+        params=params,
+        parse=lambda r: MetricSeries.from_response(_json(r)),
+    )
+
+
+def list_artifacts(job_id: str, *, limit: int | None = None, cursor: str | None = None) -> Call[Page[Artifact]]:
+    """``GET /v1/jobs/{id}/artifacts``: one page."""
+    return Call(
+        method="GET",
+        path=f"{JOBS}/{segment(job_id)}/artifacts",
+        params=_paged(limit, cursor),
+        parse=_page(Artifact.from_dict),
+    )
+
+
+def artifact(job_id: str, name: str) -> Call[None]:
+    """``GET /v1/jobs/{id}/artifacts/{name}``, to be streamed (``name`` keeps its slashes)."""
+    return Call(
+        method="GET",
+        path=f"{JOBS}/{segment(job_id)}/artifacts/{quote(name, safe='/')}",
+        parse=_none,
+        timeout=httpx.Timeout(DOWNLOAD_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+    )
+
+
+def events(
+    job_id: str, *, last_event_id: int | None = None, read_timeout_s: float = STREAM_READ_TIMEOUT_S
+) -> Call[None]:
+    """``GET /v1/jobs/{id}/events``, to be streamed; ``Last-Event-ID`` resumes after that event."""
+    headers = {"Accept": EVENT_STREAM, "Cache-Control": "no-cache"}
+    if last_event_id is not None:
+        headers[LAST_EVENT_ID_HEADER] = str(last_event_id)
+    return Call(
+        method="GET",
+        path=f"{JOBS}/{segment(job_id)}/events",
+        headers=headers,
+        parse=_none,
+        timeout=httpx.Timeout(read_timeout_s, connect=CONNECT_TIMEOUT_S),
+    )
+
+
+# --- uploads -------------------------------------------------------------------------------------
+
+
+def upload(content_type: str, body: BodyFactory) -> Call[Upload]:
+    """``POST /v1/uploads`` with a streamed multipart body. Not idempotent: retried only when unsent or refused."""
+    return Call(
+        method="POST",
+        path=UPLOADS,
+        headers={"Content-Type": content_type},
+        body=body,
+        parse=lambda r: Upload.from_dict(_json(r)),
+        idempotent=False,
+        timeout=httpx.Timeout(UPLOAD_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+    )
+
+
+def get_upload(upload_id: str) -> Call[Upload]:
+    """``GET /v1/uploads/{id}``."""
+    return Call(method="GET", path=f"{UPLOADS}/{segment(upload_id)}", parse=lambda r: Upload.from_dict(_json(r)))
+
+
+def list_uploads(*, limit: int | None = None, cursor: str | None = None) -> Call[Page[Upload]]:
+    """``GET /v1/uploads``: one page, newest first."""
+    return Call(method="GET", path=UPLOADS, params=_paged(limit, cursor), parse=_page(Upload.from_dict))
+
+
+# --- webhooks ------------------------------------------------------------------------------------
+
+
+def webhook_attempts(job_id: str, *, limit: int | None = None, cursor: str | None = None) -> Call[Page[WebhookAttempt]]:
+    """``GET /v1/jobs/{id}/webhooks``: one page of delivery attempts."""
+    return Call(
+        method="GET",
+        path=f"{JOBS}/{segment(job_id)}/webhooks",
+        params=_paged(limit, cursor),
+        parse=_page(WebhookAttempt.from_dict),
+    )
+
+
+def webhook_secret() -> Call[str]:
+    """``GET /v1/webhooks/secret``."""
+    return Call(method="GET", path=f"{WEBHOOKS}/secret", parse=_secret)
+
+
+def rotate_webhook_secret() -> Call[str]:
+    """``POST /v1/webhooks/secret/rotate``: not repeated once sent (a second rotation would void the first)."""
+    return Call(method="POST", path=f"{WEBHOOKS}/secret/rotate", parse=_secret, idempotent=False)

@@ -1,0 +1,318 @@
+"""The `atelier` command line: argument parsing, login's key file, output and exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+import typer
+from atelier_client import RetryPolicy
+from atelier_client.cli import Options, app, build_submission, main, parse_assignments
+from typer.testing import CliRunner
+
+from tests.unit.client.conftest import API_KEY, BASE_URL, JOB_ID, FakeAPI, error_reply, job_json, sse
+
+SECRET = "ak_live_do-not-print-me-7f3a9c"
+EVENTS_PATH = f"/v1/jobs/{JOB_ID}/events"
+TS = 1_700_000_000.0
+
+
+@pytest.fixture
+def options(api: FakeAPI, policy: RetryPolicy) -> Options:
+    return Options(transport=httpx.MockTransport(api.handle), retry=policy)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The API's URL and key in the environment; the config file in a temp dir. Returns its path."""
+    path = tmp_path / "config" / "config.toml"
+    monkeypatch.setenv("ATELIER_URL", BASE_URL)
+    monkeypatch.setenv("ATELIER_API_KEY", API_KEY)
+    monkeypatch.setenv("ATELIER_CONFIG", str(path))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    return path
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+
+
+def test_key_value_pairs_parse_json_values_and_nest_dotted_keys() -> None:
+    params = parse_assignments(
+        [
+            "dataset=digits",
+            "steps=2000",
+            "lr_g=2e-4",
+            "conditional=true",
+            "ema=null",
+            'diffaugment=["color", "translation"]',
+            "optimizer.beta.one=0.5",
+            "optimizer.name=adam",
+            "caption=a=b",
+            "seed=007",
+        ]
+    )
+    assert params == {
+        "dataset": "digits",
+        "steps": 2000,
+        "lr_g": 0.0002,
+        "conditional": True,
+        "ema": None,
+        "diffaugment": ["color", "translation"],
+        "optimizer": {"beta": {"one": 0.5}, "name": "adam"},
+        "caption": "a=b",
+        "seed": "007",  # not valid JSON: kept as text
+    }
+
+
+@pytest.mark.parametrize(
+    "pairs", [["steps"], ["=3"], ["a..b=1"], ["a=1", "a.b=2"], ["a.b=1", "a=2"], ["a.b=1", "a.b.c=2"]]
+)
+def test_malformed_or_conflicting_pairs_are_usage_errors(pairs: list[str]) -> None:
+    with pytest.raises(typer.BadParameter):
+        parse_assignments(pairs)
+
+
+def test_a_job_file_gives_type_and_params_and_the_command_line_wins(tmp_path: Path) -> None:
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(
+        "type: gan.train\n"
+        "params:\n  dataset: digits\n  steps: 2000\n  diffaugment: [color]\n  nested: {a: 1, b: 2}\n"
+        "webhook: https://example.test/hook\nwebhook_events_filter: [completed]\n"
+    )
+    # `atelier submit -f job.yaml steps=10 nested.b=3`: the first pair lands where the type would
+    spec = build_submission("steps=10", ["nested.b=3"], job_file=job_file)
+    assert spec.job_type == "gan.train"
+    assert spec.params == {"dataset": "digits", "steps": 10, "diffaugment": ["color"], "nested": {"a": 1, "b": 3}}
+    assert spec.webhook == "https://example.test/hook" and spec.webhook_events_filter == ["completed"]
+    assert build_submission("style.transfer", [], job_file=job_file).job_type == "style.transfer"
+    with pytest.raises(typer.BadParameter):
+        build_submission(None, ["steps=1"])
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
+
+def test_submit_prints_the_id_and_sends_the_params(
+    env: Path, options: Options, api: FakeAPI, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    api.on("POST", "/v1/jobs", httpx.Response(201, json=job_json()))
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("type: gan.train\nparams: {dataset: digits, preset: stable}\n")
+    code = main(["submit", "-f", str(job_file), "steps=20", "batch_size=16"], options=options)
+    assert code == 0
+    assert capsys.readouterr().out.strip() == JOB_ID
+    sent = json.loads(api.bodies[0])
+    assert sent == {
+        "type": "gan.train",
+        "params": {"dataset": "digits", "preset": "stable", "steps": 20, "batch_size": 16},
+    }
+    assert api.requests[0].headers["Authorization"] == f"Bearer {API_KEY}"
+
+
+def test_api_errors_print_code_message_and_field_without_a_traceback(
+    env: Path, options: Options, api: FakeAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.on("POST", "/v1/jobs", error_reply(422, "invalid_input", "params.steps: must be at least 1", "params.steps"))
+    code = main(["submit", "gan.train", "steps=0"], options=options)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.strip() == "error: invalid_input: params.steps: must be at least 1 (field: params.steps)"
+    assert "Traceback" not in captured.err and captured.out == ""
+    api.on("POST", f"/v1/jobs/{JOB_ID}/cancel", error_reply(404, "not_found", "job not found"))
+    assert main(["cancel", JOB_ID], options=options) == 1
+    assert capsys.readouterr().err.strip() == "error: not_found: job not found"
+
+
+def _login_api(api: FakeAPI) -> None:
+    def jobs(request: httpx.Request) -> httpx.Response:
+        if request.headers["Authorization"] != f"Bearer {SECRET}":
+            return error_reply(401, "unauthorized", "unknown API key")
+        assert request.url.params["limit"] == "1"
+        return httpx.Response(200, json={"items": [], "next_cursor": None})
+
+    api.on("GET", "/v1/jobs", jobs)
+
+
+def test_login_with_the_key_on_stdin_writes_a_private_file_and_never_prints_the_key(
+    env: Path, options: Options, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _login_api(api)
+    monkeypatch.delenv("ATELIER_API_KEY")
+    monkeypatch.setattr("sys.stdin", io.StringIO(SECRET + "\n"))
+    code = main(["login", "--url", BASE_URL, "--key-stdin"], options=options)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert SECRET not in captured.out + captured.err
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert f'api_key = "{SECRET}"' in env.read_text() and f'url = "{BASE_URL}"' in env.read_text()
+
+
+def test_login_prompts_with_hidden_input_and_respects_xdg_config_home(
+    options: Options, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _login_api(api)
+    for name in ("ATELIER_URL", "ATELIER_API_KEY", "ATELIER_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    result = CliRunner().invoke(app, ["login"], input=f"{BASE_URL}\n{SECRET}\n", obj=options)
+    assert result.exit_code == 0, result.output
+    assert SECRET not in result.output  # the key was typed without echo
+    path = tmp_path / "xdg" / "atelier" / "config.toml"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert SECRET in path.read_text()
+
+
+def test_a_refused_key_is_not_stored(
+    env: Path, options: Options, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _login_api(api)
+    monkeypatch.setattr("sys.stdin", io.StringIO("wrong-key\n"))
+    assert main(["login", "--url", BASE_URL, "--key-stdin"], options=options) == 1
+    assert capsys.readouterr().err.strip() == "error: unauthorized: unknown API key"
+    assert not env.exists()
+
+
+def _watch_stream(api: FakeAPI, done: dict[str, object]) -> None:
+    events = [
+        (1, "state", {"state": "running", "attempt": 1, "error": None, "ts": TS}),
+        (2, "progress", {"step": 5, "total": 10, "steps_per_second": 2.0, "eta_seconds": 2.5, "ts": TS}),
+        (
+            3,
+            "metrics",
+            {"step": 5, "values": {"d_loss": 1.25, "g_loss": 0.75, "d_real": 0.5, "d_fake": 0.25}, "ts": TS},
+        ),
+        (4, "warning", {"message": "D wins too easily", "ts": TS}),
+        (
+            5,
+            "artifact",
+            {
+                "name": "samples/step-5.png",
+                "kind": "sample",
+                "step": 5,
+                "size": 2048,
+                "content_type": "image/png",
+                "ts": TS,
+            },
+        ),
+        (6, "progress", {"step": 10, "total": 10, "steps_per_second": 2.0, "eta_seconds": 0.0, "ts": TS}),
+        (7, "done", {**done, "ts": TS}),
+    ]
+    api.on("GET", EVENTS_PATH, httpx.Response(200, content=sse(*events)))
+
+
+@pytest.mark.parametrize(
+    ("final", "error", "exit_code"),
+    [
+        ("succeeded", None, 0),
+        ("failed", {"code": "diverged", "message": "NaN loss at step 7"}, 1),
+        ("cancelled", None, 2),
+    ],
+)
+def test_watch_prints_progress_metrics_warnings_and_artifacts_then_exits_by_outcome(
+    env: Path,
+    options: Options,
+    api: FakeAPI,
+    capsys: pytest.CaptureFixture[str],
+    final: str,
+    error: dict[str, str] | None,
+    exit_code: int,
+) -> None:
+    api.on(
+        "GET",
+        f"/v1/jobs/{JOB_ID}",
+        httpx.Response(200, json=job_json(state="running")),
+        httpx.Response(200, json=job_json(state=final, error=error)),
+    )
+    _watch_stream(api, {"state": final, "error": error})
+    code = main(["watch", JOB_ID], options=options)
+    captured = capsys.readouterr()
+    assert code == exit_code
+    out = captured.out  # not a terminal: plain lines, no live bar
+    assert "step 5/10 (50%), 2.0 steps/s, ETA 2s" in out
+    assert "d_loss 1.25  g_loss 0.75  D(x) 0.5  D(G(z)) 0.25" in out
+    assert "warning: D wins too easily" in out
+    assert "artifact: samples/step-5.png (2.0 KiB)" in out
+    assert "\x1b[" not in out
+    if final == "failed":
+        assert "error: diverged: NaN loss at step 7" in captured.err
+
+
+def test_metrics_as_csv_json_and_a_chart(
+    env: Path, options: Options, api: FakeAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    series = {
+        "d_loss": [{"step": s, "value": 1.0 / s, "min": 0, "max": 1, "count": 1} for s in (1, 2, 3)],
+        "g_loss": [{"step": s, "value": 0.5 * s, "min": 0, "max": 2, "count": 1} for s in (2, 3)],
+        "d_real": [{"step": 1, "value": 0.5, "min": 0.5, "max": 0.5, "count": 1}],
+    }
+    api.on("GET", f"/v1/jobs/{JOB_ID}/metrics", httpx.Response(200, json={"series": series, "names": list(series)}))
+    assert main(["metrics", JOB_ID, "--format", "csv"], options=options) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "step,d_loss,d_real,g_loss",
+        "1,1.0,0.5,",
+        "2,0.5,,1.0",
+        "3,0.3333333333333333,,1.5",
+    ]
+    assert main(["metrics", JOB_ID, "--format", "json"], options=options) == 0
+    assert json.loads(capsys.readouterr().out)["g_loss"][1]["value"] == 1.5
+    assert main(["metrics", JOB_ID], options=options) == 0
+    chart = capsys.readouterr().out
+    assert "d_loss" in chart and "g_loss" in chart and "d_real" not in chart  # the losses only
+    assert "\x1b[" not in chart
+
+
+def test_the_live_display_draws_the_bar_the_metrics_and_the_lines_above(
+    env: Path, options: Options, api: FakeAPI
+) -> None:
+    from atelier_client import Atelier
+    from atelier_client.watch import watch
+    from rich.console import Console
+
+    api.on(
+        "GET",
+        f"/v1/jobs/{JOB_ID}",
+        httpx.Response(200, json=job_json(state="running")),
+        httpx.Response(200, json=job_json(state="succeeded")),
+    )
+    _watch_stream(api, {"state": "succeeded", "error": None})
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    with Atelier(transport=options.transport, retry=options.retry) as client:
+        final = watch(client.get_job(JOB_ID), console, live=True)
+    drawn = screen.getvalue()
+    assert final.state == "succeeded"
+    assert "10/10" in drawn and "D(G(z)) 0.25" in drawn
+    assert "warning: D wins too easily" in drawn and "artifact: samples/step-5.png" in drawn
+
+
+def test_ls_shows_a_page_or_every_job_and_show_prints_a_summary_or_json(
+    env: Path, options: Options, api: FakeAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = [job_json(job_id=f"job-{i:02d}", state="succeeded") for i in range(7)]
+
+    def page(request: httpx.Request) -> httpx.Response:
+        start, size = int(request.url.params.get("cursor", "0")), int(request.url.params["limit"])
+        end = start + size
+        return httpx.Response(
+            200, json={"items": jobs[start:end], "next_cursor": str(end) if end < len(jobs) else None}
+        )
+
+    api.on("GET", "/v1/jobs", page)
+    assert main(["ls", "--limit", "3"], options=options) == 0
+    shown = capsys.readouterr().out
+    assert "job-02" in shown and "job-03" not in shown and len(api.requests) == 1
+    assert main(["ls", "--all"], options=options) == 0
+    every = capsys.readouterr().out
+    assert all(f"job-{i:02d}" in every for i in range(7))
+    api.on("GET", f"/v1/jobs/{JOB_ID}", httpx.Response(200, json=job_json(state="running", metrics={"g_loss": 0.5})))
+    assert main(["show", JOB_ID], options=options) == 0
+    summary = capsys.readouterr().out
+    assert f"id        {JOB_ID}" in summary and "running (attempt 1 of 3)" in summary and "g_loss 0.5" in summary
+    assert main(["show", JOB_ID, "--json"], options=options) == 0
+    shown_json = json.loads(capsys.readouterr().out)
+    assert shown_json["id"] == JOB_ID and shown_json["latest_metrics"] == {"g_loss": 0.5} and "client" not in shown_json
