@@ -63,8 +63,10 @@ class JobLinks(BaseModel):
     """Where to look next."""
 
     self: str
+    events: str
     metrics: str
     artifacts: str
+    webhooks: str
     cancel: str
 
 
@@ -89,6 +91,9 @@ class JobOut(BaseModel):
     checkpoint: CheckpointInfo | None
     resumed_from_step: int | None
     worker: str | None
+    webhook: str | None = Field(description="Where this job's events are delivered, if anywhere")
+    webhook_events_filter: list[str] = Field(description="Which events are delivered to the webhook")
+    last_event_id: int = Field(description="The id of the job's latest event (GET .../events to follow them)")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -124,12 +129,20 @@ class JobOut(BaseModel):
             checkpoint=CheckpointInfo(step=job.checkpoint_step) if job.checkpoint_step is not None else None,
             resumed_from_step=job.resumed_from_step,
             worker=job.lease_owner,
+            webhook=job.webhook_url,
+            webhook_events_filter=job.webhook_events if job.webhook_url else [],
+            last_event_id=job.event_seq,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
             updated_at=job.updated_at,
             links=JobLinks(
-                self=base, metrics=f"{base}/metrics", artifacts=f"{base}/artifacts", cancel=f"{base}/cancel"
+                self=base,
+                events=f"{base}/events",
+                metrics=f"{base}/metrics",
+                artifacts=f"{base}/artifacts",
+                webhooks=f"{base}/webhooks",
+                cancel=f"{base}/cancel",
             ),
         )
 

@@ -232,6 +232,11 @@ def test_a_finished_jobs_stream_replays_from_the_log_and_ends(
     assert whole.ended and tail.ended
     assert [(e.id, e.event) for e in whole.events] == logged(sessions, job["id"])
     assert [e.id for e in tail.events] == [e.id for e in whole.events if e.id > 3]
+    # And the job names its stream and its latest event id
+    polled = httpx.get(f"{api.base}/v1/jobs/{job['id']}", headers=alice.headers, timeout=30).json()
+    assert polled["links"]["events"] == f"/v1/jobs/{job['id']}/events"
+    assert polled["last_event_id"] == whole.events[-1].id
+    assert polled["webhook"] is None and polled["webhook_events_filter"] == []
 
 
 def test_prefer_wait_answers_a_short_style_transfer_in_the_post_itself(

@@ -140,6 +140,7 @@ def test_the_receiver_gets_exactly_the_filtered_events_signed(
         job = submit(client, alice, GAN, webhook=hook.url, webhook_events_filter=["start", "completed"])
         done = wait_job(client, alice, job["id"], timeout=JOB_DEADLINE_S)
         assert done["state"] == "succeeded", done["error"]
+        assert done["webhook"] == hook.url and done["webhook_events_filter"] == ["start", "completed"]
         got = hook.wait_for(lambda r: any(x.event == "job.completed" for x in r), timeout=DELIVERY_DEADLINE_S)
         time.sleep(2 * ATTEMPT_TIMEOUT_S)  # anything extra would have arrived by now
         got = hook.snapshot()
