@@ -7,6 +7,8 @@ follow their events, read their metrics and download their artifacts.
         job = atelier.submit("gan.train", {"dataset": "digits", "steps": 500})
         done = job.wait()
         done.download_artifacts("out")
+
+A webhook receiver checks what it got with ``atelier_client.webhooks.verify(secret, headers, body)``.
 """
 
 from atelier_client.client import AsyncAtelier, AsyncJobHandle, Atelier, JobHandle
@@ -28,6 +30,7 @@ from atelier_client.errors import (
     Unauthorized,
     UnsupportedMedia,
     WaitTimeout,
+    WebhookVerificationError,
 )
 from atelier_client.models import (
     Artifact,
@@ -45,6 +48,8 @@ from atelier_client.models import (
     Upload,
     WarningRaised,
     WebhookAttempt,
+    WebhookDelivery,
+    WebhookSecret,
 )
 from atelier_client.retry import RetryPolicy
 
@@ -86,4 +91,7 @@ __all__ = [
     "WaitTimeout",
     "WarningRaised",
     "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookSecret",
+    "WebhookVerificationError",
 ]

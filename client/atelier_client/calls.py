@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
-from atelier_client.models import Artifact, Job, MetricSeries, Page, Upload, WebhookAttempt
+from atelier_client.models import Artifact, Job, MetricSeries, Page, Upload, WebhookDelivery, WebhookSecret
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -86,12 +86,11 @@ def _page(parse_item: Callable[[Mapping[str, Any]], Item]) -> Callable[[httpx.Re
     return parse
 
 
-def _secret(response: httpx.Response) -> str:
+def _secret(response: httpx.Response) -> WebhookSecret:
     body = _json(response)
-    secret = body.get("secret") if isinstance(body, Mapping) else None
-    if not isinstance(secret, str):
+    if not isinstance(body, Mapping):
         raise ValueError("the answer holds no secret")
-    return secret
+    return WebhookSecret.from_dict(body)
 
 
 def _paged(limit: int | None, cursor: str | None, **filters: Any) -> dict[str, Any]:
@@ -234,21 +233,23 @@ def list_uploads(*, limit: int | None = None, cursor: str | None = None) -> Call
 # --- webhooks ------------------------------------------------------------------------------------
 
 
-def webhook_attempts(job_id: str, *, limit: int | None = None, cursor: str | None = None) -> Call[Page[WebhookAttempt]]:
-    """``GET /v1/jobs/{id}/webhooks``: one page of delivery attempts."""
+def webhook_deliveries(
+    job_id: str, *, limit: int | None = None, cursor: str | None = None
+) -> Call[Page[WebhookDelivery]]:
+    """``GET /v1/jobs/{id}/webhooks``: one page of the job's deliveries, in event order, each with its attempts."""
     return Call(
         method="GET",
         path=f"{JOBS}/{segment(job_id)}/webhooks",
         params=_paged(limit, cursor),
-        parse=_page(WebhookAttempt.from_dict),
+        parse=_page(WebhookDelivery.from_dict),
     )
 
 
-def webhook_secret() -> Call[str]:
-    """``GET /v1/webhooks/secret``."""
+def webhook_secret() -> Call[WebhookSecret]:
+    """``GET /v1/webhooks/secret``: the tenant's signing secret (the server makes one on the first read)."""
     return Call(method="GET", path=f"{WEBHOOKS}/secret", parse=_secret)
 
 
-def rotate_webhook_secret() -> Call[str]:
+def rotate_webhook_secret() -> Call[WebhookSecret]:
     """``POST /v1/webhooks/secret/rotate``: not repeated once sent (a second rotation would void the first)."""
     return Call(method="POST", path=f"{WEBHOOKS}/secret/rotate", parse=_secret, idempotent=False)

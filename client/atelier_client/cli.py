@@ -1,5 +1,5 @@
 """``atelier``: the users' command line (login, submit, watch, ls, show, cancel, metrics, download,
-upload, sample, style). Errors print ``error: <code>: <message> (field: x)`` on stderr and exit
+upload, sample, style, webhooks, webhook-secret). Errors print ``error: <code>: <message> (field: x)`` on stderr and exit
 non-zero, without a traceback. ``NO_COLOR`` turns colours off; output that is not a terminal gets
 plain lines instead of live bars."""
 
@@ -24,13 +24,14 @@ import plotext
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from atelier_client import config
-from atelier_client.calls import MAX_PREFER_WAIT_S
+from atelier_client.calls import MAX_PREFER_WAIT_S, WEBHOOK_EVENTS
 from atelier_client.client import Atelier, JobHandle
 from atelier_client.errors import AtelierError
-from atelier_client.models import Job, MetricSeries, Upload
+from atelier_client.models import Job, MetricSeries, Upload, WebhookAttempt, WebhookDelivery
 from atelier_client.retry import RetryPolicy
 from atelier_client.uploads import plan_folder
 from atelier_client.watch import (
@@ -191,6 +192,17 @@ def build_submission(job_type: str | None, assignments: Sequence[str], *, job_fi
     )
 
 
+def parse_events(text: str) -> list[str]:
+    """``--webhook-events start,completed`` as a list; a usage error for an unknown or no event."""
+    events = list(dict.fromkeys(e.strip() for e in text.split(",") if e.strip()))
+    unknown = [e for e in events if e not in WEBHOOK_EVENTS]
+    if unknown or not events:
+        known = ", ".join(sorted(WEBHOOK_EVENTS))
+        what = f"unknown event(s) {', '.join(unknown)}" if unknown else "no event given"
+        raise typer.BadParameter(f"--webhook-events: {what}; known: {known}")
+    return events
+
+
 def _finish(job: Job, *, quiet_success: bool = False) -> int:
     """Report a final state; the exit status for it."""
     if job.state == "failed":
@@ -264,21 +276,22 @@ def submit(
     file: Annotated[Path | None, typer.Option("-f", "--file", help="YAML job file: type, params, webhook")] = None,
     watch_job: Annotated[bool, typer.Option("--watch", help="Watch the job until it ends")] = False,
     wait: Annotated[int | None, typer.Option(help="Let the server hold the answer up to N s (max 60)")] = None,
-    webhook: Annotated[str | None, typer.Option(help="URL to notify of the job's events")] = None,
-    webhook_event: Annotated[
-        list[str] | None, typer.Option(help="Only these webhook events: start, progress, artifact, completed")
+    webhook: Annotated[str | None, typer.Option(help="URL that gets the job's events as signed POSTs")] = None,
+    webhook_events: Annotated[
+        str | None,
+        typer.Option(
+            metavar="EVENTS", help="Comma-separated: start, progress, artifact, completed (default: artifact,completed)"
+        ),
     ] = None,
 ) -> None:
     """Submit a job, e.g. `atelier submit gan.train dataset=digits steps=2000 preset=stable`; prints its id."""
     spec = build_submission(job_type, assignments or [], job_file=file)
+    events = parse_events(webhook_events) if webhook_events is not None else spec.webhook_events_filter
+    target = webhook or spec.webhook
+    if events is not None and target is None:
+        raise typer.BadParameter("--webhook-events needs --webhook (or `webhook:` in the job file)")
     with _client(ctx) as client:
-        job = client.submit(
-            spec.job_type,
-            spec.params,
-            webhook=webhook or spec.webhook,
-            webhook_events_filter=webhook_event or spec.webhook_events_filter,
-            wait=wait,
-        )
+        job = client.submit(spec.job_type, spec.params, webhook=target, webhook_events_filter=events, wait=wait)
         print(job.id, flush=True)
         if watch_job:
             raise typer.Exit(_watch(job))
@@ -324,7 +337,7 @@ def show(
     job_id: Annotated[str, typer.Argument(metavar="JOB")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON")] = False,
 ) -> None:
-    """Show a job: state, progress, latest metrics, warnings, error and params."""
+    """Show a job: state, progress, latest metrics, warnings, error, params and webhook."""
     with _client(ctx) as client:
         job = client.get_job(job_id)
     if as_json:
@@ -342,6 +355,8 @@ def show(
         ("finished", _local(job.finished_at)),
         ("params", json.dumps(job.params, sort_keys=True)),
     ]
+    if job.webhook:
+        rows.append(("webhook", f"{job.webhook} ({', '.join(job.webhook_events_filter) or 'no events'})"))
     rows += [("warning", w) for w in job.warnings]
     width = max(len(name) for name, _value in rows)
     for name, value in rows:
@@ -502,6 +517,68 @@ def style(
         job.download(STYLE_OUTPUT, output)
     print(output)
     _say(f"job {job.id} succeeded; saved {output}")
+
+
+def attempt_line(attempt: WebhookAttempt) -> str:
+    """``#2 503 in 41 ms``, or ``#1 in 10003 ms: timed out``: an attempt's status code, latency and error."""
+    text = f"#{attempt.attempt}"
+    if attempt.status_code is not None:
+        text += f" {attempt.status_code}"
+    if attempt.latency_ms is not None:
+        text += f" in {attempt.latency_ms:.0f} ms"
+    if attempt.error:
+        text += f": {attempt.error}"
+    return text
+
+
+def delivery_state(delivery: WebhookDelivery) -> str:
+    """A delivery's state, with when it is tried next while pending."""
+    if delivery.state == "pending" and delivery.next_attempt_at is not None:
+        return f"pending, next at {_local(delivery.next_attempt_at)}"
+    return delivery.state
+
+
+def deliveries_json(deliveries: Sequence[WebhookDelivery]) -> str:
+    """Deliveries as JSON, ``webhook_id`` (the header the receiver got) included."""
+    data = [dataclasses.asdict(d) | {"webhook_id": d.message_id} for d in deliveries]
+    return json.dumps(data, indent=2, default=_jsonable)
+
+
+@app.command()
+def webhooks(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="JOB")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the deliveries as JSON")] = False,
+) -> None:
+    """A job's webhook deliveries: event, event id, state, and every attempt's status code, latency and error."""
+    with _client(ctx) as client:
+        deliveries = list(client.webhook_deliveries(job_id, page_size=LIST_PAGE_SIZE))
+    if as_json:
+        print(deliveries_json(deliveries))
+        return
+    if not deliveries:
+        _say(f"job {job_id} has no webhook deliveries")
+        return
+    table = Table("EVENT", "EVENT ID", "STATE", "ATTEMPTS", box=None, pad_edge=False)
+    for delivery in deliveries:
+        attempts = "\n".join(attempt_line(a) for a in delivery.attempts) or "-"
+        table.add_row(delivery.event, str(delivery.event_id), delivery_state(delivery), escape(attempts))
+    _console().print(table)
+
+
+@app.command("webhook-secret")
+def webhook_secret(
+    ctx: typer.Context,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Make a new one; the previous one keeps signing for 24 h")
+    ] = False,
+) -> None:
+    """Print the secret that signs your webhooks (whsec_...), to verify deliveries with."""
+    with _client(ctx) as client:
+        secret = client.rotate_webhook_secret() if rotate else client.webhook_secret()
+    print(secret.secret)
+    if secret.previous_valid_until is not None:
+        _say(f"the previous secret also signs deliveries until {_local(secret.previous_valid_until)}")
 
 
 # --- entry point ---------------------------------------------------------------------------------

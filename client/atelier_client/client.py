@@ -22,7 +22,7 @@ from atelier_client.calls import Call
 from atelier_client.downloads import ArtifactWriter, artifact_path, etag_sha256, is_current
 from atelier_client.errors import APIError, AtelierError, Unauthorized, WaitTimeout
 from atelier_client.follow import DONE_EVENT, EventFollower, snapshot_events
-from atelier_client.models import Artifact, Event, Job, MetricSeries, Page, Upload, WebhookAttempt
+from atelier_client.models import Artifact, Event, Job, MetricSeries, Page, Upload, WebhookDelivery, WebhookSecret
 from atelier_client.retry import Deadline, RetryPolicy
 from atelier_client.uploads import Part, file_part, folder_part, multipart, plan_folder
 
@@ -410,16 +410,16 @@ class Atelier(_Base):
 
     # --- webhooks ------------------------------------------------------------------------------
 
-    def webhook_attempts(self, job_id: str) -> Iterator[WebhookAttempt]:
-        """Every delivery attempt of a job's webhook."""
-        yield from self._pages(lambda c: calls.webhook_attempts(job_id, cursor=c))
+    def webhook_deliveries(self, job_id: str, *, page_size: int | None = None) -> Iterator[WebhookDelivery]:
+        """Every webhook delivery of a job, in event order, each with its attempts, page after page."""
+        yield from self._pages(lambda c: calls.webhook_deliveries(job_id, limit=page_size, cursor=c))
 
-    def webhook_secret(self) -> str:
-        """The tenant's webhook signing secret (``whsec_…``)."""
+    def webhook_secret(self) -> WebhookSecret:
+        """The tenant's webhook signing secret (``whsec_…``; made on the first read)."""
         return self._send(calls.webhook_secret())
 
-    def rotate_webhook_secret(self) -> str:
-        """Replace the webhook signing secret; returns the new one."""
+    def rotate_webhook_secret(self) -> WebhookSecret:
+        """Replace the webhook signing secret; the previous one also signs until ``previous_valid_until`` (24 h)."""
         return self._send(calls.rotate_webhook_secret())
 
 
@@ -467,9 +467,9 @@ class JobHandle(Job):
         """Save every artifact under ``directory``."""
         return self.client.download_artifacts(self.id, directory)
 
-    def webhook_attempts(self) -> Iterator[WebhookAttempt]:
-        """The job's webhook delivery attempts."""
-        return self.client.webhook_attempts(self.id)
+    def webhook_deliveries(self) -> Iterator[WebhookDelivery]:
+        """The job's webhook deliveries, each with its attempts."""
+        return self.client.webhook_deliveries(self.id)
 
 
 # --- async -------------------------------------------------------------------------------------
@@ -769,17 +769,17 @@ class AsyncAtelier(_Base):
 
     # --- webhooks ------------------------------------------------------------------------------
 
-    async def webhook_attempts(self, job_id: str) -> AsyncIterator[WebhookAttempt]:
-        """Every delivery attempt of a job's webhook."""
-        async for item in self._pages(lambda c: calls.webhook_attempts(job_id, cursor=c)):
+    async def webhook_deliveries(self, job_id: str, *, page_size: int | None = None) -> AsyncIterator[WebhookDelivery]:
+        """Every webhook delivery of a job, in event order, each with its attempts, page after page."""
+        async for item in self._pages(lambda c: calls.webhook_deliveries(job_id, limit=page_size, cursor=c)):
             yield item
 
-    async def webhook_secret(self) -> str:
-        """The tenant's webhook signing secret."""
+    async def webhook_secret(self) -> WebhookSecret:
+        """The tenant's webhook signing secret (``whsec_…``; made on the first read)."""
         return await self._send(calls.webhook_secret())
 
-    async def rotate_webhook_secret(self) -> str:
-        """Replace the webhook signing secret; returns the new one."""
+    async def rotate_webhook_secret(self) -> WebhookSecret:
+        """Replace the webhook signing secret; the previous one also signs until ``previous_valid_until`` (24 h)."""
         return await self._send(calls.rotate_webhook_secret())
 
 
@@ -827,6 +827,6 @@ class AsyncJobHandle(Job):
         """Save every artifact under ``directory``."""
         return await self.client.download_artifacts(self.id, directory)
 
-    def webhook_attempts(self) -> AsyncIterator[WebhookAttempt]:
-        """The job's webhook delivery attempts."""
-        return self.client.webhook_attempts(self.id)
+    def webhook_deliveries(self) -> AsyncIterator[WebhookDelivery]:
+        """The job's webhook deliveries, each with its attempts."""
+        return self.client.webhook_deliveries(self.id)

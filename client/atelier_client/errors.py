@@ -17,7 +17,8 @@ AtelierError
 ├── ConfigError              no URL or no API key configured
 ├── JobFailed                a job ended failed or cancelled; ``job`` holds it
 ├── WaitTimeout              a wait ran out of time; ``job`` is the last state seen
-└── DownloadError            an artifact name escapes the target folder, or its bytes do not match
+├── DownloadError            an artifact name escapes the target folder, or its bytes do not match
+└── WebhookVerificationError a received webhook's signature or timestamp does not check out
 """
 
 from __future__ import annotations
@@ -183,6 +184,13 @@ class DownloadError(AtelierError):
     """An artifact could not be saved safely: its name escapes the folder, or its bytes are wrong."""
 
     default_code = "download_failed"
+
+
+class WebhookVerificationError(AtelierError):
+    """A received webhook is not to be trusted: a header is missing, no signature matches the body,
+    or its timestamp is outside the tolerance (atelier_client.webhooks.verify)."""
+
+    default_code = "webhook_unverified"
 
 
 STATUS_ERRORS: dict[int, type[APIError]] = {

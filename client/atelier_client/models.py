@@ -129,6 +129,8 @@ class Job:
     checkpoint_step: int | None = None
     resumed_from_step: int | None = None
     worker: str | None = None
+    webhook: str | None = None
+    webhook_events_filter: list[str] = field(default_factory=list)
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -154,6 +156,8 @@ class Job:
             checkpoint_step=_opt_int(checkpoint, "step") if isinstance(checkpoint, Mapping) else None,
             resumed_from_step=_opt_int(data, "resumed_from_step"),
             worker=_opt_str(data, "worker"),
+            webhook=_opt_str(data, "webhook"),
+            webhook_events_filter=[e for e in _list(data, "webhook_events_filter") if isinstance(e, str)],
             created_at=_time(data, "created_at"),
             started_at=_time(data, "started_at"),
             finished_at=_time(data, "finished_at"),
@@ -308,35 +312,96 @@ class Upload:
 
 # --- webhooks --------------------------------------------------------------------------------
 
+WEBHOOK_MESSAGE_PREFIX = "msg_"
+
 
 @dataclass(frozen=True, kw_only=True)
 class WebhookAttempt:
-    """One delivery attempt of a job's webhook; ``data`` keeps every field the server sent."""
+    """One HTTP attempt at a delivery: the receiver's status code and how long it took to answer,
+    or the error that stopped it (a timeout, a refused connection, an address no longer allowed)."""
 
-    id: str | None = None
-    event: str | None = None
-    url: str | None = None
-    attempt: int | None = None
+    attempt: int
+    started_at: datetime | None = None
     status_code: int | None = None
+    latency_ms: float | None = None
     error: str | None = None
-    created_at: datetime | None = None
-    data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WebhookAttempt:
-        """Parse a delivery attempt."""
-        raw_id = data.get("id")
-        error = data.get("error")
+        """Parse an attempt object."""
         return cls(
-            id=str(raw_id) if raw_id is not None else None,
-            event=_opt_str(data, "event"),
-            url=_opt_str(data, "url"),
-            attempt=_opt_int(data, "attempt"),
+            attempt=_int(data, "attempt"),
+            started_at=_time(data, "started_at"),
             status_code=_opt_int(data, "status_code"),
-            error=error if isinstance(error, str) else (str(error) if error is not None else None),
-            created_at=_time(data, "created_at"),
-            data=dict(data),
+            latency_ms=_opt_float(data, "latency_ms"),
+            error=_opt_str(data, "error"),
         )
+
+    @property
+    def ok(self) -> bool:
+        """Whether the receiver answered 2xx."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookDelivery:
+    """One event sent (or being sent) to a job's webhook, with every attempt so far, oldest first.
+
+    ``state`` is ``pending`` (``next_attempt_at`` says when it is tried next), ``delivered`` or
+    ``failed`` (every retry used up); ``event_id`` is the job event's id, as in its event stream.
+    """
+
+    id: str
+    event: str
+    event_id: int
+    url: str
+    state: str
+    attempts: list[WebhookAttempt] = field(default_factory=list)
+    next_attempt_at: datetime | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WebhookDelivery:
+        """Parse a delivery object."""
+        return cls(
+            id=_str(data, "id"),
+            event=_str(data, "event"),
+            event_id=_int(data, "event_id"),
+            url=_str(data, "url"),
+            state=_str(data, "state", "unknown"),
+            attempts=[WebhookAttempt.from_dict(a) for a in _list(data, "attempts") if isinstance(a, Mapping)],
+            next_attempt_at=_time(data, "next_attempt_at"),
+            created_at=_time(data, "created_at"),
+            finished_at=_time(data, "finished_at"),
+        )
+
+    @property
+    def message_id(self) -> str:
+        """The ``webhook-id`` header the receiver got (the same on every retry): ``msg_`` + the id's hex."""
+        return WEBHOOK_MESSAGE_PREFIX + self.id.replace("-", "")
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the receiver accepted it (a 2xx)."""
+        return self.state == "delivered"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookSecret:
+    """The tenant's webhook signing secret (``whsec_`` + base64; Standard Webhooks). After a rotation
+    the previous secret also signs every delivery until ``previous_valid_until``."""
+
+    secret: str = field(repr=False)
+    previous_valid_until: datetime | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WebhookSecret:
+        """Parse a secret object; ValueError if it holds none."""
+        secret = data.get("secret")
+        if not isinstance(secret, str) or not secret:
+            raise ValueError("the answer holds no secret")
+        return cls(secret=secret, previous_valid_until=_time(data, "previous_valid_until"))
 
 
 # --- events ----------------------------------------------------------------------------------

@@ -1,22 +1,27 @@
 """End to end: the users' `atelier` CLI, run as a subprocess against the API on a real server
 (uvicorn) with a real Celery worker, Postgres, Redis and the S3 server: submit --watch, download,
-sample, a job that fails, and style transfer on two uploaded pictures."""
+sample, a job that fails, style transfer on two uploaded pictures, and a job's webhook delivered
+to a receiver on loopback (which the test settings allow) and listed by `atelier webhooks`."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from atelier_client.webhooks import verify
 from PIL import Image
 
 from shared.config import Settings
 from tests.conftest import Caller
 from tests.support import services
 from tests.support.edge_server import HOST, uvicorn_in_thread
+from tests.support.webhook_receiver import receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +45,10 @@ TINY_GAN: dict[str, object] = {
 }
 STYLE_PICTURE_PX = 48
 FAIL_AFTER_S = 5  # long enough for `atelier watch` to start and follow the job while it runs
+DELIVERY_TIMEOUT_S = 60.0  # from the job's end to the receiver's 200 being recorded
+POLL_S = 0.5
+# A row of `atelier webhooks`: the completed event, delivered, an attempt answered 200.
+DELIVERED_ROW = re.compile(r"^completed\s+(\d+)\s+delivered\s+#\d+ 200 in \d+ ms", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +165,37 @@ def test_style_transfers_two_uploaded_pictures_into_out_png(
     assert done.returncode == 0, explain(done)
     assert done.stdout.strip() == "out.png"
     assert_png(tmp_path / "out.png")
+
+
+def test_a_webhook_submitted_from_the_cli_is_delivered_and_listed(
+    api_url: str, alice: Caller, worker: services.Proc, tmp_path: Path
+) -> None:
+    with receiver() as hook:
+        # Given a tiny job submitted with a webhook to a receiver on loopback, filtered to `completed`
+        submitted = cli(
+            "submit", "gan.train", *gan_args(), "--webhook", hook.url, "--webhook-events", "completed", "--watch",
+            url=api_url, caller=alice, cwd=tmp_path, timeout=TRAIN_TIMEOUT_S,
+        )  # fmt: skip
+        assert submitted.returncode == 0, explain(submitted)
+        job_id = submitted.stdout.splitlines()[0].strip()
+        # When its completed event reaches the receiver
+        hook.wait_for(lambda got: any(r.event == "job.completed" for r in got), DELIVERY_TIMEOUT_S)
+        # Then `atelier webhooks` lists that one delivery, delivered with a 200 (once the worker recorded it)
+        deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+        while True:
+            listed = cli("webhooks", job_id, url=api_url, caller=alice, cwd=tmp_path)
+            assert listed.returncode == 0, explain(listed)
+            if DELIVERED_ROW.search(listed.stdout) or time.monotonic() > deadline:
+                break
+            time.sleep(POLL_S)
+        assert DELIVERED_ROW.search(listed.stdout), explain(listed)
+        rows = [line for line in listed.stdout.splitlines()[1:] if line and not line[0].isspace()]
+        assert len(rows) == 1, listed.stdout  # the filter kept every other event out
+        received = hook.snapshot()
+    # And only completed events came, each signed with the secret `atelier webhook-secret` prints
+    assert {r.event for r in received} == {"job.completed"}
+    secret = cli("webhook-secret", url=api_url, caller=alice, cwd=tmp_path)
+    assert secret.returncode == 0 and secret.stdout.startswith("whsec_"), explain(secret)
+    for delivery in received:
+        payload = verify(secret.stdout.strip(), delivery.headers, delivery.body)
+        assert payload["data"]["job"]["id"] == job_id

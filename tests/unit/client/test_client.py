@@ -79,20 +79,20 @@ def _pager(items: list[dict[str, object]], size: int):  # type: ignore[no-untype
 
 
 def test_pagination_walks_every_page_of_every_list(atelier: Atelier, api: FakeAPI) -> None:
-    # Given 7 jobs, 5 artifacts, 3 uploads and 4 webhook attempts, served two to a page
+    # Given 7 jobs, 5 artifacts, 3 uploads and 4 webhook deliveries, served two to a page
     jobs = [job_json(job_id=f"job-{i}") for i in range(7)]
     artifacts = [{"name": f"samples/{i}.png", "size": i, "sha256": "", "kind": "sample"} for i in range(5)]
     uploads = [{"id": f"up-{i}", "file_count": 1} for i in range(3)]
-    attempts = [{"id": i, "event": "completed", "status_code": 200} for i in range(4)]
+    deliveries = [{"id": f"d-{i}", "event": "artifact", "event_id": i, "state": "delivered"} for i in range(4)]
     api.on("GET", "/v1/jobs", _pager(jobs, 2))
     api.on("GET", f"/v1/jobs/{JOB_ID}/artifacts", _pager(artifacts, 2))
     api.on("GET", "/v1/uploads", _pager(uploads, 2))
-    api.on("GET", f"/v1/jobs/{JOB_ID}/webhooks", _pager(attempts, 2))
+    api.on("GET", f"/v1/jobs/{JOB_ID}/webhooks", _pager(deliveries, 2))
     # When each is iterated, Then every item comes, in order, a page at a time
     assert [j.id for j in atelier.jobs(state="succeeded")] == [f"job-{i}" for i in range(7)]
     assert [a.name for a in atelier.artifacts(JOB_ID)] == [f"samples/{i}.png" for i in range(5)]
     assert [u.id for u in atelier.uploads()] == ["up-0", "up-1", "up-2"]
-    assert [w.id for w in atelier.webhook_attempts(JOB_ID)] == ["0", "1", "2", "3"]
+    assert [(d.id, d.event_id) for d in atelier.webhook_deliveries(JOB_ID)] == [(f"d-{i}", i) for i in range(4)]
     job_pages = api.to("GET", "/v1/jobs")
     assert len(job_pages) == 4
     assert [parse_qs(r.url.query.decode()).get("cursor") for r in job_pages] == [None, ["2"], ["4"], ["6"]]
