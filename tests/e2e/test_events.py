@@ -16,9 +16,13 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
-from tests.conftest import Caller, Endpoints
+from tests.conftest import Caller
 from tests.support import services
-from tests.support.redis_server import RedisServer, private_redis
+from tests.support.redis_server import (  # noqa: F401 - this module's own Redis
+    RedisServer,
+    endpoints_fixture,
+    redis_server_fixture,
+)
 from tests.support.sse import Read, Sse, read_events
 
 pytestmark = pytest.mark.e2e
@@ -28,25 +32,6 @@ GAN = {"dataset": "digits", "image_size": 16, "batch_size": 8, "ngf": 8, "ndf": 
        "sample_every": 100, "checkpoint_every": 100}  # fmt: skip
 STYLE_64 = {"content": "astronaut", "styles": ["coffee"], "size": 64, "steps": 20, "weights": "random"}
 JOB_DEADLINE_S = 240.0
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """The module's own Redis, so that a test can restart it."""
-    with private_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def endpoints(s3_server: services.S3Server, redis_server: RedisServer) -> Endpoints:
-    """Postgres and S3 as usual; Redis is the module's own."""
-    pg_host, pg_port = services.pg_address()
-    return Endpoints(
-        pg_host=pg_host,
-        pg_port=pg_port,
-        s3=f"127.0.0.1:{s3_server.port}",
-        redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
-    )
 
 
 class Api:

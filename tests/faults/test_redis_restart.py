@@ -4,41 +4,25 @@ of truth, so the reconciler re-sends what Redis lost, and the claim keeps each j
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.conftest import Caller, Endpoints
+from tests.conftest import Caller
 from tests.e2e.conftest import wait_job
 from tests.support import services
-from tests.support.redis_server import RedisServer, private_redis
+from tests.support.redis_server import (  # noqa: F401 - this module's own Redis
+    RedisServer,
+    endpoints_fixture,
+    redis_server_fixture,
+)
 
 pytestmark = pytest.mark.e2e
 
 QUEUED_JOBS = 50
 TINY = {"dataset": "digits", "image_size": 16, "batch_size": 8, "ngf": 8, "ndf": 8, "steps": 3, "seed": 1}
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """The module's own Redis."""
-    with private_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def endpoints(s3_server: services.S3Server, redis_server: RedisServer) -> Endpoints:
-    """Everything direct, but Redis is the module's own."""
-    pg_host, pg_port = services.pg_address()
-    return Endpoints(
-        pg_host=pg_host,
-        pg_port=pg_port,
-        s3=f"127.0.0.1:{s3_server.port}",
-        redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
-    )
 
 
 def test_redis_flush_and_restart_loses_nothing_and_runs_nothing_twice(

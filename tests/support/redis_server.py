@@ -8,8 +8,10 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
+from tests.conftest import Endpoints
 from tests.support import services
 
 
@@ -57,3 +59,22 @@ def private_redis(workdir: Path) -> Iterator[RedisServer]:
         if server.proc is not None and server.proc.poll() is None:
             server.proc.terminate()
             server.proc.wait(10)
+
+
+@pytest.fixture(scope="module", name="redis_server")
+def redis_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The module's own Redis, so that a test can flush and restart it (import this fixture to use it)."""
+    with private_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module", name="endpoints")
+def endpoints_fixture(s3_server: services.S3Server, redis_server: RedisServer) -> Endpoints:
+    """Postgres and S3 as usual; Redis is the module's own (import with redis_server to use it)."""
+    pg_host, pg_port = services.pg_address()
+    return Endpoints(
+        pg_host=pg_host,
+        pg_port=pg_port,
+        s3=f"127.0.0.1:{s3_server.port}",
+        redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
+    )
