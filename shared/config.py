@@ -153,6 +153,14 @@ class Settings(BaseSettings):
     # reports free); a style job whose estimate is over what is available fails before it starts.
     device_memory_limit_bytes: int | None = Field(default=None, gt=0)
 
+    # --- metrics (Prometheus; docs/DESIGN.md, "Metrics") --------------------------
+    # GET /metrics on the API is open by default (keep it off the public network); when this is set,
+    # it answers only requests with `Authorization: Bearer <metrics_token>`.
+    metrics_token: str | None = Field(default=None, min_length=1)
+    # A worker's Celery parent process serves its pool processes' metrics (prometheus-client's
+    # multiprocess mode, PROMETHEUS_MULTIPROC_DIR) on this port at /metrics. None: not served.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
     @field_validator("s3_endpoint")
     @classmethod
     def _strip_scheme(cls, value: str) -> str:

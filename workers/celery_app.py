@@ -3,7 +3,9 @@
 Settings are built here, once, from the environment. The parent process never imports
 torch or initialises CUDA; each child builds its own connections after the fork. OpenMP's
 wait policy (workers/threads.py, OPENMP_ENV) is put in the environment here, before any
-process imports torch, unless the operator set it.
+process imports torch, unless the operator set it. PROMETHEUS_MULTIPROC_DIR is set here too,
+before the pool forks (workers/metrics.py); the parent serves the pool's metrics when
+ATELIER_WORKER_METRICS_PORT is set.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import logging
 import os
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
 
 from shared.config import Settings
 from shared.queue import make_celery
+from workers.metrics import multiprocess_dir, process_gone, reset_multiprocess_dir, serve
 from workers.tasks import register_tasks, worker_context
 from workers.threads import apply_worker_threads, openmp_defaults
 
 os.environ.update(openmp_defaults(os.environ))  # read by OpenMP when a child imports torch
+METRICS_DIR = multiprocess_dir(os.environ)  # read by prometheus_client when a child first records a metric
 settings = Settings()
 app = make_celery(settings)
 register_tasks(app, settings)
@@ -33,3 +37,22 @@ def _init_child(**_: Any) -> None:
 
     apply_worker_threads(settings)  # registers this child; every job start re-counts (workers/tasks.py)
     worker_context()
+
+
+@worker_init.connect
+def _init_parent(**_: Any) -> None:
+    """In the worker's parent, before the pool forks: start the metrics of this run from zero."""
+    reset_multiprocess_dir(METRICS_DIR)
+
+
+@worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    """In the parent, once the pool is up (so no child inherits the listening socket): serve /metrics."""
+    if settings.worker_metrics_port is not None:
+        serve(settings.worker_metrics_port)
+
+
+@worker_process_shutdown.connect
+def _child_exits(pid: int, **_: Any) -> None:
+    """In a pool process as it exits: drop its live gauges from the worker's sums."""
+    process_gone(pid)

@@ -31,6 +31,7 @@ from shared.queue import send_webhook_deliveries
 from shared.storage import ObjectStore, job_key, make_store, retry_storage
 from workers.hooks import STOP_CANCEL, STOP_LEASE_LOST, STOP_SHUTDOWN, StopRequested
 from workers.limits import JobLimits
+from workers.metrics import JobMeter
 from workers.watchdog import Watchdog, count_event
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def clean_error_text(message: str) -> str:
 
 
 ARTIFACT_SECTIONS = {"sample": "samples", "checkpoint": "checkpoints"}
+OUTCOME_REQUEUED = "requeued"  # a transient failure handed the job back; Celery retries the message
+OUTCOME_ERROR = "error"
 
 
 @dataclass
@@ -139,6 +142,7 @@ class JobRunner:
         self._main_mark = time.monotonic()  # the main thread's last stop check or progress report
         self._sync_since: float | None = None  # when the sync call in flight started
         self._thread = threading.Thread(target=self._sync_loop, name=f"sync-{claim.job_id}", daemon=True)
+        self.meter = JobMeter(claim.job_type, claim.params)  # Prometheus (workers/metrics.py)
         self.limits = JobLimits(
             max_artifacts=self.settings.max_job_artifacts,
             max_artifact_bytes=self.settings.max_job_artifact_bytes,
@@ -249,6 +253,8 @@ class JobRunner:
         if not alive:
             log.warning("job %s attempt %d: lease lost; stopping", self.claim.job_id, self.claim.attempt)
             self._lost.set()
+        else:
+            self.meter.rate(self._rate)
         return alive
 
     def finish(self, state: JobState, *, error_code: str | None = None, error_message: str | None = None) -> bool:
@@ -273,6 +279,8 @@ class JobRunner:
         done = db_retry(write, what="finishing the job")
         if not done:
             log.warning("job %s attempt %d: fenced out at finish", self.claim.job_id, self.claim.attempt)
+        elif state == JobState.QUEUED:
+            self.meter.handed_back()
         return done
 
     # --- TrainHooks ------------------------------------------------------------------
@@ -306,7 +314,9 @@ class JobRunner:
     def save_checkpoint(self, step: int, data: bytes) -> None:
         """Upload first, then commit the pointer together with the metrics up to ``step``."""
         key = job_key(self.claim.job_id, "checkpoints", f"a{self.claim.attempt}-step-{step:08d}.pt")
+        upload_started = time.monotonic()
         self._put(key, data, "application/octet-stream", f"checkpoint upload at step {step}")
+        self.meter.checkpoint_uploaded(time.monotonic() - upload_started)
         batch = self._drain()
 
         def commit() -> bool:
@@ -434,6 +444,7 @@ def run_job(ctx: WorkerContext, job_id: uuid.UUID, execute: Executor) -> str:
         return "skipped"
     log.info("job %s (%s) claimed: attempt %d by %s", job_id, claim.job_type, claim.attempt, ctx.owner)
     runner = JobRunner(ctx, claim)
+    runner.meter.attempt_started()
     runner.start()
     if ctx.watchdog is not None:
         ctx.watchdog.watch(str(job_id), runner)
@@ -445,6 +456,20 @@ def run_job(ctx: WorkerContext, job_id: uuid.UUID, execute: Executor) -> str:
 
 
 def _execute(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner, execute: Executor) -> str:
+    """Run the claimed job, record how it ended, and observe the attempt's duration by outcome."""
+    started = time.monotonic()
+    outcome = OUTCOME_ERROR  # finishing itself failed (the database stayed down): the lease decides
+    try:
+        outcome = _run_claimed(ctx, claim, runner, execute)
+    except TransientError:
+        outcome = OUTCOME_REQUEUED
+        raise
+    finally:
+        runner.meter.finished(outcome, time.monotonic() - started)
+    return outcome
+
+
+def _run_claimed(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner, execute: Executor) -> str:
     """Run the claimed job and record how it ended."""
     job_id = claim.job_id
     try:

@@ -18,9 +18,10 @@ from services.api.bodylimit import BodyLimitMiddleware
 from services.api.controlchars import ControlCharacterMiddleware
 from services.api.deps import AppState
 from services.api.events import EventHub
+from services.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from services.api.ratelimit import RateLimiter
 from services.api.reads import JobReader
-from services.api.routes import events, health, jobs, uploads, webhooks
+from services.api.routes import events, health, jobs, metrics, uploads, webhooks
 from shared.config import Settings
 from shared.db.session import make_engine, make_sessionmaker
 from shared.errors import AtelierError
@@ -138,6 +139,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API; settings default to the environment (ATELIER_*)."""
     settings = settings or Settings()
+    api_metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -163,8 +165,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reader=reader,
             limiter=limiter,
             hub=hub,
+            metrics=api_metrics,
         )
+        api_metrics.job_table.sessions = sessions  # read at scrape time, with its own short deadline
         yield
+        api_metrics.job_table.sessions = None
+        api_metrics.job_table.close()
         await hub.close()
         publisher.close()
         await limiter.close()
@@ -181,9 +187,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(ControlCharacterMiddleware, routes=lambda: app.routes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=api_metrics)  # outermost: sees every answer
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(uploads.router)
     app.include_router(webhooks.router)
+    app.include_router(metrics.router)
     return app

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.events import EventHub
+from services.api.metrics import ApiMetrics
 from services.api.ratelimit import FailedAuthLimiter, RateLimiter
 from services.api.reads import JobReader
 from shared.config import Settings
@@ -32,6 +33,7 @@ class AppState:
     reader: JobReader
     limiter: RateLimiter
     hub: EventHub
+    metrics: ApiMetrics
     auth_failures: FailedAuthLimiter = field(init=False)
 
     def __post_init__(self) -> None:

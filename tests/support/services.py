@@ -207,11 +207,11 @@ class Proc:
             self.kill()
 
 
-def celery_worker(settings: Settings, log_dir: Path, name: str, queues: str = "gpu") -> Proc:
-    """A real Celery worker (prefork, one child) in its own process group."""
+def celery_worker(settings: Settings, log_dir: Path, name: str, queues: str = "gpu", concurrency: int = 1) -> Proc:
+    """A real Celery worker (prefork, ``concurrency`` children) in its own process group."""
     argv = [
         sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-        "-Q", queues, "--concurrency", "1", "--pool", "prefork", "--loglevel", "INFO",
+        "-Q", queues, "--concurrency", str(concurrency), "--pool", "prefork", "--loglevel", "INFO",
         "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
     env = settings_env(settings)

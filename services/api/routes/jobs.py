@@ -94,7 +94,9 @@ async def create_job(
             webhook_events=body.webhook_events_filter,
         )
     )
-    if not created:
+    if created:
+        state.metrics.jobs_submitted.labels(body.type).inc()
+    else:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     out = JobOut.of(job)
