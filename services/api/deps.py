@@ -18,7 +18,7 @@ from services.api.ratelimit import FailedAuthLimiter, RateLimiter
 from services.api.reads import JobReader
 from shared.config import Settings
 from shared.db import queries
-from shared.errors import Unauthorized
+from shared.errors import InvalidInput, Unauthorized
 from shared.storage import ObjectStore
 
 
@@ -120,3 +120,9 @@ async def get_tenant(state: StateDep, tenant_id: Annotated[uuid.UUID, Depends(ge
 
 
 TenantDep = Annotated[uuid.UUID, Depends(get_tenant)]
+
+
+def check_page_limit(limit: int, settings: Settings) -> None:
+    """A listing's ``limit`` may not pass ``page_size_max`` (422 naming ``limit``)."""
+    if limit > settings.page_size_max:
+        raise InvalidInput(f"limit: at most {settings.page_size_max}", field="limit")

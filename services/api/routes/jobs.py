@@ -12,7 +12,16 @@ from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from services.api.deps import AppState, BearerKeyDep, SessionDep, SettingsDep, StateDep, StoreDep, TenantDep
+from services.api.deps import (
+    AppState,
+    BearerKeyDep,
+    SessionDep,
+    SettingsDep,
+    StateDep,
+    StoreDep,
+    TenantDep,
+    check_page_limit,
+)
 from services.api.events import follow
 from services.api.reads import EVENT_PAGE
 from services.api.schemas import (
@@ -27,7 +36,6 @@ from services.api.schemas import (
 )
 from services.api.submit import submit_job
 from shared.db import queries
-from shared.errors import InvalidInput
 from shared.jobs.specs import JOB_TYPES
 from shared.jobs.states import JobState
 
@@ -149,8 +157,7 @@ def list_jobs(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobPage:
     """The caller's jobs, newest first, cursor-paginated."""
-    if limit > settings.page_size_max:
-        raise InvalidInput(f"limit: at most {settings.page_size_max}", field="limit")
+    check_page_limit(limit, settings)
     page = queries.list_jobs(
         session,
         tenant_id=tenant_id,
@@ -221,8 +228,7 @@ def list_artifacts(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> ArtifactList:
     """A job's stored outputs (sample grids, weights, images) by name, cursor-paginated."""
-    if limit > settings.page_size_max:
-        raise InvalidInput(f"limit: at most {settings.page_size_max}", field="limit")
+    check_page_limit(limit, settings)
     queries.get_job(session, tenant_id=tenant_id, job_id=job_id)
     page = queries.list_artifacts(session, job_id=job_id, limit=limit, cursor=cursor)
     return ArtifactList(items=[ArtifactOut.of(a) for a in page.items], next_cursor=page.next_cursor)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from services.api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from services.api.deps import SessionDep, SettingsDep, StoreDep, TenantDep, check_page_limit
 from services.api.schemas import ErrorOut, UploadOut, UploadPage
 from services.api.unpackgate import UnpackGate
 from shared.archives import file_size
@@ -187,8 +187,7 @@ def list_uploads(
     cursor: str | None = None,
 ) -> UploadPage:
     """The caller's uploads, newest first."""
-    if limit > settings.page_size_max:
-        raise InvalidInput(f"limit: at most {settings.page_size_max}", field="limit")
+    check_page_limit(limit, settings)
     page = queries.list_uploads(session, tenant_id=tenant_id, limit=limit, cursor=cursor)
     return UploadPage(items=[UploadOut.of(u) for u in page.items], next_cursor=page.next_cursor)
 

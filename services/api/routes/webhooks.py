@@ -7,10 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from services.api.deps import SessionDep, SettingsDep, TenantDep
+from services.api.deps import SessionDep, SettingsDep, TenantDep, check_page_limit
 from services.api.schemas import ErrorOut, WebhookDeliveryOut, WebhookDeliveryPage, WebhookSecretOut
 from shared.db import queries
-from shared.errors import InvalidInput
 
 router = APIRouter(tags=["webhooks"])
 
@@ -33,8 +32,7 @@ def list_deliveries(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> WebhookDeliveryPage:
     """The job's webhook deliveries in event order, each with its attempts (status code, latency, error)."""
-    if limit > settings.page_size_max:
-        raise InvalidInput(f"limit: at most {settings.page_size_max}", field="limit")
+    check_page_limit(limit, settings)
     queries.get_job(session, tenant_id=tenant_id, job_id=job_id)
     page = queries.list_deliveries(session, job_id=job_id, limit=limit, cursor=cursor)
     return WebhookDeliveryPage(
