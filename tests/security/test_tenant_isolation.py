@@ -39,6 +39,7 @@ class AlicesThings:
     queued_job: str
     upload: str
     artifact: str
+    owner: Caller
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def things(client: TestClient, alice: Caller, sessions: sessionmaker[Session], s
     # alice herself sees all of it (and has warmed the polling cache for her key)
     assert client.get(f"/v1/jobs/{done}/artifacts/generator.pt", headers=alice.headers).content == SECRET_BYTES
     assert client.get(f"/v1/jobs/{done}", headers=alice.headers).status_code == 200
-    return AlicesThings(done_job=done, queued_job=queued, upload=upload, artifact="generator.pt")
+    return AlicesThings(done_job=done, queued_job=queued, upload=upload, artifact="generator.pt", owner=alice)
 
 
 Check = Callable[[TestClient, Caller, AlicesThings], None]
@@ -132,6 +133,15 @@ def upload_by_id(client: TestClient, bob: Caller, a: AlicesThings) -> None:
     assert_404(client.get(f"/v1/uploads/{a.upload}", headers=bob.headers))
 
 
+def check_webhook_secret(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """GET /v1/webhooks/secret and its rotation: each tenant has its own; bob rotating his leaves alice's."""
+    alices = client.get("/v1/webhooks/secret", headers=a.owner.headers).json()["secret"]
+    bobs = client.get("/v1/webhooks/secret", headers=bob.headers).json()["secret"]
+    rotated = client.post("/v1/webhooks/secret/rotate", headers=bob.headers).json()["secret"]
+    assert len({alices, bobs, rotated}) == 3
+    assert client.get("/v1/webhooks/secret", headers=a.owner.headers).json()["secret"] == alices
+
+
 ROUTE_CHECKS: dict[tuple[str, str], Check] = {
     ("POST", "/v1/jobs"): check_submit,
     ("GET", "/v1/jobs"): check_list_jobs,
@@ -140,6 +150,10 @@ ROUTE_CHECKS: dict[tuple[str, str], Check] = {
     ("GET", "/v1/jobs/{job_id}/metrics"): by_id("GET", "/v1/jobs/{job_id}/metrics"),
     ("GET", "/v1/jobs/{job_id}/artifacts"): by_id("GET", "/v1/jobs/{job_id}/artifacts"),
     ("GET", "/v1/jobs/{job_id}/artifacts/{name}"): by_id("GET", "/v1/jobs/{job_id}/artifacts/{name}"),
+    ("GET", "/v1/jobs/{job_id}/events"): by_id("GET", "/v1/jobs/{job_id}/events"),
+    ("GET", "/v1/jobs/{job_id}/webhooks"): by_id("GET", "/v1/jobs/{job_id}/webhooks"),
+    ("GET", "/v1/webhooks/secret"): check_webhook_secret,
+    ("POST", "/v1/webhooks/secret/rotate"): check_webhook_secret,
     ("POST", "/v1/uploads"): check_create_upload,
     ("GET", "/v1/uploads"): check_list_uploads,
     ("GET", "/v1/uploads/{upload_id}"): upload_by_id,
