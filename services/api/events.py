@@ -63,7 +63,12 @@ class Watch:
                 self._queue.get_nowait()
             return RESYNC
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for wraps every get in a new Task
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
         except TimeoutError:
             return None
 

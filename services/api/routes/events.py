@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from services.api.deps import BearerKeyDep, StateDep
 from services.api.events import follow
 from services.api.reads import EVENT_PAGE
 from services.api.schemas import ErrorOut
-from shared.db.queries.events import EVENT_TYPES
+from shared.db.queries.events import EVENT_TYPES, Event
 from shared.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/jobs", tags=["events"])
@@ -74,7 +75,7 @@ async def job_events(
     )
 
 
-async def _frames(state: Any, job_id: uuid.UUID, after: int) -> AsyncIterator[ServerSentEvent]:
+async def _frames(state: Any, job_id: uuid.UUID, after: int) -> AsyncIterator[bytes]:
     stream = follow(
         state.hub,
         job_id,
@@ -86,4 +87,20 @@ async def _frames(state: Any, job_id: uuid.UUID, after: int) -> AsyncIterator[Se
     async with contextlib.aclosing(stream):
         async for event in stream:
             if event is not None:  # idle: sse-starlette's own ping keeps the connection alive
-                yield ServerSentEvent(id=str(event.seq), event=event.type, data=json.dumps(event.data))
+                yield encoded(event)
+
+
+ENCODED_CACHE_SIZE = 1024  # recent events' frames: one event fanned out to N local streams is encoded once
+_encoded_frames: OrderedDict[tuple[uuid.UUID, int], bytes] = OrderedDict()
+
+
+def encoded(event: Event) -> bytes:
+    """The event's SSE frame. An id names one event of a job for ever, so frames are cached by (job, id)."""
+    key = (event.job_id, event.seq)
+    frame = _encoded_frames.get(key)
+    if frame is None:
+        frame = ServerSentEvent(id=str(event.seq), event=event.type, data=json.dumps(event.data)).encode()
+        _encoded_frames[key] = frame
+        if len(_encoded_frames) > ENCODED_CACHE_SIZE:
+            _encoded_frames.popitem(last=False)
+    return frame

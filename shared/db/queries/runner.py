@@ -12,7 +12,7 @@ from sqlalchemy import func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session
 
-from shared.db.models import Artifact, Job, Metric
+from shared.db.models import Artifact, Job
 from shared.db.queries.events import append_events, state_event, terminal_events
 from shared.jobs.states import TERMINAL_STATES, JobState
 
@@ -116,19 +116,31 @@ def sync_runner(
     return SyncResult(alive=True, cancel_requested=bool(row.cancel_requested))
 
 
+# One statement for a whole flush: unnest() of three arrays, so that Postgres and the driver each handle
+# three parameters whatever the batch's size (a multi-row VALUES of 2,700 rows cost 0.4 s of the
+# heartbeat thread's CPU, and that thread shares the GIL with the training loop).
+UPSERT_METRICS = text(
+    """
+    INSERT INTO metrics (job_id, name, step, value, attempt)
+    SELECT :job_id, m.name, m.step, m.value, :attempt
+    FROM unnest(CAST(:names AS text[]), CAST(:steps AS int[]), CAST(:values AS float8[])) AS m(name, step, value)
+    ON CONFLICT (job_id, name, step)
+    DO UPDATE SET value = excluded.value, attempt = excluded.attempt, recorded_at = now()
+    """
+)
+
+
 def upsert_metrics(
     session: Session, *, job_id: uuid.UUID, attempt: int, metrics: Sequence[tuple[str, int, float]]
 ) -> None:
     """Insert or overwrite (job, name, step) rows. Call only after a fenced job update."""
     if not metrics:
         return
-    rows = [{"job_id": job_id, "name": n, "step": s, "value": v, "attempt": attempt} for n, s, v in metrics]
-    stmt = insert(Metric).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Metric.job_id, Metric.name, Metric.step],
-        set_={"value": stmt.excluded.value, "attempt": stmt.excluded.attempt, "recorded_at": func.now()},
+    names, steps, values = zip(*metrics, strict=True)
+    session.execute(
+        UPSERT_METRICS,
+        {"job_id": job_id, "attempt": attempt, "names": list(names), "steps": list(steps), "values": list(values)},
     )
-    session.execute(stmt)
 
 
 def commit_checkpoint(
