@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads clean
+.PHONY: up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads bench-events clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -84,6 +84,10 @@ bench-quality: $(STAMP)
 ## Torch threads: two workers training at once vs one alone, aggregate steps/s (target >= 0.9; ~2-3 min).
 bench-threads: $(STAMP)
 	$(PY) -m bench.threads $(ARGS)
+
+## Live events: 1,000 SSE clients on one API process while a job trains: latency p50/p99, RSS per connection, steps/s ratio.
+bench-events: $(STAMP)
+	$(PY) -m bench.events $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -396,14 +396,14 @@ def api_server(settings: Settings, log_dir: Path, port: int) -> services.Proc:
     return services.Proc(name="api", argv=argv, env=services.settings_env(settings), log_path=log_dir / "api.log")
 
 
-def wait_until_serving(server: services.Proc, port: int) -> None:
-    """Block until the server answers the bare endpoint."""
+def wait_until_serving(server: services.Proc, port: int, path: str = BARE_PATH) -> None:
+    """Block until the server answers 200 at ``path`` (the bench app's bare endpoint by default)."""
     deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.proc is not None and server.proc.poll() is not None:
             raise BenchError(f"the API exited with {server.proc.returncode}:\n{server.log()[-LOG_TAIL_CHARS:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://{HOST}:{port}{BARE_PATH}", timeout=1.0).status_code == 200:
+            if httpx.get(f"http://{HOST}:{port}{path}", timeout=1.0).status_code == 200:
                 return
         time.sleep(0.1)
     raise BenchError(f"the API did not answer within {SERVER_READY_TIMEOUT_S}s:\n{server.log()[-LOG_TAIL_CHARS:]}")

@@ -474,13 +474,14 @@ class CpuMark:
         """Read the counters now."""
         return cls(
             time.perf_counter(),
-            group_cpu_s(_pid(api)),
-            sum(group_cpu_s(_pid(w)) for w in workers),
+            group_cpu_s(pid_of(api)),
+            sum(group_cpu_s(pid_of(w)) for w in workers),
             time.process_time(),
         )
 
 
-def _pid(proc: services.Proc) -> int:
+def pid_of(proc: services.Proc) -> int:
+    """The pid of a started process."""
     if proc.proc is None:
         raise BenchError(f"{proc.name} is not running")
     return proc.proc.pid
