@@ -73,6 +73,7 @@ from bench.api import (
 )
 from bench.load import NEVER, group_cpu_s, job_row, pid_of, seed_tenant
 from shared.config import Settings
+from shared.db.queries.events import decode_batch
 from shared.events import channel_of
 from shared.jobs.params import QUEUE_GPU
 from shared.jobs.states import JobState
@@ -270,12 +271,12 @@ class Tap:
             if message is None or message["type"] != "message":
                 continue
             received = time.time()
-            body = json.loads(message["data"])
-            self.seen[body["seq"]] = received
-            if body["type"] in LIVE_TYPES:
-                self.ts[body["seq"]] = float(body["data"]["ts"])
-            if body["type"] == "done":
-                return
+            for event in decode_batch(message["data"]):
+                self.seen[event.seq] = received
+                if event.type in LIVE_TYPES:
+                    self.ts[event.seq] = float(event.data["ts"])
+                if event.type == "done":
+                    return
 
     async def done(self) -> None:
         """Wait until the ``done`` event was published."""

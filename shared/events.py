@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
-from shared.db.queries.events import PENDING_DELIVERIES, PENDING_EVENTS, Event
+from shared.db.queries.events import PENDING_DELIVERIES, PENDING_EVENTS, Event, encode_batch
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,14 @@ class EventPublisher:
                 log.warning("could not hand %d webhook deliveries to the queue: %s", len(deliveries), exc)
 
     def publish(self, events: Sequence[Event]) -> None:
-        """Publish committed events on their jobs' channels (best effort)."""
+        """Publish committed events on their jobs' channels, one message per job (best effort)."""
+        by_job: dict[uuid.UUID, list[Event]] = {}
+        for item in events:
+            by_job.setdefault(item.job_id, []).append(item)
         try:
             pipe = self._client().pipeline(transaction=False)
-            for item in events:
-                pipe.publish(channel_of(item.job_id), item.to_json())
+            for job_id, batch in by_job.items():
+                pipe.publish(channel_of(job_id), encode_batch(batch))
             pipe.execute()
         except redis.RedisError as exc:  # streams rebuild what they missed from Postgres
             log.warning("could not publish %d job events: %s", len(events), exc)

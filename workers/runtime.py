@@ -239,13 +239,25 @@ class JobRunner:
         return result.alive
 
     def sync(self) -> bool:
-        """Heartbeat + progress + metrics flush in one fenced transaction; False if the lease is gone."""
+        """Heartbeat: lease, progress and events, then the metric rows; each transaction fenced.
+
+        False if the lease is gone. The events commit (and are published) first, on their own: a
+        flush's thousands of metric rows take tens of milliseconds to upsert, which clients following
+        the events should not wait for. The rows follow in a second fenced transaction.
+        """
         batch = self._drain()
         try:
             with transaction(self.ctx.sessions) as session:
-                alive = self._sync_in(session, batch, final=False)
+                alive = self._sync_in(session, [], final=False)
                 if not alive:
                     session.rollback()
+            if alive and batch:
+                with transaction(self.ctx.sessions) as session:
+                    alive = queries.flush_metrics(
+                        session, job_id=self.claim.job_id, attempt=self.claim.attempt, metrics=batch
+                    )
+                    if not alive:
+                        session.rollback()
         except Exception:
             self._requeue(batch)
             self._sent_progress = None  # the events did not commit either: send them with the next sync

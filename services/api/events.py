@@ -20,7 +20,7 @@ from typing import Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from shared.db.queries.events import Event
+from shared.db.queries.events import Event, decode_batch
 from shared.events import channel_of, job_id_of_channel
 
 log = logging.getLogger(__name__)
@@ -40,23 +40,26 @@ class _Resync:
 RESYNC: Final = _Resync()
 
 
+Batch = tuple[Event, ...]  # one job's events of one commit, as published together
+
+
 class Watch:
-    """One local watcher of one job: a bounded queue of events (or RESYNC)."""
+    """One local watcher of one job: a bounded queue of event batches (or RESYNC)."""
 
     def __init__(self, job_id: uuid.UUID, *, size: int = QUEUE_SIZE) -> None:
         self.job_id = job_id
-        self._queue: asyncio.Queue[Event | _Resync] = asyncio.Queue(maxsize=size)
+        self._queue: asyncio.Queue[Batch | _Resync] = asyncio.Queue(maxsize=size)
         self._overflowed = False
 
-    def put(self, item: Event | _Resync) -> None:
-        """Hand over an event; on overflow drop it and make the next get() a RESYNC."""
+    def put(self, item: Batch | _Resync) -> None:
+        """Hand over a batch; on overflow drop it and make the next get() a RESYNC."""
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self._overflowed = True
 
-    async def get(self, *, timeout: float) -> Event | _Resync | None:
-        """The next event, RESYNC, or None after ``timeout`` seconds of nothing."""
+    async def get(self, *, timeout: float) -> Batch | _Resync | None:
+        """The next batch, RESYNC, or None after ``timeout`` seconds of nothing."""
         if self._overflowed:
             self._overflowed = False
             while not self._queue.empty():
@@ -201,12 +204,14 @@ class EventHub:
         if not watchers:
             return
         try:
-            event = Event.from_json(message["data"])  # type: ignore[arg-type]
+            batch = tuple(decode_batch(message["data"]))  # type: ignore[arg-type]
         except (ValueError, KeyError, TypeError):
             log.warning("event hub: dropping a malformed message on %s", name)
             return
+        if not batch:
+            return
         for watch in list(watchers):
-            watch.put(event)
+            watch.put(batch)
 
     def _resync_all(self) -> None:
         for watchers in self._watchers.values():
@@ -228,13 +233,14 @@ EventLoader = Callable[[uuid.UUID, int], Awaitable[list[Event]]]
 
 async def follow(
     hub: EventHub, job_id: uuid.UUID, *, after: int, load: EventLoader, page: int, idle_s: float
-) -> AsyncGenerator[Event | None, None]:
+) -> AsyncGenerator[list[Event] | None, None]:
     """Every event of a job after id ``after``, in order and each once, ending with ``done``.
 
     Subscribes first, then replays the log from Postgres (``load`` returns at most ``page`` events
     after an id), then follows the live channel. Only a gap in the ids, an overflow or a Redis
-    reconnect makes it read the log again, from the last id it gave. Yields None after ``idle_s``
-    without an event, so the caller can send a heartbeat or check its own deadline.
+    reconnect makes it read the log again, from the last id it gave. Events come in batches (a
+    page of the log, or what one commit published), so a stream writes each batch at once. Yields
+    None after ``idle_s`` without an event, so the caller can send a heartbeat or check a deadline.
     """
     last = after
     async with hub.watch(job_id) as watch:
@@ -242,29 +248,38 @@ async def follow(
         while True:
             if replay:
                 replay = False
-                async for event in _replay(job_id, last, load, page):
-                    yield event
-                    last = event.seq
-                    if event.type == "done":
+                async for batch in _replay(job_id, last, load, page):
+                    yield batch
+                    last = batch[-1].seq
+                    if batch[-1].type == "done":
                         return
             item = await watch.get(timeout=idle_s)
             if item is None:
                 yield None
-            elif isinstance(item, _Resync) or item.seq > last + 1:
+                continue
+            if isinstance(item, _Resync):
                 replay = True
-            elif item.seq == last + 1:
-                yield item
-                last = item.seq
-                if item.type == "done":
+                continue
+            fresh: list[Event] = []
+            for event in item:
+                if event.seq > last + 1:  # something was lost on the way: the log has it
+                    replay = True
+                    break
+                if event.seq == last + 1:
+                    fresh.append(event)
+                    last = event.seq
+            if fresh:
+                yield fresh
+                if fresh[-1].type == "done":
                     return
 
 
-async def _replay(job_id: uuid.UUID, after: int, load: EventLoader, page: int) -> AsyncIterator[Event]:
-    """The logged events after ``after``, page by page."""
+async def _replay(job_id: uuid.UUID, after: int, load: EventLoader, page: int) -> AsyncIterator[list[Event]]:
+    """The logged events after ``after``, page by page (no empty pages)."""
     while True:
         batch = await load(job_id, after)
-        for event in batch:
-            yield event
-            after = event.seq
+        if batch:
+            yield batch
+            after = batch[-1].seq
         if len(batch) < page or batch[-1].type == "done":
             return

@@ -14,7 +14,7 @@ import pytest
 from services.api.events import RESYNC, Watch, follow
 from services.api.routes.events import parse_last_event_id
 from services.api.routes.jobs import prefer_wait
-from shared.db.queries.events import Event, done_event, state_event, webhook_event_of
+from shared.db.queries.events import Event, decode_batch, done_event, encode_batch, state_event, webhook_event_of
 from shared.errors import InvalidInput
 
 JOB = uuid.uuid4()
@@ -54,9 +54,10 @@ class Log:
         return [e for e in self.events if e.seq > after][:PAGE]
 
 
-async def take(gen: AsyncIterator[Event | None], n: int) -> list[Event | None]:
-    """The next n items, each within a second."""
-    return [await asyncio.wait_for(anext(gen), 1.0) for _ in range(n)]
+async def take(gen: AsyncIterator[list[Event] | None], n: int) -> list[list[int] | None]:
+    """The next n batches (as ids), each within a second."""
+    got = [await asyncio.wait_for(anext(gen), 1.0) for _ in range(n)]
+    return [None if batch is None else [e.seq for e in batch] for batch in got]
 
 
 def run(coro: Any) -> Any:
@@ -67,7 +68,7 @@ def test_a_full_queue_drops_events_and_asks_for_a_resync() -> None:
     async def scenario() -> list[object]:
         watch = Watch(JOB, size=2)
         for seq in (1, 2, 3):  # the third does not fit
-            watch.put(ev(seq))
+            watch.put((ev(seq),))
         first = await watch.get(timeout=0.1)
         second = await watch.get(timeout=0.1)
         return [first, second]
@@ -75,42 +76,42 @@ def test_a_full_queue_drops_events_and_asks_for_a_resync() -> None:
     assert run(scenario()) == [RESYNC, None]  # the queued ones were dropped too: the log has them
 
 
-def test_follow_replays_the_log_in_pages_then_follows_live_events_once_each() -> None:
-    async def scenario() -> tuple[list[int], list[int]]:
+def test_follow_replays_the_log_in_pages_then_follows_live_batches_once_each() -> None:
+    async def scenario() -> tuple[list[list[int] | None], list[int]]:
         hub, log = FakeHub(), Log([ev(i) for i in range(1, 6)])
         gen = follow(hub, JOB, after=1, load=log.load, page=PAGE, idle_s=0.05)  # type: ignore[arg-type]
-        got = await take(gen, 4)  # 2..5 from the log, in two pages
-        for seq in (4, 5, 6):  # live: two duplicates of what the log gave, then a new one
-            hub.watch_obj.put(ev(seq))
+        got = await take(gen, 2)  # 2..5 from the log, in two pages
+        hub.watch_obj.put((ev(4), ev(5)))  # live: what the log already gave
+        hub.watch_obj.put((ev(5), ev(6), ev(7)))  # one repeat, then two new ones from one commit
         got += await take(gen, 1)
         await gen.aclose()
-        return [e.seq for e in got if e is not None], log.reads
+        return got, log.reads
 
-    seqs, reads = run(scenario())
-    assert seqs == [2, 3, 4, 5, 6]
+    got, reads = run(scenario())
+    assert got == [[2, 3, 4], [5], [6, 7]]
     assert reads == [1, 4]  # a short second page ends the replay: no more reads
 
 
 def test_follow_reads_the_log_again_after_a_gap_or_a_resync_and_never_while_idle() -> None:
-    async def scenario() -> tuple[list[Event | None], list[int]]:
+    async def scenario() -> tuple[list[list[int] | None], list[int]]:
         hub, log = FakeHub(), Log([ev(1, "state")])
         gen = follow(hub, JOB, after=0, load=log.load, page=PAGE, idle_s=0.05)  # type: ignore[arg-type]
         got = await take(gen, 1)
         got += await take(gen, 2)  # idle twice: None, None, and no read
-        log.events += [ev(2), ev(3)]
-        hub.watch_obj.put(ev(3))  # 2 was lost on the way: a gap
+        log.events += [ev(2), ev(3), ev(4)]
+        hub.watch_obj.put((ev(2), ev(4)))  # 3 was lost inside a batch: 2 goes out, then a gap
         got += await take(gen, 2)
-        log.events += [ev(4), ev(5, "done")]
+        log.events += [ev(5), ev(6, "done")]
         hub.watch_obj.put(RESYNC)  # the hub reconnected to Redis
-        got += await take(gen, 2)
+        got += await take(gen, 1)
         with pytest.raises(StopAsyncIteration):  # done ends it
             await anext(gen)
         assert not hub.open
         return got, log.reads
 
     got, reads = run(scenario())
-    assert [e.seq if e else None for e in got] == [1, None, None, 2, 3, 4, 5]
-    assert reads == [0, 1, 3]
+    assert got == [[1], None, None, [2], [3, 4], [5, 6]]
+    assert reads == [0, 2, 4]
 
 
 def test_last_event_id_is_a_non_negative_integer_and_the_header_wins() -> None:
@@ -154,5 +155,8 @@ def test_which_job_events_are_webhooks() -> None:
 
 
 def test_events_round_trip_through_their_published_form() -> None:
-    event = Event(job_id=JOB, seq=9, type="metrics", data={"values": {"d_loss": 0.5}, "ts": 1.5})
-    assert Event.from_json(event.to_json()) == event
+    batch = [
+        Event(job_id=JOB, seq=9, type="metrics", data={"values": {"d_loss": 0.5}, "ts": 1.5}),
+        Event(job_id=JOB, seq=10, type="progress", data={"step": 4, "ts": 1.5}),
+    ]
+    assert decode_batch(encode_batch(batch)) == batch

@@ -85,9 +85,9 @@ async def _frames(state: Any, job_id: uuid.UUID, after: int) -> AsyncIterator[by
         idle_s=state.settings.events_heartbeat_s,
     )
     async with contextlib.aclosing(stream):
-        async for event in stream:
-            if event is not None:  # idle: sse-starlette's own ping keeps the connection alive
-                yield encoded(event)
+        async for batch in stream:
+            if batch is not None:  # None: idle; sse-starlette's own ping keeps the connection alive
+                yield b"".join(encoded(event) for event in batch)
 
 
 ENCODED_CACHE_SIZE = 1024  # recent events' frames: one event fanned out to N local streams is encoded once

@@ -138,8 +138,8 @@ async def wait_until_done(state: AppState, job_id: uuid.UUID, *, timeout_s: floa
     stream = follow(state.hub, job_id, after=0, load=state.reader.events_after, page=EVENT_PAGE, idle_s=timeout_s)
     try:
         async with asyncio.timeout(timeout_s), contextlib.aclosing(stream):
-            async for event in stream:
-                if event is not None and event.type == "done":
+            async for batch in stream:
+                if batch is not None and batch[-1].type == "done":
                     return True
     except TimeoutError:
         return False

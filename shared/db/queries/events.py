@@ -42,15 +42,19 @@ class Event:
     type: str
     data: dict[str, Any]
 
-    def to_json(self) -> str:
-        """The form published on Redis."""
-        return json.dumps({"job_id": str(self.job_id), "seq": self.seq, "type": self.type, "data": self.data})
 
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> Event:
-        """Parse what ``to_json`` wrote."""
-        body = json.loads(raw)
-        return cls(job_id=uuid.UUID(body["job_id"]), seq=int(body["seq"]), type=body["type"], data=body["data"])
+def encode_batch(events: Sequence[Event]) -> str:
+    """One job's events of one commit, as published on Redis (one message per job and commit)."""
+    return json.dumps(
+        {"job_id": str(events[0].job_id), "events": [{"seq": e.seq, "type": e.type, "data": e.data} for e in events]}
+    )
+
+
+def decode_batch(raw: str | bytes) -> list[Event]:
+    """Parse what ``encode_batch`` wrote."""
+    body = json.loads(raw)
+    job_id = uuid.UUID(body["job_id"])
+    return [Event(job_id=job_id, seq=int(e["seq"]), type=e["type"], data=e["data"]) for e in body["events"]]
 
 
 def state_event(

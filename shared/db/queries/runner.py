@@ -143,6 +143,16 @@ def upsert_metrics(
     )
 
 
+def flush_metrics(
+    session: Session, *, job_id: uuid.UUID, attempt: int, metrics: Sequence[tuple[str, int, float]]
+) -> bool:
+    """Upsert buffered metrics while this attempt holds the job; False if fenced out."""
+    if _fenced_update(session, job_id, attempt) is None:
+        return False
+    upsert_metrics(session, job_id=job_id, attempt=attempt, metrics=metrics)
+    return True
+
+
 def commit_checkpoint(
     session: Session,
     *,
