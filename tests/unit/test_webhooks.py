@@ -10,7 +10,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -271,11 +271,16 @@ class _Ok(_Trickle):
 
 @pytest.fixture
 def serve() -> Iterator[Any]:
+    """Start HTTP servers on loopback (``wrap`` may turn a server's socket into TLS); all stop after the test."""
     servers: list[http.server.ThreadingHTTPServer] = []
 
-    def start(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
+    def start(
+        handler: type[http.server.BaseHTTPRequestHandler], wrap: Callable[[socket.socket], socket.socket] | None = None
+    ) -> http.server.ThreadingHTTPServer:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
+        if wrap is not None:
+            server.socket = wrap(server.socket)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server
@@ -335,27 +340,18 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Any) -> Any:
     """Serve a handler over TLS as ``localhost``; the attempt's TLS context trusts that certificate only."""
     cert_path, key_path = _self_signed(tmp_path)
     client_context = ssl.create_default_context(cafile=str(cert_path))
     monkeypatch.setattr(worker_webhooks, "_tls_context", lambda: client_context)
-    servers: list[http.server.ThreadingHTTPServer] = []
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert_path, key_path)
 
     def start(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_path, key_path)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
+        return serve(handler, lambda sock: server_context.wrap_socket(sock, server_side=True))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 def test_https_to_a_pinned_address_checks_the_certificate_against_the_name(tls: Any) -> None:
