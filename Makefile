@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads bench-events clean
+.PHONY: ui up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads bench-events clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml client/pyproject.toml
 ## Start Postgres, Redis, the API on :8000, a worker and beat (data in .atelier/). Ctrl-C stops all.
 up: $(STAMP)
 	$(PY) -m services.stack $(ARGS)
+
+## Re-vendor the dashboard's front-end libraries (services/api/ui/package-lock.json) into static/vendor/.
+ui:
+	bash services/api/ui/vendor.sh
 
 ## Everything CI runs: lint, types, compose validation, unit + integration + e2e tests.
 test: $(STAMP) lint typecheck compose-check
