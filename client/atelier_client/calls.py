@@ -152,10 +152,17 @@ def cancel(job_id: str) -> Call[Job]:
 
 
 def metrics(
-    job_id: str, *, names: Sequence[str] | None = None, since_step: int = -1, max_points: int | None = None
+    job_id: str,
+    *,
+    names: Sequence[str] | None = None,
+    since_step: int = -1,
+    until_step: int | None = None,
+    max_points: int | None = None,
 ) -> Call[dict[str, MetricSeries]]:
-    """``GET /v1/jobs/{id}/metrics``: the loss history, downsampled server-side past ``max_points``."""
+    """``GET /v1/jobs/{id}/metrics``: the steps in (``since_step``, ``until_step``], downsampled past ``max_points``."""
     params: dict[str, Any] = {"since_step": since_step}
+    if until_step is not None:
+        params["until_step"] = until_step
     if names:
         params["names"] = ",".join(names)
     if max_points is not None:

@@ -409,13 +409,17 @@ def metrics(
     names: Annotated[str | None, typer.Option(help="Comma-separated names (default: the losses)")] = None,
     output_format: Annotated[str, typer.Option("--format", help="chart, csv or json")] = "chart",
     max_points: Annotated[int, typer.Option(min=1, help="Downsample each series to this many points")] = 500,
+    since_step: Annotated[int, typer.Option(min=-1, help="Only steps after this one (zoom in)")] = -1,
+    until_step: Annotated[int | None, typer.Option(min=0, help="Only steps up to this one (zoom in)")] = None,
 ) -> None:
     """Show a job's loss history as a terminal chart, or as CSV or JSON."""
     if output_format not in FORMATS:
         raise typer.BadParameter(f"--format: one of {', '.join(FORMATS)}")
     wanted = [n for n in (names or "").split(",") if n]
     with _client(ctx) as client:
-        series = client.metrics(job_id, names=wanted or None, max_points=max_points)
+        series = client.metrics(
+            job_id, names=wanted or None, since_step=since_step, until_step=until_step, max_points=max_points
+        )
     if not wanted:
         losses = {n: s for n, s in series.items() if n.endswith(LOSS_SUFFIX)}
         series = losses if output_format == "chart" and losses else series

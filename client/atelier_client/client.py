@@ -239,11 +239,19 @@ class Atelier(_Base):
         return self._bind(self._send(calls.cancel(job_id)))
 
     def metrics(
-        self, job_id: str, *, names: Iterable[str] | None = None, since_step: int = -1, max_points: int | None = None
+        self,
+        job_id: str,
+        *,
+        names: Iterable[str] | None = None,
+        since_step: int = -1,
+        until_step: int | None = None,
+        max_points: int | None = None,
     ) -> dict[str, MetricSeries]:
-        """A job's metric history by name, downsampled server-side past ``max_points``."""
+        """A job's metric history by name: the steps in (``since_step``, ``until_step``], downsampled past ``max_points``."""
         names = list(names) if names is not None else None
-        return self._send(calls.metrics(job_id, names=names, since_step=since_step, max_points=max_points))
+        return self._send(
+            calls.metrics(job_id, names=names, since_step=since_step, until_step=until_step, max_points=max_points)
+        )
 
     def sample(
         self, job_id: str, n: int = DEFAULT_SAMPLES, *, seed: int | None = None, wait: int | None = None
@@ -450,10 +458,17 @@ class JobHandle(Job):
         return self.client.cancel(self.id)
 
     def metrics(
-        self, *, names: Iterable[str] | None = None, since_step: int = -1, max_points: int | None = None
+        self,
+        *,
+        names: Iterable[str] | None = None,
+        since_step: int = -1,
+        until_step: int | None = None,
+        max_points: int | None = None,
     ) -> dict[str, MetricSeries]:
         """The job's metric history."""
-        return self.client.metrics(self.id, names=names, since_step=since_step, max_points=max_points)
+        return self.client.metrics(
+            self.id, names=names, since_step=since_step, until_step=until_step, max_points=max_points
+        )
 
     def artifacts(self) -> Iterator[Artifact]:
         """The job's artifacts."""
@@ -589,11 +604,19 @@ class AsyncAtelier(_Base):
         return self._bind(await self._send(calls.cancel(job_id)))
 
     async def metrics(
-        self, job_id: str, *, names: Iterable[str] | None = None, since_step: int = -1, max_points: int | None = None
+        self,
+        job_id: str,
+        *,
+        names: Iterable[str] | None = None,
+        since_step: int = -1,
+        until_step: int | None = None,
+        max_points: int | None = None,
     ) -> dict[str, MetricSeries]:
-        """A job's metric history by name."""
+        """A job's metric history by name: the steps in (``since_step``, ``until_step``], downsampled past ``max_points``."""
         names = list(names) if names is not None else None
-        return await self._send(calls.metrics(job_id, names=names, since_step=since_step, max_points=max_points))
+        return await self._send(
+            calls.metrics(job_id, names=names, since_step=since_step, until_step=until_step, max_points=max_points)
+        )
 
     async def sample(
         self, job_id: str, n: int = DEFAULT_SAMPLES, *, seed: int | None = None, wait: int | None = None
@@ -810,10 +833,17 @@ class AsyncJobHandle(Job):
         return await self.client.cancel(self.id)
 
     async def metrics(
-        self, *, names: Iterable[str] | None = None, since_step: int = -1, max_points: int | None = None
+        self,
+        *,
+        names: Iterable[str] | None = None,
+        since_step: int = -1,
+        until_step: int | None = None,
+        max_points: int | None = None,
     ) -> dict[str, MetricSeries]:
         """The job's metric history."""
-        return await self.client.metrics(self.id, names=names, since_step=since_step, max_points=max_points)
+        return await self.client.metrics(
+            self.id, names=names, since_step=since_step, until_step=until_step, max_points=max_points
+        )
 
     def artifacts(self) -> AsyncIterator[Artifact]:
         """The job's artifacts."""

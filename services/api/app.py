@@ -14,6 +14,7 @@ from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalErr
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.api import openapi
 from services.api.bodylimit import BodyLimitMiddleware
 from services.api.controlchars import ControlCharacterMiddleware
 from services.api.deps import AppState
@@ -21,7 +22,7 @@ from services.api.events import EventHub
 from services.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from services.api.ratelimit import RateLimiter
 from services.api.reads import JobReader
-from services.api.routes import events, health, jobs, metrics, uploads, webhooks
+from services.api.routes import events, health, jobs, metrics, ui, uploads, webhooks
 from shared.config import Settings
 from shared.db.session import make_engine, make_sessionmaker
 from shared.errors import AtelierError
@@ -194,4 +195,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(webhooks.router)
     app.include_router(metrics.router)
+    app.include_router(ui.router)
+    openapi.install(app)  # each job type's params schema, for clients that validate before submitting
     return app

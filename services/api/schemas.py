@@ -170,6 +170,7 @@ class MetricsOut(BaseModel):
     job_id: uuid.UUID
     names: list[str]
     since_step: int
+    until_step: int | None = None
     max_points: int
     series: dict[str, list[MetricPointOut]]
 

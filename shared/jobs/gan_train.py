@@ -8,6 +8,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from shared.jobs.params import (
     BUILTIN_DATASETS,
+    DATASET_CHOICES,
     EVERY_MAX,
     GAN_IMAGE_SIZES,
     GRAY_DATASETS,
@@ -102,6 +103,7 @@ class GanTrainParams(JobParams):
     )
     dataset: str = Field(
         default="digits",
+        json_schema_extra=DATASET_CHOICES,
         description="A built-in dataset (digits, 10 classes; shapes: circles, squares and triangles, 3 classes, "
         "RGB, drawn at any size; ring8 and grid25 are 2-D point mixtures), a torchvision dataset (mnist, "
         "fashion-mnist, cifar10: from the worker's data cache, or downloaded), or the id of an image upload "

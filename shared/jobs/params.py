@@ -32,6 +32,9 @@ BUILTIN_IMAGES: tuple[str, ...] = (
     "china",
     "flower",
 )
+# The built-in names a form may offer, as JSON schema extensions (the dashboard reads them from /openapi.json).
+DATASET_CHOICES: dict[str, Any] = {"x-builtins": list(BUILTIN_DATASETS), "x-torchvision": list(TORCHVISION_DATASETS)}
+IMAGE_CHOICES: dict[str, Any] = {"x-builtins": list(BUILTIN_IMAGES)}
 # Matched with fullmatch: "$" would also match before a trailing newline, which uuid.UUID() refuses.
 UPLOAD_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

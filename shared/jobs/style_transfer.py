@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from shared.jobs.params import (
     BUILTIN_IMAGES,
     EVERY_MAX,
+    IMAGE_CHOICES,
     MAX_CHECKPOINTS,
     MAX_STYLES,
     MIN_STYLE_SIZE,
@@ -71,8 +72,12 @@ class StyleTransferParams(JobParams):
         "fields given explicitly win. lesson: the lesson notebook's VGG16 + Adam; gatys: the paper's "
         "VGG19 (avg pooling) + L-BFGS from noise.",
     )
-    content: str = Field(description="A built-in image name or the id of an image upload.")
-    styles: list[str] = Field(min_length=1, max_length=MAX_STYLES, description="Style images (names or upload ids).")
+    content: str = Field(
+        description="A built-in image name or the id of an image upload.", json_schema_extra=IMAGE_CHOICES
+    )
+    styles: list[Annotated[str, Field(json_schema_extra=IMAGE_CHOICES)]] = Field(
+        min_length=1, max_length=MAX_STYLES, description="Style images (names or upload ids)."
+    )
     style_blend: list[float] | None = Field(
         default=None, description="One non-negative weight per style image; default: equal weights."
     )

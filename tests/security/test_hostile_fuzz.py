@@ -163,6 +163,7 @@ def fuzzer(sessions: sessionmaker[Session], server: Server) -> tuple[Caller, dic
         "cursor": [page["next_cursor"]],
         "names": ["d_loss", "g_loss", "d_loss,g_loss"],
         "since_step": ["-1", "0", "10"],
+        "until_step": ["0", "11", "500"],
         "max_points": ["1", "500", "10000", "10001"],
         "redirect": ["true", "false", "1", "yes"],
         "idempotency-key": ["k-1", "retry-42"],

@@ -36,6 +36,7 @@ from services.api.schemas import (
 )
 from services.api.submit import submit_job
 from shared.db import queries
+from shared.errors import InvalidInput
 from shared.jobs.specs import JOB_TYPES
 from shared.jobs.states import JobState
 
@@ -199,20 +200,39 @@ def get_metrics(
         list[str] | None, Query(description="Metric names; repeat or comma-separate. Default: all")
     ] = None,
     since_step: Annotated[int, Query(ge=-1, description="Only steps after this one")] = -1,
+    until_step: Annotated[
+        int | None,
+        Query(ge=0, description="Only steps up to this one (inclusive; above since_step). Default: no bound"),
+    ] = None,
     max_points: Annotated[
-        int, Query(ge=1, le=MAX_POINTS_LIMIT, description="Longer series are bucket-averaged server-side")
+        int,
+        Query(
+            ge=1,
+            le=MAX_POINTS_LIMIT,
+            description="Longer series are bucket-averaged server-side, over the steps in (since_step, until_step]",
+        ),
     ] = DEFAULT_MAX_POINTS,
 ) -> MetricsOut:
-    """The loss history, downsampled to at most ``max_points`` per metric."""
+    """The loss history, downsampled to at most ``max_points`` per metric; zoom in with since_step and until_step."""
+    if until_step is not None and until_step <= since_step:
+        raise InvalidInput(f"until_step must be above since_step ({since_step}), got {until_step}", field="until_step")
     queries.get_job(session, tenant_id=tenant_id, job_id=job_id)
     wanted = [n for item in (names or []) for n in item.split(",") if n]
     known = queries.metric_names(session, job_id=job_id)
     selected = wanted or known
-    series = queries.metric_series(session, job_id=job_id, names=selected, since_step=since_step, max_points=max_points)
+    series = queries.metric_series(
+        session,
+        job_id=job_id,
+        names=selected,
+        since_step=since_step,
+        until_step=until_step,
+        max_points=max_points,
+    )
     return MetricsOut(
         job_id=job_id,
         names=known,
         since_step=since_step,
+        until_step=until_step,
         max_points=max_points,
         series={name: [MetricPointOut(**vars(p)) for p in points] for name, points in series.items()},
     )

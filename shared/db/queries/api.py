@@ -22,6 +22,7 @@ from shared.names import check_name, control_character
 from shared.security import display_prefix, hash_key, new_api_key
 
 ACTIVE_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
+LAST_STEP = 2**31 - 1  # the largest step metrics.step (INTEGER) holds: metric_series' bound when none is asked
 
 
 # --- tenants and keys ---------------------------------------------------------------
@@ -237,11 +238,18 @@ def metric_names(session: Session, *, job_id: uuid.UUID) -> list[str]:
 
 
 def metric_series(
-    session: Session, *, job_id: uuid.UUID, names: Sequence[str], since_step: int, max_points: int
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    names: Sequence[str],
+    since_step: int,
+    max_points: int,
+    until_step: int | None = None,
 ) -> dict[str, list[MetricPoint]]:
-    """Series after ``since_step``; each longer than ``max_points`` is bucketed server-side.
+    """Series in (``since_step``, ``until_step``]; each longer than ``max_points`` there is bucketed server-side.
 
-    A bucket reports its last step, the mean value, and the min and max it covers.
+    A bucket reports its last step, the mean value, and the min and max it covers. The buckets divide
+    the range asked for, so a client that zooms into a range gets finer buckets there.
     """
     rows = session.execute(
         text(
@@ -251,7 +259,7 @@ def metric_series(
                        row_number() OVER (PARTITION BY name ORDER BY step) - 1 AS rn,
                        count(*) OVER (PARTITION BY name) AS n
                 FROM metrics
-                WHERE job_id = :job_id AND step > :since AND name = ANY(:names)
+                WHERE job_id = :job_id AND step > :since AND step <= :until AND name = ANY(:names)
             )
             SELECT name, floor(rn * CAST(:max_points AS bigint) / n) AS bucket,
                    max(step) AS step, avg(value) AS value, min(value) AS vmin, max(value) AS vmax,
@@ -259,7 +267,13 @@ def metric_series(
             FROM m GROUP BY name, bucket ORDER BY name, bucket
             """
         ),
-        {"job_id": job_id, "since": since_step, "names": list(names), "max_points": max_points},
+        {
+            "job_id": job_id,
+            "since": since_step,
+            "until": LAST_STEP if until_step is None else until_step,
+            "names": list(names),
+            "max_points": max_points,
+        },
     )
     series: dict[str, list[MetricPoint]] = {name: [] for name in names}
     for name, _bucket, step, value, vmin, vmax, cnt in rows:

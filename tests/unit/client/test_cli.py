@@ -316,3 +316,17 @@ def test_ls_shows_a_page_or_every_job_and_show_prints_a_summary_or_json(
     assert main(["show", JOB_ID, "--json"], options=options) == 0
     shown_json = json.loads(capsys.readouterr().out)
     assert shown_json["id"] == JOB_ID and shown_json["latest_metrics"] == {"g_loss": 0.5} and "client" not in shown_json
+
+
+def test_metrics_zooms_into_a_step_range(env: Path, options: Options, api: FakeAPI) -> None:
+    series = {"d_loss": [{"step": s, "value": 1.0, "min": 1, "max": 1, "count": 1} for s in (101, 150)]}
+    reply = httpx.Response(200, json={"series": series, "names": list(series)})
+    api.on("GET", f"/v1/jobs/{JOB_ID}/metrics", reply, reply)
+    assert (
+        main(["metrics", JOB_ID, "--format", "csv", "--since-step", "100", "--until-step", "150"], options=options) == 0
+    )
+    query = api.to("GET", f"/v1/jobs/{JOB_ID}/metrics")[0].url.params
+    assert (query["since_step"], query["until_step"], query["max_points"]) == ("100", "150", "500")
+    # Without them, the whole run: no upper bound is sent
+    assert main(["metrics", JOB_ID, "--format", "csv"], options=options) == 0
+    assert "until_step" not in api.to("GET", f"/v1/jobs/{JOB_ID}/metrics")[1].url.params
