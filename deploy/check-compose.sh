@@ -23,4 +23,8 @@ else
 fi
 
 "${compose[@]}" -f "$file" config -q
+# Compose interpolates the services of every profile, enabled or not: a plain `up` must not need an
+# optional profile's settings (flower checks FLOWER_BASIC_AUTH in its container, never with ${VAR:?}).
+env -u FLOWER_BASIC_AUTH "${compose[@]}" -f "$file" config -q
+"${compose[@]}" -f "$file" --profile flower config -q
 echo "check-compose: $file is valid"

@@ -277,6 +277,50 @@ def test_secrets_come_from_the_environment_with_dev_only_defaults(services: dict
                 assert match.group(2) != "minioadmin", "production settings refuse the stock MinIO key"
 
 
+def test_flower_is_an_opt_in_profile_on_the_workers_broker(services: dict[str, dict[str, Any]]) -> None:
+    flower = services["flower"]
+    assert flower.get("profiles") == ["flower"], "a plain `docker compose up` must not start flower"
+    assert re.fullmatch(r"mher/flower:\d+\.\d+\.\d+", flower["image"]), f"pin a release tag: {flower['image']}"
+    broker = _env(flower)["CELERY_BROKER_URL"]
+    for name in (*WORKER_SERVICES, "beat", "api"):
+        assert _env(services[name])["ATELIER_REDIS_URL"] == broker, f"flower watches another broker than {name}"
+    assert _depends_on(flower).get("redis") == "service_healthy"
+    # No default login: unset, it is empty and the container refuses to start (test below).
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH(:?-)?\}", _env(flower)["FLOWER_BASIC_AUTH"])
+    assert all(str(p).startswith("127.0.0.1:") and str(p).endswith(":5555") for p in flower["ports"]), "loopback only"
+
+
+@pytest.mark.parametrize("auth", [None, "", "admin", "admin:", ":password"])
+def test_flower_refuses_to_start_without_basic_auth(
+    services: dict[str, dict[str, Any]], tmp_path: Path, auth: str | None
+) -> None:
+    result = _run_flower_command(services["flower"], tmp_path, auth)
+    assert result.returncode != 0 and "FLOWER_BASIC_AUTH=user:password" in result.stderr
+    assert not result.stdout, "celery must not start"
+
+
+def test_flower_starts_on_the_broker_with_auth_and_without_persistence(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    result = _run_flower_command(services["flower"], tmp_path, "ops:a-long-passphrase,viewer:another-one")
+    assert result.returncode == 0, result.stderr
+    broker = _env(services["worker-gpu"])["ATELIER_REDIS_URL"]
+    assert result.stdout.splitlines() == [f"--broker={broker}", "flower", "--port=5555", "--persistent=False"]
+
+
+def _run_flower_command(flower: dict[str, Any], tmp_path: Path, auth: str | None) -> subprocess.CompletedProcess[str]:
+    """The flower container's entrypoint + command under sh, with a stand-in `celery` that prints its argv."""
+    assert _argv(flower["entrypoint"]) == ["/bin/sh", "-c"]
+    fake = tmp_path / "celery"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "CELERY_BROKER_URL": _env(flower)["CELERY_BROKER_URL"]}
+    if auth is not None:
+        env["FLOWER_BASIC_AUTH"] = auth
+    script = str(_argv(flower["command"])[0]).replace("$$", "$")  # compose's escape for a literal $
+    return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=10)
+
+
 # --- Dockerfiles and build context ------------------------------------------------------------
 
 
