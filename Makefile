@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: ui up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads bench-events clean
+.PHONY: ui screenshots up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads bench-events bench-ui clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -21,6 +21,11 @@ up: $(STAMP)
 ## Re-vendor the dashboard's front-end libraries (services/api/ui/package-lock.json) into static/vendor/.
 ui:
 	bash services/api/ui/vendor.sh
+
+## Run the browser tests and copy the job page's screenshot into docs/img/ (the README's picture).
+screenshots: $(STAMP)
+	ATELIER_SCREENSHOT_DIR=.artifacts/screenshots $(PY) -m pytest -q tests/e2e/test_dashboard.py
+	mkdir -p docs/img && cp .artifacts/screenshots/job-top.png docs/img/job-page.png
 
 ## Everything CI runs: lint, types, compose validation, unit + integration + e2e tests.
 test: $(STAMP) lint typecheck compose-check
@@ -92,6 +97,10 @@ bench-threads: $(STAMP)
 ## Live events: 1,000 SSE clients on one API process while a job trains: latency p50/p99, RSS per connection, steps/s ratio.
 bench-events: $(STAMP)
 	$(PY) -m bench.events $(ARGS)
+
+## Dashboard page speed in headless Chromium: jobs page with 10,000 jobs, charts of 100,000 metric rows vs 20 / 1,000 (target < 1 s).
+bench-ui: $(STAMP)
+	$(PY) -m bench.ui_speed $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
