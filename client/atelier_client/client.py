@@ -32,6 +32,7 @@ DEFAULT_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 1.0  # between polls when no event stream can be had
 SETTLE_INTERVAL_S = 0.2  # between reads after `done`, while a cached read may still show the job running
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+NO_CONTENT = 204  # GET .../events after a finished job's last event: nothing will follow
 DEFAULT_STYLE_WAIT_S = 60
 DEFAULT_SAMPLES = 64
 
@@ -284,6 +285,9 @@ class Atelier(_Base):
                 job_id, last_event_id=follower.last_id, read_timeout_s=deadline.cap(calls.STREAM_READ_TIMEOUT_S)
             )
             response = self._exchange(call, stream=True)
+            if response.status_code == NO_CONTENT:  # the job has finished and its done was seen
+                response.close()
+                return
             fresh, failure = False, None
             try:
                 decoder = follower.decoder()
@@ -652,6 +656,9 @@ class AsyncAtelier(_Base):
                 job_id, last_event_id=follower.last_id, read_timeout_s=deadline.cap(calls.STREAM_READ_TIMEOUT_S)
             )
             response = await self._exchange(call, stream=True)
+            if response.status_code == NO_CONTENT:  # the job has finished and its done was seen
+                await response.aclose()
+                return
             fresh, failure = False, None
             try:
                 decoder = follower.decoder()

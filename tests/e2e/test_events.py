@@ -222,6 +222,16 @@ def test_a_finished_jobs_stream_replays_from_the_log_and_ends(
     assert polled["links"]["events"] == f"/v1/jobs/{job['id']}/events"
     assert polled["last_event_id"] == whole.events[-1].id
     assert polled["webhook"] is None and polled["webhook_events_filter"] == []
+    # And resuming after its done answers 204 at once (nothing will follow), not a stream that waits for ever
+    for headers in ({"Last-Event-ID": str(polled["last_event_id"])}, {"Last-Event-ID": "999999"}):
+        ended = httpx.get(events_url(api, job["id"]), headers=alice.headers | headers, timeout=10)
+        assert (ended.status_code, ended.content) == (204, b"")
+    before_done = httpx.get(
+        events_url(api, job["id"]),
+        headers=alice.headers | {"Last-Event-ID": str(polled["last_event_id"] - 1)},
+        timeout=10,
+    )
+    assert before_done.status_code == 200 and b"event: done" in before_done.content
 
 
 def test_prefer_wait_answers_a_short_style_transfer_in_the_post_itself(

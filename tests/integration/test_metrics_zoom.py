@@ -79,3 +79,30 @@ def test_a_range_that_holds_nothing_is_a_422_naming_until_step(
 def test_a_range_of_someone_elses_job_is_still_a_404(client: TestClient, bob: Caller, metrics_url: str) -> None:
     response = client.get(metrics_url, params={"since_step": 99, "until_step": 199}, headers=bob.headers)
     assert response.status_code == 404
+
+
+def test_buckets_are_equal_step_ranges_so_sparse_and_dense_series_line_up(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session]
+) -> None:
+    # Given d_loss every step and fd every 100 steps (an evaluation metric), over 1,000 steps
+    job = client.post("/v1/jobs", json=GAN, headers=alice.headers).json()["id"]
+    rows = [("d_loss", step, float(step)) for step in range(1, STEPS + 1)]
+    rows += [("fd", step, float(step)) for step in range(100, STEPS + 1, 100)]
+    with transaction(sessions) as session:
+        queries.upsert_metrics(session, job_id=uuid.UUID(job), attempt=1, metrics=rows)
+    # When both are read in 5 points and in 20
+    url = f"/v1/jobs/{job}/metrics"
+    five = client.get(url, params={"max_points": 5}, headers=alice.headers).json()["series"]
+    twenty = client.get(url, params={"max_points": 20}, headers=alice.headers).json()["series"]
+    # Then 5 buckets split each series' own step span in equal parts: d_loss 200 steps each, fd 2 evaluations each
+    assert [(p["step"], p["count"]) for p in five["d_loss"]] == [
+        (200, 200),
+        (400, 200),
+        (600, 200),
+        (800, 200),
+        (1000, 200),
+    ]
+    assert [(p["step"], p["count"]) for p in five["fd"]] == [(200, 2), (400, 2), (600, 2), (800, 2), (1000, 2)]
+    # And a series with fewer points than max_points comes back point by point
+    assert [(p["step"], p["count"]) for p in twenty["fd"]] == [(s, 1) for s in range(100, STEPS + 1, 100)]
+    assert len(twenty["d_loss"]) == 20 and sum(p["count"] for p in twenty["d_loss"]) == STEPS

@@ -94,3 +94,20 @@ def test_vendored_libraries_are_the_pinned_versions_with_their_licences() -> Non
         assert "Permission is hereby granted" in (folder / "LICENSE").read_text()
     header = (STATIC / "vendor" / "uplot" / "uPlot.iife.min.js").read_text()[:200]
     assert f"(v{pinned['uplot']})" in header
+
+
+def _imports(script: Path) -> set[Path]:
+    found = re.findall(r"""^\s*(?:import|export)\b[^;]*?from\s+["'](\.{1,2}/[^"']+)["']""", script.read_text(), re.M)
+    return {(script.parent / rel).resolve() for rel in found}
+
+
+def test_every_module_the_app_imports_is_preloaded() -> None:
+    # The modules load level by level unless the page names them all up front (modulepreload).
+    seen: set[Path] = set()
+    todo = [(STATIC / "js" / "app.js").resolve()]
+    while todo:
+        for module in _imports(todo.pop()) - seen:
+            seen.add(module)
+            todo.append(module)
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="/ui/([^"]+)">', (STATIC / "index.html").read_text()))
+    assert {m.relative_to(STATIC.resolve()).as_posix() for m in seen} == preloaded

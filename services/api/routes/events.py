@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from services.api.deps import BearerKeyDep, StateDep
@@ -18,6 +18,7 @@ from services.api.reads import EVENT_PAGE
 from services.api.schemas import ErrorOut
 from shared.db.queries.events import EVENT_TYPES, Event
 from shared.errors import InvalidInput
+from shared.jobs.states import JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["events"])
 
@@ -27,7 +28,9 @@ SSE_DESCRIPTION = (
     + ", ".join(f"`{t}`" for t in EVENT_TYPES)
     + ". Every event has an integer id (1, 2, 3, ... per job). Reconnect with `Last-Event-ID` (or "
     "`?last_event_id=`) to get only what came after it. A comment line is sent every "
-    "`ATELIER_EVENTS_HEARTBEAT_S` (15 s) without events; the stream ends after `done`."
+    "`ATELIER_EVENTS_HEARTBEAT_S` (15 s) without events; the stream ends after `done`. Resuming after "
+    "the `done` of a finished job answers 204 No Content (nothing will follow: as the SSE spec says, "
+    "stop reconnecting)."
 )
 
 
@@ -49,6 +52,7 @@ def parse_last_event_id(header: str | None, query: int | None) -> int:
     description=SSE_DESCRIPTION,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+        204: {"description": "The job has finished and the client has seen its last event"},
         401: {"model": ErrorOut, "description": "Missing, wrong or revoked API key"},
         404: {"model": ErrorOut, "description": "No such job for this tenant"},
         422: {"model": ErrorOut, "description": "Last-Event-ID is not an event id"},
@@ -62,10 +66,14 @@ async def job_events(
     after: Annotated[
         int | None, Query(alias="last_event_id", ge=0, le=2**31 - 1, description="Resume after this event id")
     ] = None,
-) -> EventSourceResponse:
+) -> Response:
     """Follow a job: every event after Last-Event-ID, in order, then the live stream until ``done``."""
     start = parse_last_event_id(last_event_id, after)
-    await state.reader.job_row(raw_key, job_id, admit=state.limiter.admit)  # 401, 404, 429 before streaming
+    job = await state.reader.job_row(raw_key, job_id, admit=state.limiter.admit)  # 401, 404, 429 before streaming
+    if JobState(job.state).terminal and start >= job.event_seq:
+        # `done` is the last event a finished job ever gets, and the client has it: a stream now would
+        # wait for ever. 204 is how SSE tells a client to stop reconnecting.
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
     settings = state.settings
     return EventSourceResponse(
         _frames(state, job_id, start),

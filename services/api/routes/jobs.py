@@ -212,7 +212,7 @@ def get_metrics(
             description="Longer series are bucket-averaged server-side, over the steps in (since_step, until_step]",
         ),
     ] = DEFAULT_MAX_POINTS,
-) -> MetricsOut:
+) -> Response:
     """The loss history, downsampled to at most ``max_points`` per metric; zoom in with since_step and until_step."""
     if until_step is not None and until_step <= since_step:
         raise InvalidInput(f"until_step must be above since_step ({since_step}), got {until_step}", field="until_step")
@@ -228,7 +228,7 @@ def get_metrics(
         until_step=until_step,
         max_points=max_points,
     )
-    return MetricsOut(
+    body = MetricsOut(
         job_id=job_id,
         names=known,
         since_step=since_step,
@@ -236,6 +236,8 @@ def get_metrics(
         max_points=max_points,
         series={name: [MetricPointOut(**vars(p)) for p in points] for name, points in series.items()},
     )
+    # Serialised once here: returning the model would have FastAPI validate thousands of points again.
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=ERRORS)

@@ -14,7 +14,7 @@ from sqlalchemy import Select, and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared.db.models import ApiKey, Artifact, Job, Metric, Tenant, Upload
+from shared.db.models import ApiKey, Artifact, Job, Tenant, Upload
 from shared.db.queries.events import append_events, state_event, terminal_events
 from shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from shared.jobs.states import JobState
@@ -233,8 +233,27 @@ class MetricPoint:
 
 
 def metric_names(session: Session, *, job_id: uuid.UUID) -> list[str]:
-    """Every metric name recorded for a job."""
-    return list(session.scalars(select(Metric.name).where(Metric.job_id == job_id).distinct().order_by(Metric.name)))
+    """Every metric name recorded for a job.
+
+    A skip scan of the primary key (job, name, step): one index probe per name, not a pass over
+    every row as DISTINCT would make (a 100,000-step run has about a million rows).
+    """
+    rows = session.execute(
+        text(
+            """
+            WITH RECURSIVE n AS (
+                (SELECT name FROM metrics WHERE job_id = :job_id ORDER BY name LIMIT 1)
+                UNION ALL
+                SELECT (SELECT m.name FROM metrics AS m
+                        WHERE m.job_id = :job_id AND m.name > n.name ORDER BY m.name LIMIT 1)
+                FROM n WHERE n.name IS NOT NULL
+            )
+            SELECT name FROM n WHERE name IS NOT NULL
+            """
+        ),
+        {"job_id": job_id},
+    )
+    return [name for (name,) in rows]
 
 
 def metric_series(
@@ -248,23 +267,31 @@ def metric_series(
 ) -> dict[str, list[MetricPoint]]:
     """Series in (``since_step``, ``until_step``]; each longer than ``max_points`` there is bucketed server-side.
 
-    A bucket reports its last step, the mean value, and the min and max it covers. The buckets divide
-    the range asked for, so a client that zooms into a range gets finer buckets there.
+    A bucket reports its last step, the mean value, and the min and max it covers. Buckets are
+    ``max_points`` equal step ranges between a series' first and last step in the range asked for,
+    so a client that zooms into a range gets finer buckets there, and a series logged every step
+    with no more points than ``max_points`` comes back point by point. The ends of each series are
+    two index probes; then one pass groups the rows (no window over the whole history).
     """
     rows = session.execute(
         text(
             """
-            WITH m AS (
-                SELECT name, step, value,
-                       row_number() OVER (PARTITION BY name ORDER BY step) - 1 AS rn,
-                       count(*) OVER (PARTITION BY name) AS n
-                FROM metrics
-                WHERE job_id = :job_id AND step > :since AND step <= :until AND name = ANY(:names)
+            WITH b AS (
+                SELECT s.name, lo.step AS lo, hi.step AS hi
+                FROM unnest(CAST(:names AS text[])) AS s(name)
+                CROSS JOIN LATERAL (
+                    SELECT step FROM metrics WHERE job_id = :job_id AND name = s.name
+                      AND step > :since AND step <= :until ORDER BY step LIMIT 1) AS lo
+                CROSS JOIN LATERAL (
+                    SELECT step FROM metrics WHERE job_id = :job_id AND name = s.name
+                      AND step > :since AND step <= :until ORDER BY step DESC LIMIT 1) AS hi
             )
-            SELECT name, floor(rn * CAST(:max_points AS bigint) / n) AS bucket,
-                   max(step) AS step, avg(value) AS value, min(value) AS vmin, max(value) AS vmax,
+            SELECT m.name, (m.step - b.lo)::bigint * :max_points / (b.hi - b.lo + 1) AS bucket,
+                   max(m.step) AS step, avg(m.value) AS value, min(m.value) AS vmin, max(m.value) AS vmax,
                    count(*) AS cnt
-            FROM m GROUP BY name, bucket ORDER BY name, bucket
+            FROM b JOIN metrics AS m
+              ON m.job_id = :job_id AND m.name = b.name AND m.step > :since AND m.step <= :until
+            GROUP BY m.name, bucket ORDER BY m.name, bucket
             """
         ),
         {

@@ -212,3 +212,18 @@ def test_async_events_resume_after_a_dropped_stream(async_atelier: AsyncAtelier,
     assert [r.headers.get("Last-Event-ID") for r in api.to("GET", EVENTS_PATH)][:2] == [None, "3"]
     assert state == "succeeded"
     assert json.loads(sse(DONE).split(b"data: ")[1]) == DONE[2]
+
+
+def test_a_204_after_the_last_event_ends_the_stream_without_reconnecting(
+    atelier: Atelier, async_atelier: AsyncAtelier, api: FakeAPI
+) -> None:
+    # Given a finished job whose done the client has seen: the server answers 204 No Content
+    api.on("GET", EVENTS_PATH, httpx.Response(204), httpx.Response(204))
+    # Then both clients end at once, after one request each (a reconnect would find no reply queued)
+    assert list(atelier.events(JOB_ID, after=6)) == []
+
+    async def drain() -> list[object]:
+        return [event async for event in async_atelier.events(JOB_ID, after=6)]
+
+    assert asyncio.run(drain()) == []
+    assert [r.headers["Last-Event-ID"] for r in api.to("GET", EVENTS_PATH)] == ["6", "6"]

@@ -190,6 +190,10 @@ export async function followEvents(jobId, { after = 0, onEvents, onStatus, signa
         if (response.status >= 400 && response.status < 500 && response.status !== 429) await raiseFor(response);
         throw new Error(`HTTP ${response.status}`);
       }
+      if (response.status === 204) {
+        onStatus && onStatus("ended"); // the job has finished and its last event was seen
+        return;
+      }
       onStatus && onStatus("live");
       delay = 500;
       let done = false;

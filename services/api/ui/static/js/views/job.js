@@ -324,11 +324,13 @@ export function jobView(main, route) {
 
   (async () => {
     try {
-      job = await api.job(jobId, signal);
+      // The three reads go out together: the charts need no field of the job.
+      const [first, , list] = await Promise.all([api.job(jobId, signal), loadMetrics(), allArtifacts(jobId, signal)]);
+      job = first;
       renderJob();
-      const [, list] = await Promise.all([loadMetrics(), allArtifacts(jobId, signal)]);
       artifacts = list;
       renderArtifacts();
+      if (TERMINAL.has(job.state)) return; // it has ended: nothing more will come
       const statusText = { live: "● live", reconnecting: "reconnecting…", ended: "" };
       followEvents(jobId, {
         after: job.last_event_id, // what came before is in what was just read
