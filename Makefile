@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+GPU_WHEELS := .gpu-wheels
+# At most half of the 64 MiB that may travel with the working tree to the GPU machine.
+GPU_WHEELS_MAX_KIB := 32768
+# The GPU check runs on the GPU machine's stock python3; here the venv's stands in for it.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 
-.PHONY: ui screenshots up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads bench-events bench-ui clean
+.PHONY: ui screenshots up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads bench-events bench-ui gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -101,6 +106,25 @@ bench-events: $(STAMP)
 ## Dashboard page speed in headless Chromium: jobs page with 10,000 jobs, charts of 100,000 metric rows vs 20 / 1,000 (target < 1 s).
 bench-ui: $(STAMP)
 	$(PY) -m bench.ui_speed $(ARGS)
+
+## GPU check (docs/benchmarks.md, GPU): every GAN and style path for a few steps, checkpoint/resume, OOM -> too_large, throughput; results in $OUT or .artifacts/gpu-check/.
+# On the GPU machine its stock python3 runs it (the venv stays here); CI: ARGS="--device cpu --quick".
+gpu-check:
+	$(GPU_PYTHON) -m bench.gpu_check $(ARGS)
+
+## Download what the GPU machine's python3 lacks (bench/gpu-wheels.txt; cp312 manylinux wheels) and unpack it into .gpu-wheels/site.
+gpu-wheels: $(STAMP)
+	rm -rf $(GPU_WHEELS)
+	$(PY) -m pip download -q --only-binary=:all: --no-deps --implementation cp --python-version 3.12 \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+		-r bench/gpu-wheels.txt -d $(GPU_WHEELS)/dist
+	@for wheel in $(GPU_WHEELS)/dist/*.whl; do \
+		echo "$$(du -k "$$wheel" | cut -f1) KiB  $$(basename "$$wheel")"; \
+		$(PY) -m zipfile -e "$$wheel" $(GPU_WHEELS)/site || exit 1; \
+	done
+	rm -rf $(GPU_WHEELS)/dist
+	@kib=$$(du -sk $(GPU_WHEELS) | cut -f1); echo "$(GPU_WHEELS): $$kib KiB unpacked (limit: $(GPU_WHEELS_MAX_KIB) KiB)"; \
+		test "$$kib" -le $(GPU_WHEELS_MAX_KIB) || { echo "$(GPU_WHEELS) is over $(GPU_WHEELS_MAX_KIB) KiB"; exit 1; }
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -175,8 +175,10 @@ class ReferenceRun:
         return next(t for t, value in zip(self.times, self.losses, strict=True) if value <= loss)
 
 
-def run_reference(cnn: nn.Sequential, content: torch.Tensor, style: torch.Tensor) -> ReferenceRun:
-    """The tutorial's run_style_transfer, stopped after 300 loss evaluations."""
+def run_reference(
+    cnn: nn.Sequential, content: torch.Tensor, style: torch.Tensor, *, evaluations: int = REFERENCE_EVALUATIONS
+) -> ReferenceRun:
+    """The tutorial's run_style_transfer, stopped after 300 loss evaluations (or ``evaluations``)."""
     started = time.perf_counter()
     reference = _reference_model(cnn, content, style)
     reference.model.requires_grad_(False)
@@ -184,7 +186,7 @@ def run_reference(cnn: nn.Sequential, content: torch.Tensor, style: torch.Tensor
     optimizer = torch.optim.LBFGS([input_img])
     losses: list[torch.Tensor] = []
     times: list[float] = []
-    while len(losses) < REFERENCE_EVALUATIONS:
+    while len(losses) < evaluations:
 
         def closure() -> torch.Tensor:
             with torch.no_grad():
@@ -283,6 +285,103 @@ def _machine(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch thread(s)"
 
 
+@dataclass
+class SpeedUp:
+    """One measurement: the losses both sides reached, Atelier's steps per scale, and every timed run."""
+
+    size: int
+    optimizer: str
+    reference_evaluations: int
+    final_loss: float  # the reference's final image, on the reference's loss
+    best_loss: float  # the lowest loss the reference reached ...
+    best_evaluation: int  # ... at this evaluation (1-based)
+    to_final: int  # Atelier's fewest steps per scale reaching final_loss
+    to_best: int  # ... reaching best_loss; 0: not within MAX_ATELIER_STEPS
+    final_score: float
+    best_score: float | None
+    reference_times: list[float]
+    reference_best_times: list[float]
+    final_times: list[float]
+    best_times: list[float]
+
+    @property
+    def speed_up(self) -> float:
+        """The issue's: the reference's median time / Atelier's median time to the reference's final loss."""
+        return statistics.median(self.reference_times) / statistics.median(self.final_times)
+
+    @property
+    def stricter_speed_up(self) -> float | None:
+        """The reference's median time to its best loss / Atelier's; None when Atelier did not reach it."""
+        if not self.best_times:
+            return None
+        return statistics.median(self.reference_best_times) / statistics.median(self.best_times)
+
+
+def measure(
+    size: int,
+    device: torch.device,
+    *,
+    repeats: int,
+    optimizer: str = "lbfgs",
+    evaluations: int = REFERENCE_EVALUATIONS,
+    stricter: bool = True,
+) -> SpeedUp:
+    """Both sides at ``size`` px on ``device``: the losses, Atelier's fewest steps, then ``repeats`` alternating timings.
+
+    ``evaluations``: the reference's (300); ``stricter=False`` skips the search for its best loss.
+    """
+    # Same weights for both: Atelier's seeded random VGG19, trimmed after conv3_1.
+    cnn = build_vgg19("random", seed=SEED, layers=[DEEPEST]).body.to(device)
+    # The tutorial needs content and style of one shape: both are square crops.
+    images = (_square(load_builtin_image(CONTENT)), _square(load_builtin_image(STYLE)))
+    content = to_tensor(images[0], size).to(device)
+    style = to_tensor(images[1], size).to(device)
+    scorer = _reference_model(cnn, content, style)
+
+    def score(image: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(scorer.total_loss(image.to(device)))
+
+    # 1. The reference's losses, then the fewest Atelier steps that match its final and best.
+    reference = run_reference(cnn, content, style, evaluations=evaluations)
+    final_loss = score(reference.image)
+    best_loss = min(reference.losses)
+
+    def atelier_score(steps: int) -> float:
+        return score(run_atelier(size, steps, device, images, optimizer)) if steps else float("inf")
+
+    to_final = _fewest_steps(atelier_score, final_loss)
+    to_best = _fewest_steps(atelier_score, best_loss, required=False) if stricter else 0
+    final_score = atelier_score(to_final)
+    best_score = atelier_score(to_best) if to_best else None
+
+    # 2. Timing, alternating.
+    ref_times, ref_best_times, final_times, best_times = [], [], [], []
+    for _ in range(repeats):
+        elapsed, run = _timed(lambda: run_reference(cnn, content, style, evaluations=evaluations), device)
+        ref_times.append(elapsed)
+        ref_best_times.append(run.first_time_at_or_below(best_loss))
+        final_times.append(_timed(lambda: run_atelier(size, to_final, device, images, optimizer), device)[0])
+        if to_best:
+            best_times.append(_timed(lambda: run_atelier(size, to_best, device, images, optimizer), device)[0])
+    return SpeedUp(
+        size=size,
+        optimizer=optimizer,
+        reference_evaluations=len(reference.losses),
+        final_loss=final_loss,
+        best_loss=best_loss,
+        best_evaluation=reference.losses.index(best_loss) + 1,
+        to_final=to_final,
+        to_best=to_best,
+        final_score=final_score,
+        best_score=best_score,
+        reference_times=ref_times,
+        reference_best_times=ref_best_times,
+        final_times=final_times,
+        best_times=best_times,
+    )
+
+
 def main() -> None:
     """Measure both, print the times, losses and the speed-up (last line)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -297,60 +396,32 @@ def main() -> None:
     if args.size is None:
         args.size = DEFAULT_SIZE[device.type]
 
-    # Same weights for both: Atelier's seeded random VGG19, trimmed after conv3_1.
-    cnn = build_vgg19("random", seed=SEED, layers=[DEEPEST]).body.to(device)
-    # The tutorial needs content and style of one shape: both are square crops.
-    images = (_square(load_builtin_image(CONTENT)), _square(load_builtin_image(STYLE)))
-    content = to_tensor(images[0], args.size).to(device)
-    style = to_tensor(images[1], args.size).to(device)
-    scorer = _reference_model(cnn, content, style)
-
-    def score(image: torch.Tensor) -> float:
-        with torch.no_grad():
-            return float(scorer.total_loss(image.to(device)))
-
-    # 1. The reference's losses, then the fewest Atelier steps that match its final and best.
-    reference = run_reference(cnn, content, style)
-    final_loss = score(reference.image)
-    best_loss = min(reference.losses)
-
-    def atelier_score(steps: int) -> float:
-        return score(run_atelier(args.size, steps, device, images, args.optimizer)) if steps else float("inf")
-
-    to_final = _fewest_steps(atelier_score, final_loss)
-    to_best = _fewest_steps(atelier_score, best_loss, required=False)
+    result = measure(args.size, device, repeats=args.repeats, optimizer=args.optimizer)
     print(f"machine: {_machine(device)}; torch {torch.__version__}")
     print(f"size {args.size} px, random VGG19 weights (seed {SEED}), content {CONTENT}, style {STYLE}")
     print(
-        f"reference: tutorial L-BFGS, {len(reference.losses)} evaluations, final loss {final_loss:.6g}, "
-        f"best loss {best_loss:.6g} (evaluation {reference.losses.index(best_loss) + 1})"
+        f"reference: tutorial L-BFGS, {result.reference_evaluations} evaluations, final loss {result.final_loss:.6g}, "
+        f"best loss {result.best_loss:.6g} (evaluation {result.best_evaluation})"
     )
     scales = atelier_params(args.size, 1).scale_sizes()
     print(
-        f"atelier: {args.optimizer} lr {ATELIER_LR[args.optimizer]}, scales {scales}: {to_final} steps per scale reach "
-        f"{atelier_score(to_final):.6g} <= the reference's final loss; "
-        + (f"{to_best} steps reach {atelier_score(to_best):.6g} <= its best" if to_best else "its best not reached")
+        f"atelier: {args.optimizer} lr {ATELIER_LR[args.optimizer]}, scales {scales}: {result.to_final} steps per "
+        f"scale reach {result.final_score:.6g} <= the reference's final loss; "
+        + (
+            f"{result.to_best} steps reach {result.best_score:.6g} <= its best"
+            if result.to_best
+            else "its best not reached"
+        )
     )
-
-    # 2. Timing, alternating.
-    ref_times, ref_best_times, final_times, best_times = [], [], [], []
-    for _ in range(args.repeats):
-        elapsed, run = _timed(lambda: run_reference(cnn, content, style), device)
-        ref_times.append(elapsed)
-        ref_best_times.append(run.first_time_at_or_below(best_loss))
-        final_times.append(_timed(lambda: run_atelier(args.size, to_final, device, images, args.optimizer), device)[0])
-        if to_best:
-            best_times.append(
-                _timed(lambda: run_atelier(args.size, to_best, device, images, args.optimizer), device)[0]
-            )
-    ref_s, final_s = statistics.median(ref_times), statistics.median(final_times)
-    print(f"reference, 300 evaluations: {_times(ref_times)}; first at its best loss: {_times(ref_best_times)}")
-    print(f"atelier to the reference's final loss: {_times(final_times)}")
-    if best_times:
-        best_ratio = statistics.median(ref_best_times) / statistics.median(best_times)
-        print(f"atelier to the reference's best loss: {_times(best_times)}")
-        print(f"stricter speed-up (reference's time to its best loss / Atelier's): {best_ratio:.2f}x")
-    print(f"speed-up (reference time / Atelier time to the reference's final loss): {ref_s / final_s:.2f}x")
+    print(
+        f"reference, 300 evaluations: {_times(result.reference_times)}; "
+        f"first at its best loss: {_times(result.reference_best_times)}"
+    )
+    print(f"atelier to the reference's final loss: {_times(result.final_times)}")
+    if result.stricter_speed_up is not None:
+        print(f"atelier to the reference's best loss: {_times(result.best_times)}")
+        print(f"stricter speed-up (reference's time to its best loss / Atelier's): {result.stricter_speed_up:.2f}x")
+    print(f"speed-up (reference time / Atelier time to the reference's final loss): {result.speed_up:.2f}x")
 
 
 def _times(seconds: list[float]) -> str:

@@ -3,6 +3,10 @@ local-directory implementation.
 
 Key layout: ``jobs/<id>/checkpoints/…``, ``jobs/<id>/samples/…``, ``jobs/<id>/outputs/…``,
 ``uploads/<tenant>/<id>/…``.
+
+minio and urllib3 are imported by the S3 store when it is used, so the local store (and
+``retry_storage``) work where they are not installed: the GPU check (bench/gpu_check.py) runs
+on a bare Python with torch.
 """
 
 from __future__ import annotations
@@ -16,14 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-import urllib3
-from minio import Minio
-from minio.error import S3Error
-
-from shared.config import Settings
 from shared.errors import NotFound, StorageUnavailable
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,9 @@ class S3ObjectStore:
         public_endpoint: str | None = None,
         read_timeout_s: float = S3_READ_TIMEOUT_S,
     ) -> None:
+        import urllib3
+        from minio import Minio
+
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=S3_CONNECT_TIMEOUT_S, read=read_timeout_s),
             retries=urllib3.Retry(total=1, backoff_factor=0.1, status_forcelist=(500, 502, 503, 504)),
@@ -176,6 +181,8 @@ class S3ObjectStore:
 
     def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist yet."""
+        from minio.error import S3Error
+
         if self._bucket_ready:
             return
         if not self.client.bucket_exists(self.bucket):
@@ -197,6 +204,8 @@ class S3ObjectStore:
 
     def stream(self, key: str) -> Iterator[bytes]:
         """Open the object, then yield its body in chunks."""
+        from minio.error import S3Error
+
         try:
             response = self.client.get_object(self.bucket, _check_key(key))
         except S3Error as exc:
@@ -215,6 +224,8 @@ class S3ObjectStore:
 
     def exists(self, key: str) -> bool:
         """HEAD the object."""
+        from minio.error import S3Error
+
         try:
             self.client.stat_object(self.bucket, _check_key(key))
         except S3Error as exc:
@@ -237,6 +248,9 @@ class S3ObjectStore:
 
     def ping(self) -> None:
         """Check that the server answers and the bucket exists."""
+        import urllib3
+        from minio.error import S3Error
+
         try:
             if not self.client.bucket_exists(self.bucket):
                 raise StorageUnavailable(f"bucket {self.bucket} does not exist")

@@ -37,6 +37,7 @@ from workers.gan.features import (
 from workers.gan.loop import GENERATOR_ARTIFACT
 from workers.gan.loop import train as gan_train
 from workers.gan.sample import sample as gan_sample
+from workers.oom import too_large_on_oom
 from workers.runtime import Executor, JobRunner, WorkerContext
 from workers.style.images import decode_image, load_builtin_image
 from workers.style.transfer import transfer as style_transfer
@@ -87,13 +88,16 @@ def _check_memory(need: int, device: torch.device, limit: int | None, *, what: s
         )
 
 
+STYLE_REMEDY = "lower size or style_scale, or use optimizer adam"
+
+
 def _check_style_memory(params: StyleTransferParams, device: torch.device, limit: int | None) -> None:
     _check_memory(
         style_memory_bytes(params),
         device,
         limit,
         what=f"params.size: {params.size} px",
-        remedy="lower size or style_scale, or use optimizer adam",
+        remedy=STYLE_REMEDY,
     )
 
 
@@ -177,21 +181,18 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
     )
     images, labels = _resident(images, labels, device)
     try:
-        gan_train(
-            params,
-            images,
-            runner,
-            device=device,
-            labels=labels,
-            num_classes=len(classes),
-            evaluator=evaluator,
-        )
-    except torch.OutOfMemoryError as exc:
-        raise JobFailed(
-            f"out of {device.type} memory at batch_size {params.batch_size}, {params.image_size} px ({exc}); "
-            f"{GAN_REMEDY}",
-            code="too_large",
-        ) from exc
+        with too_large_on_oom(
+            device, what=f"at batch_size {params.batch_size}, {params.image_size} px", remedy=GAN_REMEDY
+        ):
+            gan_train(
+                params,
+                images,
+                runner,
+                device=device,
+                labels=labels,
+                num_classes=len(classes),
+                evaluator=evaluator,
+            )
     except DivergenceError as exc:
         raise JobFailed(str(exc), code="diverged") from exc
     except ValueError as exc:  # a checkpoint that doesn't fit these params, or unusable data
@@ -277,21 +278,17 @@ def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunn
         if is_upload_ref(params.weights):
             _path, data = _upload_files(ctx, claim.tenant_id, params.weights)[0]
             weights_state = load_state_dict_file(data)
-        style_transfer(
-            params,
-            content,
-            styles,
-            runner,
-            device=device,
-            weights_dir=ctx.settings.torch_home,
-            allow_download=ctx.settings.allow_weight_download,
-            weights_state=weights_state,
-        )
-    except torch.OutOfMemoryError as exc:
-        raise JobFailed(
-            f"out of {device.type} memory at {params.size} px ({exc}); lower size or style_scale, or use optimizer adam",
-            code="too_large",
-        ) from exc
+        with too_large_on_oom(device, what=f"at {params.size} px", remedy=STYLE_REMEDY):
+            style_transfer(
+                params,
+                content,
+                styles,
+                runner,
+                device=device,
+                weights_dir=ctx.settings.torch_home,
+                allow_download=ctx.settings.allow_weight_download,
+                weights_state=weights_state,
+            )
     except WeightsUnavailableError as exc:
         raise JobFailed(str(exc), code="weights_unavailable") from exc
     except DivergenceError as exc:
@@ -322,11 +319,8 @@ def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) 
     )
     weights = _fetch(ctx, key, "generator weights")
     try:
-        grid, raw = gan_sample(weights, n=params.n, seed=params.seed, device=device)
-    except torch.OutOfMemoryError as exc:
-        raise JobFailed(
-            f"out of {device.type} memory drawing {params.n} images ({exc}); lower n", code="too_large"
-        ) from exc
+        with too_large_on_oom(device, what=f"drawing {params.n} images", remedy="lower n"):
+            grid, raw = gan_sample(weights, n=params.n, seed=params.seed, device=device)
     except ValueError as exc:
         raise JobFailed(f"source job {params.source_job}: {exc}", code="bad_input") from exc
     runner.save_artifact("samples.png", grid, kind=SAMPLE_KIND, content_type=PNG_CONTENT_TYPE)

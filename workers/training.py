@@ -1,5 +1,6 @@
-"""The toolkit every training loop shares: the speed path, device-side metric logs with their
-divergence watch, the flush cadence, the divergence error, and artifact kinds and content types.
+"""The toolkit every training loop shares: the speed path (and its GPU-only choices: fused Adam,
+cuDNN's autotuner, host copies that do not block, an opt-in compiled step), device-side metric logs
+with their divergence watch, the flush cadence, the divergence error, and artifact kinds and content types.
 
 A loop keeps its logged metrics on the device and reads them back in one transfer per flush
 (every FLUSH_STEPS logged steps or FLUSH_INTERVAL_S, and before anything that samples,
@@ -10,13 +11,15 @@ Celery, SQL or S3 (invariant 6).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar, cast
 
 import torch
+from torch import nn
 
 FLUSH_STEPS: Final = 50  # logged steps whose metrics are read back from the device at once
 FLUSH_INTERVAL_S: Final = 1.0  # ... or at least this often, so progress, metrics and warnings stay fresh
@@ -29,6 +32,10 @@ WEIGHTS_KIND: Final = "weights"
 PNG_CONTENT_TYPE: Final = "image/png"
 NPY_CONTENT_TYPE: Final = "application/x-npy"
 BINARY_CONTENT_TYPE: Final = "application/octet-stream"
+# An opt-in compiled step on CUDA: Triton's autotuned fused kernels; CUDA graphs left out (never run on a GPU yet).
+CUDA_COMPILE_MODE: Final = "max-autotune-no-cudagraphs"
+COMPILE_BACKEND: Final = "inductor"
+TRITON_MIN_CAPABILITY: Final = (7, 0)  # the oldest GPUs torch.compile's Triton kernels run on
 
 
 class DivergenceError(RuntimeError):
@@ -68,6 +75,72 @@ class SpeedPath:
     def autocast(self) -> torch.autocast:
         """The autocast context of this path (a no-op when bf16 is off)."""
         return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
+
+
+def fused_adam(device: torch.device) -> bool | None:
+    """Adam's ``fused`` flag on ``device``: the fused kernel on CUDA (one launch per step for all
+    parameters, no host sync); torch's default elsewhere, whose CPU results the resume tests hold."""
+    return True if device.type == "cuda" else None
+
+
+@contextlib.contextmanager
+def cudnn_autotune(device: torch.device) -> Iterator[None]:
+    """On CUDA, cuDNN's autotuner for the loop's fixed shapes (``torch.backends.cudnn.benchmark``), restored after."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``. A CPU tensor bound for CUDA goes through pinned memory without blocking: a
+    plain copy from pageable memory waits until the GPU has finished all its queued work."""
+    if x.device == device:
+        return x
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+Net = TypeVar("Net", bound=nn.Module)
+
+
+@dataclass(frozen=True)
+class StepCompile:
+    """The opt-in ``torch.compile`` of a loop's fixed-shape passes: inductor's default on CPU, autotuned
+    Triton kernels on a CUDA GPU that Triton supports; ``note`` says why an asked-for compile does not run."""
+
+    enabled: bool
+    mode: str | None = None
+    note: str | None = None
+
+    @classmethod
+    def of(cls, asked: bool, device: torch.device) -> StepCompile:
+        """What ``compile: asked`` runs on ``device``."""
+        if not asked:
+            return cls(enabled=False)
+        if device.type == "cuda":
+            capability = torch.cuda.get_device_capability(device)
+            if tuple(capability) < TRITON_MIN_CAPABILITY:
+                major, minor = capability
+                return cls(
+                    enabled=False,
+                    note=f"compile needs a GPU of compute capability 7.0 or newer (Triton); this one is "
+                    f"{major}.{minor}, so the steps run uncompiled",
+                )
+            return cls(enabled=True, mode=CUDA_COMPILE_MODE)
+        return cls(enabled=True)
+
+    def apply(self, net: Net) -> Net:
+        """``net`` compiled (sharing its parameters and buffers), or ``net`` itself when off."""
+        if not self.enabled:
+            return net
+        return cast(Net, torch.compile(net, mode=self.mode, backend=COMPILE_BACKEND))
 
 
 class DivergenceWatch:

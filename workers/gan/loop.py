@@ -44,6 +44,9 @@ from workers.training import (
     DivergenceWatch,
     MetricLog,
     SpeedPath,
+    StepCompile,
+    cudnn_autotune,
+    to_device,
 )
 
 FIXED_NOISE_COUNT = 64
@@ -157,6 +160,20 @@ def train(
     datasets are always scored by mode coverage.
     """
     device = torch.device(device)
+    with cudnn_autotune(device):  # the steps' shapes are fixed: let cuDNN time its algorithms once
+        return _train(params, data, hooks, device=device, labels=labels, num_classes=num_classes, evaluator=evaluator)
+
+
+def _train(
+    params: GanTrainParams,
+    data: torch.Tensor,
+    hooks: TrainHooks,
+    *,
+    device: torch.device,
+    labels: torch.Tensor | None,
+    num_classes: int,
+    evaluator: ImageEvaluator | None,
+) -> dict[str, int | float]:
     channels = params.resolved_channels()
     _check_data(params, channels, data)
     classes = _check_labels(params, data, labels, num_classes)
@@ -178,7 +195,7 @@ def train(
         done, metrics, monitor = models.restore(checkpoint, params)
     if data.shape[0] < batch_size:
         hooks.warn(f"the dataset has {data.shape[0]} images, fewer than batch_size {batch_size}: batches repeat images")
-    order = DataOrder(size=data.shape[0], batch_size=batch_size, seed=params.seed)
+    order = DataOrder(size=data.shape[0], batch_size=batch_size, seed=params.seed, device=data.device)
     fixed_count = FIXED_POINTS_COUNT if params.points else FIXED_NOISE_COUNT
     # Conditional grids: one row per class, as many columns as fit in FIXED_NOISE_COUNT.
     per_row = max(1, FIXED_NOISE_COUNT // classes) if classes else None
@@ -191,7 +208,14 @@ def train(
     )
     data_spread = diversity(reference)
     objective = GanLoss.of(params, models.aux)
-    g_forward = generate_for(params, net_g)
+    # Opt-in (params.compile; dcgan and mlp, no gradient penalty): the step's G and D passes compiled.
+    # Samples, penalties and checkpoints use the plain nets, which share the compiled ones' weights.
+    step_compile = StepCompile.of(params.compile, device)
+    if step_compile.note is not None:
+        hooks.warn(step_compile.note)
+    step_d = step_compile.apply(net_d)
+    g_forward = generate_for(params, step_compile.apply(net_g))
+    zero = torch.zeros((), device=device)  # the grad-norm metric of a step that took no D update
     skip_below = params.d_skip_threshold
     eval_every = params.resolved_eval_every()
     watch = DivergenceWatch(LOSS_NAMES, device, what=DIVERGED, advice=DIVERGED_ADVICE)
@@ -205,7 +229,7 @@ def train(
     for step in range(done + 1, params.steps + 1):
         last = step == params.steps
         log = step % params.log_every == 0 or last
-        grad_norm_d = torch.zeros(())
+        grad_norm_d = zero
         stage = _set_stage(params, models, step)
         lr_d, lr_g = _learning_rates(params, step)
         _set_lr(opt_d, lr_d)
@@ -214,10 +238,12 @@ def train(
         # ---- D steps (n_critic of them): minimise D's loss on real and fake samples ----
         for critic in range(params.n_critic):
             update = (step - 1) * params.n_critic + critic + 1
-            batch_index = order.indices(update).to(data.device)
-            real = data.index_select(0, batch_index).to(device, non_blocking=True)
+            batch_index = order.indices(update)  # on the data's device
+            real = to_device(data.index_select(0, batch_index), device)
             # Conditional: the fakes of this step are asked for the real batch's classes.
-            batch_labels = labels.index_select(0, batch_index).to(device) if classes and labels is not None else None
+            batch_labels = (
+                to_device(labels.index_select(0, batch_index), device) if classes and labels is not None else None
+            )
             final_critic = critic == params.n_critic - 1
             net_d.zero_grad(set_to_none=True)
             if objective.needs_real_grad:
@@ -226,10 +252,10 @@ def train(
                 real = real.contiguous(memory_format=torch.channels_last)
             z = torch.randn(batch_size, params.nz, 1, 1, generator=models.noise, device=device)
             with speed.autocast():
-                out_real = objective.judge(net_d, real, batch_labels)
+                out_real = objective.judge(step_d, real, batch_labels)
                 with torch.set_grad_enabled(final_critic):  # only the last fakes feed the G step
                     fake = g_forward(z, batch_labels)
-                out_fake = objective.judge(net_d, detached(fake), batch_labels)
+                out_fake = objective.judge(step_d, detached(fake), batch_labels)
             d_loss = objective.discriminator(out_real, out_fake)
             if skip_below is not None and float(d_loss) < skip_below:
                 monitor.d_skips += 1  # the lesson's remedy: let G catch up while D is far ahead
@@ -244,11 +270,11 @@ def train(
         net_g.zero_grad(set_to_none=True)
         net_d.requires_grad_(False)  # D's weight gradients are not needed here
         with speed.autocast():
-            out_g = objective.judge(net_d, fake, batch_labels)
+            out_g = objective.judge(step_d, fake, batch_labels)
         g_loss = objective.generator(out_g)
         g_loss.backward()
         net_d.requires_grad_(True)
-        grad_norm_g = _grad_norm(net_g) if log else torch.zeros(())
+        grad_norm_g = _grad_norm(net_g) if log else zero
         opt_g.step()
         if params.ema is not None:
             models.update_ema(params.ema, step)

@@ -29,6 +29,7 @@ from workers.gan.nets import (
     add_spectral_norm,
     weights_init,
 )
+from workers.training import fused_adam, to_device
 
 CHECKPOINT_VERSION = 1
 # Independent random streams, each seeded from (params.seed, stream[, epoch]). The fixed
@@ -62,19 +63,24 @@ def stream_seed(seed: int, *stream: int) -> int:
 
 
 class DataOrder:
-    """Dataset indices for any step: one permutation per epoch, seeded by (seed, epoch); batches wrap epochs."""
+    """Dataset indices for any step: one permutation per epoch, seeded by (seed, epoch); batches wrap epochs.
 
-    def __init__(self, *, size: int, batch_size: int, seed: int) -> None:
+    The indices are on ``device`` (the data's), default CPU."""
+
+    def __init__(self, *, size: int, batch_size: int, seed: int, device: torch.device | None = None) -> None:
         self._size = size
         self._batch_size = batch_size
         self._seed = seed
+        self._device = device or torch.device("cpu")
         self._epoch = -1
         self._permutation = torch.empty(0, dtype=torch.int64)
 
     def _epoch_permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(stream_seed(self._seed, STREAM_ORDER, epoch))
-            self._permutation = torch.randperm(self._size, generator=generator)
+            # Drawn on the CPU (the same order on every device), then copied once an epoch to where
+            # the data lives, so a batch's indices never cost a blocking copy.
+            self._permutation = to_device(torch.randperm(self._size, generator=generator), self._device)
             self._epoch = epoch
         return self._permutation
 
@@ -148,7 +154,7 @@ class Models:
         if ema_g is not None:
             ema_g.to(device)
         betas = (params.beta1, params.beta2)
-        fused = True if device.type == "cuda" else None
+        fused = fused_adam(device)
         return cls(
             net_g=net_g,
             net_d=net_d,
