@@ -76,6 +76,7 @@ from shared.jobs.params import QUEUE_GPU
 from shared.jobs.specs import JOB_TYPES
 from shared.jobs.states import JobState
 from tests.support import services
+from tests.support.browser import children_by_parent
 
 # --- what is seeded -------------------------------------------------------------------------
 JOBS = 10_000
@@ -388,19 +389,9 @@ def launch_browser(playwright: Playwright) -> tuple[Browser, str]:
     return launch(playwright, timeout=LAUNCH_TIMEOUT_MS), str(chromium_executable())
 
 
-def _children_by_parent() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                tree.setdefault(parent, []).append(int(entry.name))
-    return tree
-
-
 def _driver_pids() -> set[int]:
     found = set()
-    for child in _children_by_parent().get(os.getpid(), []):
+    for child in children_by_parent().get(os.getpid(), []):
         with contextlib.suppress(OSError):
             if DRIVER_ARG in (Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0"):
                 found.add(child)
@@ -433,7 +424,7 @@ class Watchdog:
 
     def kill(self) -> None:
         """SIGKILL the new drivers and their descendants, then reap the drivers."""
-        tree = _children_by_parent()
+        tree = children_by_parent()
         drivers = _driver_pids() - self._before
         for driver in drivers:
             pending, below = list(tree.get(driver, [])), []

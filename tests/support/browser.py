@@ -260,7 +260,7 @@ class _Killer:
         self.killed_drivers: list[int] = []
 
     def __call__(self) -> None:
-        tree = _children_by_parent()
+        tree = children_by_parent()
         for driver in _driver_pids() - self.drivers_before:
             for pid in [*_descendants(driver, tree), driver]:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -275,7 +275,7 @@ class _Killer:
                 os.waitpid(pid, 0)
 
 
-def _children_by_parent() -> dict[int, list[int]]:
+def children_by_parent() -> dict[int, list[int]]:
     """Every live process's children, from /proc."""
     tree: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -300,7 +300,7 @@ def _descendants(pid: int, tree: dict[int, list[int]]) -> list[int]:
 def _driver_pids() -> set[int]:
     """This process's children that are Playwright drivers."""
     drivers = set()
-    for child in _children_by_parent().get(os.getpid(), []):
+    for child in children_by_parent().get(os.getpid(), []):
         with contextlib.suppress(OSError):
             if DRIVER_ARG.encode() in (Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0"):
                 drivers.add(child)
