@@ -116,11 +116,21 @@ class CallDeadlines:
     def _wrap_ping(self, engine: Engine) -> None:
         dialect = engine.dialect
         do_ping = dialect.do_ping
+        dbapi = dialect.loaded_dbapi
 
         def guarded_ping(dbapi_connection: Any) -> bool:
             self.arm(dbapi_connection)
             try:
                 return bool(do_ping(dbapi_connection))
+            except dbapi.ProgrammingError as exc:
+                # psycopg's ping restores autocommit in a `finally`: when the SELECT itself failed
+                # because the connection dropped (a cut socket, a restart), that restore raises "can't
+                # change 'autocommit' now" and hides the disconnect, which SQLAlchemy would otherwise
+                # have answered with a fresh connection. Say what the ping found: a dead connection.
+                if isinstance(exc.__context__, dbapi.OperationalError):
+                    log.info("pre-ping: the connection dropped (%s)", exc.__context__)
+                    return False
+                raise
             finally:
                 self.disarm(dbapi_connection)
 
