@@ -176,32 +176,12 @@ class StyleTransferParams(JobParams):
     @field_validator("content_layers", "style_layers")
     @classmethod
     def _known_layers(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        network = info.data.get("network")
-        if network is None:  # the network itself failed validation; that error is reported
-            return value
-        known = layer_names(network)
-        unknown = [layer for layer in value if layer not in known]
-        if unknown:
-            convs = [name for name in known if name.startswith("conv")]
-            raise ValueError(
-                f"unknown {network} layer(s) {unknown}: {network} has {convs[0]} ... {convs[-1]}, "
-                "each followed by its relu (e.g. relu4_2), and pool1 ... pool5"
-            )
-        if len(set(value)) != len(value):
-            raise ValueError(f"layers are listed twice in {value}")
-        return value
+        return known_layers(value, info)
 
     @field_validator("style_layer_weights")
     @classmethod
     def _one_weight_per_layer(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
-        if value is None:
-            return value
-        layers = info.data.get("style_layers")
-        if layers is not None and len(value) != len(layers):
-            raise ValueError(f"{len(value)} weights for {len(layers)} style_layers; give one per layer")
-        if any(w < 0 for w in value) or sum(value) <= 0:
-            raise ValueError("style_layer_weights must be non-negative and not all zero")
-        return value
+        return one_weight_per_layer(value, info)
 
     @field_validator("scales")
     @classmethod
@@ -219,12 +199,7 @@ class StyleTransferParams(JobParams):
     @model_validator(mode="after")
     def _blend_matches(self, info: ValidationInfo) -> StyleTransferParams:
         if self.style_blend is not None:
-            if len(self.style_blend) != len(self.styles):
-                raise ValueError(
-                    f"style_blend has {len(self.style_blend)} weights but styles has {len(self.styles)} images"
-                )
-            if any(w < 0 for w in self.style_blend) or sum(self.style_blend) <= 0:
-                raise ValueError("style_blend weights must be non-negative and not all zero")
+            check_blend(self.style_blend, self.styles)
         if self.scales is not None and self.scales[-1] != self.size:
             raise ValueError(f"scales must end at size ({self.size} px), got {self.scales}")
         if not is_stored(info):  # checked at submit: a stored job parses as it was stored
@@ -261,9 +236,7 @@ class StyleTransferParams(JobParams):
 
     def blend(self) -> list[float]:
         """Normalised per-style weights."""
-        raw = self.style_blend or [1.0] * len(self.styles)
-        total = sum(raw)
-        return [w / total for w in raw]
+        return normalised_blend(self.style_blend, len(self.styles))
 
     def scale_sizes(self) -> list[int]:
         """The sizes to optimise at, coarse to fine; the last is ``size``."""
@@ -276,6 +249,56 @@ class StyleTransferParams(JobParams):
     def largest_style_size(self) -> int:
         """The longer side, in pixels, of the largest resized style image."""
         return max(1, round(self.size * self.style_scale))
+
+
+def known_layers(value: list[str], info: ValidationInfo) -> list[str]:
+    """``value`` if every layer is one of ``info.data["network"]``'s, each once (a field validator's body)."""
+    network = info.data.get("network")
+    if network is None:  # the network itself failed validation; that error is reported
+        return value
+    known = layer_names(network)
+    unknown = [layer for layer in value if layer not in known]
+    if unknown:
+        convs = [name for name in known if name.startswith("conv")]
+        raise ValueError(
+            f"unknown {network} layer(s) {unknown}: {network} has {convs[0]} ... {convs[-1]}, "
+            "each followed by its relu (e.g. relu4_2), and pool1 ... pool5"
+        )
+    if len(set(value)) != len(value):
+        raise ValueError(f"layers are listed twice in {value}")
+    return value
+
+
+def one_weight_per_layer(value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+    """``value`` if it has one non-negative weight per style layer, not all zero (a field validator's body)."""
+    if value is None:
+        return value
+    layers = info.data.get("style_layers")
+    if layers is not None and len(value) != len(layers):
+        raise ValueError(f"{len(value)} weights for {len(layers)} style_layers; give one per layer")
+    if any(w < 0 for w in value) or sum(value) <= 0:
+        raise ValueError("style_layer_weights must be non-negative and not all zero")
+    return value
+
+
+def check_blend(blend: list[float], styles: list[str]) -> None:
+    """One non-negative weight per style, not all zero."""
+    if len(blend) != len(styles):
+        raise ValueError(f"style_blend has {len(blend)} weights but styles has {len(styles)} images")
+    if any(w < 0 for w in blend) or sum(blend) <= 0:
+        raise ValueError("style_blend weights must be non-negative and not all zero")
+
+
+def normalised_blend(blend: list[float] | None, count: int) -> list[float]:
+    """Per-style weights summing to 1 (equal when ``blend`` is None)."""
+    raw = blend or [1.0] * count
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def image_ref(value: str) -> str:
+    """A built-in image name or an upload id, else a ValueError naming the choices."""
+    return _image_ref(value)
 
 
 def _image_ref(value: str) -> str:

@@ -41,7 +41,7 @@ import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
@@ -205,24 +205,14 @@ def run_transfer(
     dev = torch.device(device)
 
     # -- Encoder: one forward pass per step feeds every loss -----------------------------
-    if params.weights == WEIGHTS_RANDOM:
-        hooks.warn(RANDOM_WEIGHTS_WARNING)
-    uploaded = is_upload_ref(params.weights)
-    if uploaded and weights_state is None:
-        raise ValueError(f"params.weights names upload {params.weights}; pass its state dict as weights_state")
-    encoder = build_vgg(
-        params.network,
-        WEIGHTS_UPLOADED if uploaded else params.weights,
-        seed=params.seed,
-        layers=tuple(dict.fromkeys(params.content_layers + params.style_layers)),
-        pooling=params.pooling,
+    encoder, fast = build_loss_encoder(
+        params,
+        hooks,
+        device=dev,
         weights_dir=weights_dir,
         allow_download=allow_download,
-        state=weights_state if uploaded else None,
-    ).to(dev)
-    fast = SpeedPath.of(params.precision, dev)
-    if fast.channels_last:
-        encoder = encoder.to(memory_format=torch.channels_last)
+        weights_state=weights_state,
+    )
 
     resume = _load_checkpoint(hooks.load_checkpoint())
     sizes = params.scale_sizes()
@@ -315,6 +305,59 @@ def run_transfer(
         "artifact": OUTPUT_ARTIFACT,
     }
     return TransferResult(final, summary)
+
+
+class LossNetworkParams(Protocol):
+    """The params fields that choose the loss network (StyleTransferParams, StyleTrainParams); read only."""
+
+    @property
+    def weights(self) -> str: ...
+    @property
+    def network(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def pooling(self) -> str: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def content_layers(self) -> list[str]: ...
+    @property
+    def style_layers(self) -> list[str]: ...
+
+
+def build_loss_encoder(
+    params: LossNetworkParams,
+    hooks: TrainHooks,
+    *,
+    device: torch.device,
+    weights_dir: Path | None = None,
+    allow_download: bool = False,
+    weights_state: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[Encoder, SpeedPath]:
+    """The frozen VGG encoder of ``params``' layers on ``device`` and its speed path; warns of random weights.
+
+    ``weights_state`` is the state dict of the upload that ``params.weights`` names.
+    """
+    if params.weights == WEIGHTS_RANDOM:
+        hooks.warn(RANDOM_WEIGHTS_WARNING)
+    uploaded = is_upload_ref(params.weights)
+    if uploaded and weights_state is None:
+        raise ValueError(f"params.weights names upload {params.weights}; pass its state dict as weights_state")
+    encoder = build_vgg(
+        params.network,
+        WEIGHTS_UPLOADED if uploaded else params.weights,
+        seed=params.seed,
+        layers=tuple(dict.fromkeys(params.content_layers + params.style_layers)),
+        pooling=params.pooling,
+        weights_dir=weights_dir,
+        allow_download=allow_download,
+        state=weights_state if uploaded else None,
+    ).to(device)
+    fast = SpeedPath.of(params.precision, device)
+    if fast.channels_last:
+        encoder = encoder.to(memory_format=torch.channels_last)
+    return encoder, fast
 
 
 def _loss_fn(
