@@ -3,11 +3,12 @@ resolving datasets and images from built-ins, uploads and earlier jobs."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import torch
@@ -18,8 +19,15 @@ from shared.db.session import transaction
 from shared.errors import JobFailed, NotFound
 from shared.jobs.gan_sample import GanSampleParams
 from shared.jobs.gan_train import GanTrainParams
-from shared.jobs.memory import describe_bytes, gan_memory_bytes, gan_sample_memory_bytes, style_memory_bytes
+from shared.jobs.memory import (
+    describe_bytes,
+    gan_memory_bytes,
+    gan_sample_memory_bytes,
+    style_memory_bytes,
+    style_train_memory_bytes,
+)
 from shared.jobs.params import BUILTIN_DATASETS, MIN_CLASSES, TORCHVISION_DATASETS, is_upload_ref
+from shared.jobs.style_train import CONTENT_BUILTIN, StyleTrainParams
 from shared.jobs.style_transfer import StyleTransferParams
 from shared.storage import retry_storage
 from workers.gan import data as gan_data
@@ -39,7 +47,9 @@ from workers.gan.loop import train as gan_train
 from workers.gan.sample import sample as gan_sample
 from workers.oom import too_large_on_oom
 from workers.runtime import Executor, JobRunner, WorkerContext
+from workers.style.content import ContentSet, builtin_content, content_from_images
 from workers.style.images import decode_image, load_builtin_image
+from workers.style.johnson import train_johnson
 from workers.style.transfer import transfer as style_transfer
 from workers.style.vgg import WeightsUnavailableError, load_state_dict_file
 from workers.training import NPY_CONTENT_TYPE, OUTPUT_KIND, PNG_CONTENT_TYPE, SAMPLE_KIND, DivergenceError
@@ -273,22 +283,32 @@ def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunn
     _check_style_memory(params, device, ctx.settings.device_memory_limit_bytes)
     content = _image(ctx, claim.tenant_id, params.content)
     styles = [_image(ctx, claim.tenant_id, ref) for ref in params.styles]
+    with _style_job_errors(), too_large_on_oom(device, what=f"at {params.size} px", remedy=STYLE_REMEDY):
+        style_transfer(
+            params,
+            content,
+            styles,
+            runner,
+            device=device,
+            weights_dir=ctx.settings.torch_home,
+            allow_download=ctx.settings.allow_weight_download,
+            weights_state=_weights_state(ctx, claim.tenant_id, params.weights),
+        )
+
+
+def _weights_state(ctx: WorkerContext, tenant_id: uuid.UUID, ref: str) -> dict[str, torch.Tensor] | None:
+    """The VGG state dict of a weights upload; None for imagenet or random weights."""
+    if not is_upload_ref(ref):
+        return None
+    _path, data = _upload_files(ctx, tenant_id, ref)[0]
+    return load_state_dict_file(data)
+
+
+@contextlib.contextmanager
+def _style_job_errors() -> Iterator[None]:
+    """A style engine's failures as the job's named errors."""
     try:
-        weights_state = None
-        if is_upload_ref(params.weights):
-            _path, data = _upload_files(ctx, claim.tenant_id, params.weights)[0]
-            weights_state = load_state_dict_file(data)
-        with too_large_on_oom(device, what=f"at {params.size} px", remedy=STYLE_REMEDY):
-            style_transfer(
-                params,
-                content,
-                styles,
-                runner,
-                device=device,
-                weights_dir=ctx.settings.torch_home,
-                allow_download=ctx.settings.allow_weight_download,
-                weights_state=weights_state,
-            )
+        yield
     except WeightsUnavailableError as exc:
         raise JobFailed(str(exc), code="weights_unavailable") from exc
     except DivergenceError as exc:
@@ -297,6 +317,51 @@ def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunn
         raise JobFailed(str(exc), code="bad_input") from exc
     except pickle.UnpicklingError as exc:  # a checkpoint torch.load(weights_only=True) refuses to unpickle
         raise JobFailed(f"checkpoint could not be loaded: {exc}", code="bad_input") from exc
+
+
+STYLE_TRAIN_REMEDY = "lower batch_size, size or width"
+
+
+def _content_set(ctx: WorkerContext, tenant_id: uuid.UUID, ref: str) -> ContentSet:
+    """The built-in content pictures, or every picture of an image upload."""
+    if ref == CONTENT_BUILTIN:
+        return builtin_content()
+    pictures = []
+    for path, data in _upload_files(ctx, tenant_id, ref):
+        try:
+            pictures.append(decode_image(data))
+        except ValueError as exc:
+            raise JobFailed(f"upload {ref}: {path} cannot be decoded: {exc}", code="bad_input") from exc
+    try:
+        return content_from_images(pictures)
+    except ValueError as exc:
+        raise JobFailed(f"upload {ref}: {exc}", code="bad_input") from exc
+
+
+def run_style_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
+    """style.train: the content set and style pictures, then the feed-forward network's training."""
+    params = StyleTrainParams.from_stored(claim.params)
+    device = pick_device(ctx.settings.device)
+    _check_memory(
+        style_train_memory_bytes(params),
+        device,
+        ctx.settings.device_memory_limit_bytes,
+        what=f"params.batch_size: {params.batch_size} crops of {params.size} px",
+        remedy=STYLE_TRAIN_REMEDY,
+    )
+    content = _content_set(ctx, claim.tenant_id, params.content)
+    styles = [_image(ctx, claim.tenant_id, ref) for ref in params.styles]
+    with _style_job_errors(), too_large_on_oom(device, what=f"at {params.size} px", remedy=STYLE_TRAIN_REMEDY):
+        train_johnson(
+            params,
+            content,
+            styles,
+            runner,
+            device=device,
+            weights_dir=ctx.settings.torch_home,
+            allow_download=ctx.settings.allow_weight_download,
+            weights_state=_weights_state(ctx, claim.tenant_id, params.weights),
+        )
 
 
 def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
@@ -331,6 +396,7 @@ def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) 
 EXECUTORS: dict[str, Executor] = {
     "gan.train": run_gan_train,
     "style.transfer": run_style_transfer,
+    "style.train": run_style_train,
     "gan.sample": run_gan_sample,
 }
 

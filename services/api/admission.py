@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session
 from shared.config import Settings
 from shared.db import queries
 from shared.errors import InvalidInput
-from shared.jobs.artifacts import ArtifactPlan, gan_generator_file_bytes, gan_sample_plan, gan_train_plan, style_plan
+from shared.jobs.artifacts import (
+    ArtifactPlan,
+    gan_generator_file_bytes,
+    gan_sample_plan,
+    gan_train_plan,
+    style_plan,
+    style_train_plan,
+)
 from shared.jobs.gan_sample import GanSampleParams
 from shared.jobs.gan_train import GanTrainParams
 from shared.jobs.memory import (
@@ -22,8 +29,10 @@ from shared.jobs.memory import (
     gan_networks,
     gan_sample_memory_bytes,
     style_memory_bytes,
+    style_train_memory_bytes,
 )
 from shared.jobs.params import is_upload_ref
+from shared.jobs.style_train import StyleTrainParams
 from shared.jobs.style_transfer import StyleTransferParams
 
 GAN_REMEDY = "lower batch_size, image_size, ngf or ndf"
@@ -45,6 +54,9 @@ def admit(session: Session, *, tenant_id: uuid.UUID, params: BaseModel, settings
     elif isinstance(params, StyleTransferParams):
         _admit_style_memory(params, settings.style_memory_budget)
         _admit_artifacts(style_plan(params), settings)
+    elif isinstance(params, StyleTrainParams):
+        _admit_style_train_memory(params, settings.style_memory_budget)
+        _admit_artifacts(style_train_plan(params), settings)
     elif isinstance(params, GanSampleParams):
         source = queries.get_job(session, tenant_id=tenant_id, job_id=uuid.UUID(params.source_job))
         trained = GanTrainParams.from_stored(source.params)
@@ -94,6 +106,18 @@ def _admit_style_memory(params: StyleTransferParams, have: int) -> None:
             f"needs about {describe_bytes(need)} of device memory (estimate), over the {describe_bytes(have)} "
             "this server's workers have; lower size or style_scale, or use optimizer adam",
             field="params.size",
+        )
+
+
+def _admit_style_train_memory(params: StyleTrainParams, have: int) -> None:
+    need = style_train_memory_bytes(params)
+    if need > have:
+        field = "params.batch_size" if params.batch_size > 1 else "params.size"
+        raise InvalidInput(
+            f"{field}: training at {params.size} px with batch_size {params.batch_size} needs about "
+            f"{describe_bytes(need)} of device memory (estimate), over the {describe_bytes(have)} this server's "
+            "workers have; lower batch_size, size or width",
+            field=field,
         )
 
 

@@ -21,7 +21,7 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str = Field(description="gan.train, style.transfer or gan.sample")
+    type: str = Field(description="gan.train, style.transfer, style.train or gan.sample")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters of that job type")
     webhook: str | None = Field(
         default=None,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from shared.jobs.gan_train import GanTrainParams
-from shared.jobs.memory import DEFAULT_CONDITIONAL_CLASSES, FLOAT_BYTES, gan_networks
+from shared.jobs.memory import DEFAULT_CONDITIONAL_CLASSES, FLOAT_BYTES, gan_networks, style_model_params
+from shared.jobs.style_train import PREVIEW_PICTURES, StyleTrainParams
 from shared.jobs.style_transfer import StyleTransferParams
 
 RGB_BYTES: Final = 3  # grids and pictures are saved as 8-bit RGB
@@ -30,6 +31,7 @@ WEIGHTS_FILE_BOUND: Final = 2.2  # generator.pt: weights, batch-norm buffers and
 FILE_HEADER_BYTES: Final = 1024 * 1024
 GRID_MAX_IMAGES: Final = 256  # gan.sample's PNG shows at most this many (workers/gan/sample.py)
 NPY_HEADER_BYTES: Final = 128
+STYLE_TRAIN_FINAL_ARTIFACTS: Final = 3  # preview.png, model.safetensors, model.json
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,15 @@ def style_plan(params: StyleTransferParams) -> ArtifactPlan:
     if snapshots:
         return ArtifactPlan(snapshots + len(per_scale) + 1, total, "params.snapshot_every", "raise snapshot_every")
     return ArtifactPlan(len(per_scale) + 1, total, "params.size", "lower size")
+
+
+def style_train_plan(params: StyleTrainParams) -> ArtifactPlan:
+    """Preview grids every preview_every steps and the final one, model.safetensors and model.json."""
+    previews = params.steps // params.preview_every if params.preview_every is not None else 0
+    grid = _png_bytes(_grid_pixels(PREVIEW_PICTURES, params.size))
+    model = int(WEIGHTS_FILE_BOUND * style_model_params(params) * FLOAT_BYTES) + FILE_HEADER_BYTES
+    total = (previews + 1) * grid + model + FILE_HEADER_BYTES  # + the card
+    return ArtifactPlan(previews + STYLE_TRAIN_FINAL_ARTIFACTS, total, "params.preview_every", "raise preview_every")
 
 
 def gan_sample_plan(source: GanTrainParams, n: int) -> ArtifactPlan:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from shared.jobs.gan_train import GanTrainParams
+from shared.jobs.style_train import StyleTrainParams
 from shared.jobs.style_transfer import StyleTransferParams
 from shared.jobs.vgg_layers import POOL, VGG_CONFIGS, layer_names
 
@@ -90,6 +91,53 @@ def style_memory_bytes(params: StyleTransferParams) -> int:
 
     loop = activations + optimiser + targets
     return int(max(loop, style_pass + targets) + _weights_bytes(params.network, depth) + OVERHEAD_BYTES)
+
+
+# --- style.train (johnson) -------------------------------------------------------------------
+# One step: the transformer network's activations over the batch (kept for the backward), the loss
+# network's activations over its output (kept: the gradient flows through it to the network), the
+# content batch's no-grad pass for the content targets, and the network's weights, gradients and
+# Adam moments. The layer plan mirrors workers/style/johnson.py's TransformerNet.
+TRANSFORMER_SAVED_PER_LAYER: Final = 3  # convolution, instance norm and ReLU outputs
+TRANSFORMER_RESIDUAL_LAYERS: Final = 2  # two convolutions per residual block
+TRANSFORMER_WEIGHT_COPIES: Final = 4  # weights, gradients, Adam's two moments
+
+
+def _transformer_floats(params: StyleTrainParams) -> tuple[int, int]:
+    """(activation floats saved per picture, weight count) of the transformer network at ``params.size``."""
+    w, side = params.width, params.size
+    # (in channels, out channels, kernel side, output side) of each convolution, input to output
+    layers = [(CHANNELS, w, 9, side), (w, 2 * w, 3, side // 2), (2 * w, 4 * w, 3, side // 4)]
+    layers += [(4 * w, 4 * w, 3, side // 4)] * (TRANSFORMER_RESIDUAL_LAYERS * params.residual_blocks)
+    layers += [(4 * w, 2 * w, 3, side // 2), (2 * w, w, 3, side), (w, CHANNELS, 9, side)]
+    saved = sum(TRANSFORMER_SAVED_PER_LAYER * out_c * out_side**2 for _in_c, out_c, _k, out_side in layers)
+    weights = sum(in_c * out_c * k * k + 3 * out_c for in_c, out_c, k, _side in layers)
+    return saved, weights
+
+
+def style_model_params(params: StyleTrainParams) -> int:
+    """Parameters of the transformer network ``params`` trains (convolutions and instance-norm affines)."""
+    return _transformer_floats(params)[1]
+
+
+def style_train_memory_bytes(params: StyleTrainParams) -> int:
+    """Estimated peak device memory of one style.train step, in bytes."""
+    names = layer_names(params.network)
+    depth = max(names.index(layer) for layer in params.content_layers + params.style_layers) + 1
+    size, batch = params.size, params.batch_size
+    shapes = _module_shapes(params.network, depth, size)
+    encoder_saved = CHANNELS * size * size + sum(c * s * s for _k, c, s in shapes)
+    encoder_saved += sum(c * s * s * INDEX_BYTES // FLOAT_BYTES for k, c, s in shapes if k == "pool")
+    transformer_saved, transformer_weights = _transformer_floats(params)
+    activations = ACTIVATION_FACTOR * batch * (encoder_saved + transformer_saved) * FLOAT_BYTES
+    targets_pass = FORWARD_ONLY_FACTOR * batch * max(c * s * s for _k, c, s in shapes) * FLOAT_BYTES
+    by_name = dict(zip(names, shapes, strict=False))
+    content_targets = batch * sum(by_name[layer][1] * by_name[layer][2] ** 2 for layer in params.content_layers)
+    grams = len(params.styles) * sum(by_name[layer][1] ** 2 for layer in params.style_layers)
+    state = TRANSFORMER_WEIGHT_COPIES * transformer_weights + content_targets + grams
+    return int(
+        activations + targets_pass + state * FLOAT_BYTES + _weights_bytes(params.network, depth) + OVERHEAD_BYTES
+    )
 
 
 def describe_bytes(count: float) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from shared.jobs.gan_sample import GanSampleParams
 from shared.jobs.gan_train import GanTrainParams
 from shared.jobs.params import QUEUE_GPU, JobParams, Reference
+from shared.jobs.style_train import StyleTrainParams
 from shared.jobs.style_transfer import StyleTransferParams
 
 
@@ -59,6 +60,14 @@ JOB_TYPES: dict[str, JobSpec] = {
             queue=QUEUE_GPU,
             summary="Gatys style transfer with content, Gram-matrix style and total-variation losses.",
             example={"content": "astronaut", "styles": ["coffee"], "size": 128, "steps": 100, "weights": "random"},
+        ),
+        JobSpec(
+            name="style.train",
+            params=StyleTrainParams,
+            queue=QUEUE_GPU,
+            summary="Train a feed-forward style network (Johnson et al. 2016) on content pictures for one style or "
+            "a blend: preview grids, checkpoints, loss history, model.safetensors and its model.json card.",
+            example={"styles": ["coffee"], "content": "builtin", "size": 128, "steps": 500, "weights": "random"},
         ),
         JobSpec(
             name="gan.sample",

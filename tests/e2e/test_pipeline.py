@@ -107,6 +107,53 @@ def test_style_transfer_end_to_end(client: TestClient, alice: Caller, worker: se
     assert style[0]["value"] >= 10 * style[-1]["value"], (style[0], style[-1])
 
 
+STYLE_TRAIN_STEPS = 30
+SMALL_STYLE_TRAIN = {
+    "styles": ["coffee"],
+    "size": 48,
+    "steps": STYLE_TRAIN_STEPS,
+    "batch_size": 2,
+    "width": 8,
+    "residual_blocks": 1,
+    "weights": "random",
+    "preview_every": 10,
+    "checkpoint_every": 10,
+}
+
+
+def test_style_train_end_to_end_gives_a_model_that_loads(
+    client: TestClient, alice: Caller, worker: services.Proc
+) -> None:
+    from workers.style.johnson import load_model
+
+    # Given a small style.train job on the built-in content pictures
+    job = client.post(
+        "/v1/jobs", json={"type": "style.train", "params": SMALL_STYLE_TRAIN}, headers=alice.headers
+    ).json()
+    # When it runs to the end on the worker
+    done = wait_job(client, alice, job["id"])
+    # Then it succeeded with full progress and a loss history of every step
+    assert done["state"] == "succeeded", done["error"]
+    assert done["progress"]["step"] == done["progress"]["total"] == STYLE_TRAIN_STEPS
+    series = client.get(f"/v1/jobs/{job['id']}/metrics", params={"max_points": 1000}, headers=alice.headers).json()
+    assert set(series["names"]) >= {"content_loss", "style_loss", "tv_loss", "total_loss"}
+    assert [p["step"] for p in series["series"]["style_loss"]] == list(range(1, STYLE_TRAIN_STEPS + 1))
+    # And its artifacts: previews every 10 steps, the final preview, the model and its card
+    names = {a["name"] for a in client.get(f"/v1/jobs/{job['id']}/artifacts", headers=alice.headers).json()["items"]}
+    previews = {f"previews/step-{s:06d}.png" for s in (10, 20, 30)}
+    assert names >= previews | {"preview.png", "model.safetensors", "model.json"}, names
+    card = client.get(f"/v1/jobs/{job['id']}/artifacts/model.json", headers=alice.headers).json()
+    assert (card["method"], card["styles"]) == ("johnson", ["coffee"]), card
+    model = client.get(f"/v1/jobs/{job['id']}/artifacts/model.safetensors", headers=alice.headers)
+    assert model.status_code == 200
+    net = load_model(model.content)
+    assert sum(p.numel() for p in net.parameters()) > 0
+    with Image.open(
+        io.BytesIO(client.get(f"/v1/jobs/{job['id']}/artifacts/preview.png", headers=alice.headers).content)
+    ) as img:
+        assert img.format == "PNG"
+
+
 def test_cancel_running_job_checkpoints_and_stops(client: TestClient, alice: Caller, worker: services.Proc) -> None:
     params = {**SMALL_GAN, "steps": 5000, "checkpoint_every": 1000}
     job = client.post("/v1/jobs", json={"type": "gan.train", "params": params}, headers=alice.headers).json()

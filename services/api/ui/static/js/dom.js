@@ -131,6 +131,10 @@ export function jobSubject(job) {
     const styles = Array.isArray(p.styles) ? p.styles.map(String).join(" + ") : "";
     return `${p.content ?? ""} ← ${styles}`;
   }
+  if (job.type === "style.train") {
+    const styles = Array.isArray(p.styles) ? p.styles.map(String).join(" + ") : "";
+    return `${p.content ?? "builtin"} → model of ${styles}`;
+  }
   if (job.type === "gan.sample") return `from ${shortId(p.source_job ?? "")}`;
   return "";
 }

@@ -10,7 +10,7 @@ import {
 const PAGE_SIZE = 25;
 const POLL_MS = 2000;
 const STATES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
-const TYPES = ["", "gan.train", "style.transfer", "gan.sample"];
+const TYPES = ["", "gan.train", "style.transfer", "style.train", "gan.sample"];
 const SHOWN_METRICS = ["d_loss", "g_loss", "loss", "total_loss", "fd", "modes"];
 const COMPARE_MAX = 8;
 
