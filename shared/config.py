@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     worker_device_memory_bytes: int = Field(default=DEFAULT_WORKER_DEVICE_MEMORY_BYTES, gt=0)
     # The same for style.transfer jobs only, where their workers differ. None: worker_device_memory_bytes.
     style_device_memory_bytes: int | None = Field(default=None, gt=0)
+    # Trained style models a worker keeps loaded for style.apply (least recently used go first), in bytes of
+    # weights on the device. 0 keeps none: every apply loads its model again.
+    style_model_cache_bytes: int = Field(default=512 * 1024**2, ge=0)
     # Per job: a job whose artifacts (sample grids, snapshots, outputs) could pass these gets a 422 at
     # submit; a worker fails a job that reaches them anyway (error code artifact_limit).
     max_job_artifacts: int = Field(default=1000, ge=1)

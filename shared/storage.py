@@ -235,11 +235,17 @@ class S3ObjectStore:
         return True
 
     def delete_prefix(self, prefix: str) -> int:
-        """List and delete everything under ``prefix``."""
-        names = [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]
-        for name in names:
-            if name is not None:
-                self.client.remove_object(self.bucket, name)
+        """List and delete everything under ``prefix``; StorageUnavailable when the server can't be reached."""
+        import urllib3
+        from minio.error import S3Error
+
+        try:
+            names = [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]
+            for name in names:
+                if name is not None:
+                    self.client.remove_object(self.bucket, name)
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"object store unreachable: {exc}") from exc
         return len(names)
 
     def presigned_get(self, key: str, *, expires_s: int) -> str | None:

@@ -4,10 +4,12 @@ resolving datasets and images from built-ins, uploads and earlier jobs."""
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import pickle
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -23,11 +25,13 @@ from shared.jobs.memory import (
     describe_bytes,
     gan_memory_bytes,
     gan_sample_memory_bytes,
+    style_apply_memory_bytes,
     style_memory_bytes,
     style_train_memory_bytes,
 )
 from shared.jobs.params import BUILTIN_DATASETS, MIN_CLASSES, TORCHVISION_DATASETS, is_upload_ref
-from shared.jobs.style_train import CONTENT_BUILTIN, StyleTrainParams
+from shared.jobs.style_apply import BATCH_OUTPUT, SINGLE_OUTPUT, StyleApplyParams
+from shared.jobs.style_train import CONTENT_BUILTIN, MODEL_ARTIFACT, StyleTrainParams
 from shared.jobs.style_transfer import StyleTransferParams
 from shared.storage import retry_storage
 from workers.gan import data as gan_data
@@ -45,11 +49,14 @@ from workers.gan.features import (
 from workers.gan.loop import GENERATOR_ARTIFACT
 from workers.gan.loop import train as gan_train
 from workers.gan.sample import sample as gan_sample
+from workers.hooks import StopRequested
+from workers.model_cache import ModelCache
 from workers.oom import too_large_on_oom
 from workers.runtime import Executor, JobRunner, WorkerContext
+from workers.style.apply import output_name, style_picture
 from workers.style.content import ContentSet, builtin_content, content_from_images
 from workers.style.images import decode_image, load_builtin_image
-from workers.style.johnson import train_johnson
+from workers.style.johnson import load_model, train_johnson
 from workers.style.transfer import transfer as style_transfer
 from workers.style.vgg import WeightsUnavailableError, load_state_dict_file
 from workers.training import NPY_CONTENT_TYPE, OUTPUT_KIND, PNG_CONTENT_TYPE, SAMPLE_KIND, DivergenceError
@@ -364,6 +371,86 @@ def run_style_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner)
         )
 
 
+# The loaded style models of this worker process (one per store, as the classifiers).
+_MODEL_CACHES: dict[int, ModelCache] = {}
+ZIP_CONTENT_TYPE = "application/zip"
+
+
+def _model_cache(ctx: WorkerContext) -> ModelCache:
+    cache = _MODEL_CACHES.get(id(ctx.store))
+    if cache is None:
+        cache = _MODEL_CACHES[id(ctx.store)] = ModelCache(ctx.settings.style_model_cache_bytes)
+    return cache
+
+
+def _pictures(ctx: WorkerContext, tenant_id: uuid.UUID, refs: list[str]) -> list[tuple[str, Image.Image | str]]:
+    """(name, picture) of each built-in, and (path, object key) of each picture of each upload, decoded later."""
+    found: list[tuple[str, Image.Image | str]] = []
+    for ref in refs:
+        if not is_upload_ref(ref):
+            found.append((ref, load_builtin_image(ref)))
+            continue
+        with transaction(ctx.sessions) as session:
+            try:
+                upload = queries.get_upload(session, tenant_id=tenant_id, upload_id=uuid.UUID(ref))
+            except NotFound as exc:
+                raise JobFailed(f"upload {ref} no longer exists", code="missing_input") from exc
+            found += [(str(f["path"]), str(f["key"])) for f in upload.manifest]
+    return found
+
+
+def run_style_apply(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
+    """style.apply: the model (from this worker's cache when it has it), then one forward pass a picture."""
+    params = StyleApplyParams.from_stored(claim.params)
+    with transaction(ctx.sessions) as session:
+        try:
+            source = queries.get_job(session, tenant_id=claim.tenant_id, job_id=uuid.UUID(params.model))
+            artifact = queries.get_artifact(session, job_id=source.id, name=MODEL_ARTIFACT)
+        except NotFound as exc:
+            raise JobFailed(f"model {params.model} no longer exists (deleted)", code="missing_input") from exc
+        key, sha256, trained = artifact.key, artifact.sha256, StyleTrainParams.from_stored(source.params)
+    device = pick_device(ctx.settings.device)
+    _check_memory(
+        style_apply_memory_bytes(trained, params.size),
+        device,
+        ctx.settings.device_memory_limit_bytes,
+        what=f"params.size: {params.size} px",
+        remedy="lower size",
+    )
+    try:
+        net = _model_cache(ctx).get(
+            key=key, sha256=sha256, device=device, load=lambda: load_model(_fetch(ctx, key, "style model"))
+        )
+    except ValueError as exc:  # load_model: not a style model file (never unpickled)
+        raise JobFailed(f"model {params.model}: {exc}", code="bad_model") from exc
+    pictures = _pictures(ctx, claim.tenant_id, params.images)
+    outputs: list[tuple[str, bytes]] = []
+    taken: set[str] = set()
+    with too_large_on_oom(device, what=f"at {params.size} px", remedy="lower size"):
+        for done, (name, picture) in enumerate(pictures, start=1):
+            if isinstance(picture, str):
+                try:
+                    picture = decode_image(_fetch(ctx, picture, f"picture {name}"))
+                except ValueError as exc:
+                    raise JobFailed(f"{name} cannot be decoded: {exc}", code="bad_input") from exc
+            png = style_picture(
+                net, picture, size=params.size, strength=params.strength, preserve_colors=params.preserve_colors
+            )
+            outputs.append((output_name(name, taken), png))
+            runner.report_progress(done, len(pictures))
+            reason = runner.should_stop()
+            if reason is not None and done < len(pictures):
+                raise StopRequested(reason, done)
+    if len(outputs) == 1:
+        runner.save_artifact(SINGLE_OUTPUT, outputs[0][1], kind=OUTPUT_KIND, content_type=PNG_CONTENT_TYPE)
+        return
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
+        for name, png in outputs:
+            archive.writestr(name, png)
+    runner.save_artifact(BATCH_OUTPUT, buffer.getvalue(), kind=OUTPUT_KIND, content_type=ZIP_CONTENT_TYPE)
+
+
 def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
     """gan.sample: load the source job's generator, draw n images."""
     params = GanSampleParams.from_stored(claim.params)
@@ -397,6 +484,7 @@ EXECUTORS: dict[str, Executor] = {
     "gan.train": run_gan_train,
     "style.transfer": run_style_transfer,
     "style.train": run_style_train,
+    "style.apply": run_style_apply,
     "gan.sample": run_gan_sample,
 }
 

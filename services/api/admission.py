@@ -17,6 +17,7 @@ from shared.jobs.artifacts import (
     gan_generator_file_bytes,
     gan_sample_plan,
     gan_train_plan,
+    style_apply_plan,
     style_plan,
     style_train_plan,
 )
@@ -28,10 +29,12 @@ from shared.jobs.memory import (
     gan_memory,
     gan_networks,
     gan_sample_memory_bytes,
+    style_apply_memory_bytes,
     style_memory_bytes,
     style_train_memory_bytes,
 )
 from shared.jobs.params import is_upload_ref
+from shared.jobs.style_apply import StyleApplyParams
 from shared.jobs.style_train import StyleTrainParams
 from shared.jobs.style_transfer import StyleTransferParams
 
@@ -57,6 +60,8 @@ def admit(session: Session, *, tenant_id: uuid.UUID, params: BaseModel, settings
     elif isinstance(params, StyleTrainParams):
         _admit_style_train_memory(params, settings.style_memory_budget)
         _admit_artifacts(style_train_plan(params), settings)
+    elif isinstance(params, StyleApplyParams):
+        _admit_style_apply(session, tenant_id=tenant_id, params=params, settings=settings)
     elif isinstance(params, GanSampleParams):
         source = queries.get_job(session, tenant_id=tenant_id, job_id=uuid.UUID(params.source_job))
         trained = GanTrainParams.from_stored(source.params)
@@ -119,6 +124,25 @@ def _admit_style_train_memory(params: StyleTrainParams, have: int) -> None:
             "workers have; lower batch_size, size or width",
             field=field,
         )
+
+
+def _admit_style_apply(session: Session, *, tenant_id: uuid.UUID, params: StyleApplyParams, settings: Settings) -> None:
+    source = queries.get_job(session, tenant_id=tenant_id, job_id=uuid.UUID(params.model))
+    need = style_apply_memory_bytes(StyleTrainParams.from_stored(source.params), params.size)
+    have = settings.style_memory_budget
+    if need > have:
+        raise InvalidInput(
+            f"params.size: applying this model at {params.size} px needs about {describe_bytes(need)} of device "
+            f"memory (estimate), over the {describe_bytes(have)} this server's workers have; lower size",
+            field="params.size",
+        )
+    pictures = sum(
+        queries.get_upload(session, tenant_id=tenant_id, upload_id=uuid.UUID(ref)).file_count
+        if is_upload_ref(ref)
+        else 1
+        for ref in params.images
+    )
+    _admit_artifacts(style_apply_plan(params, pictures=pictures), settings)
 
 
 def _admit_artifacts(plan: ArtifactPlan, settings: Settings) -> None:

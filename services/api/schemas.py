@@ -9,8 +9,10 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.db.models import Artifact, Job, Upload, WebhookAttempt, WebhookDelivery
+from shared.db.queries.api import StyleModel
 from shared.db.queries.events import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_PROGRESS_EVERY_S
 from shared.jobs.states import JobState
+from shared.jobs.style_train import CARD_ARTIFACT
 
 WEBHOOK_URL_MAX = 2000
 WebhookEvent = Literal["start", "progress", "artifact", "completed"]
@@ -21,7 +23,7 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str = Field(description="gan.train, style.transfer, style.train or gan.sample")
+    type: str = Field(description="gan.train, style.transfer, style.train, style.apply or gan.sample")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters of that job type")
     webhook: str | None = Field(
         default=None,
@@ -254,6 +256,56 @@ class UploadPage(BaseModel):
 
     items: list[UploadOut]
     next_cursor: str | None
+
+
+class ModelOut(BaseModel):
+    """A trained style model: the model file of a succeeded style.train job, whose id it shares.
+
+    Pass the id as a style.apply job's ``model``."""
+
+    id: uuid.UUID = Field(description="The model's id: the id of the style.train job that trained it")
+    method: str = Field(description="johnson: a feed-forward network for the styles it was trained on")
+    styles: list[str]
+    style_blend: list[float] | None
+    size: int = Field(description="The side of the crops it was trained on, in pixels")
+    steps: int
+    width: int
+    residual_blocks: int
+    final_metrics: dict[str, float] = Field(description="Its losses at the end of training")
+    source_job: uuid.UUID
+    created_at: datetime = Field(description="When its training finished")
+    bytes: int = Field(description="Size of model.safetensors")
+    preview: str | None = Field(description="The final preview grid (held-out pictures, then the network's output)")
+    card: str = Field(description="model.json: method, styles, training params, final losses")
+
+    @classmethod
+    def of(cls, model: StyleModel) -> ModelOut:
+        """Render a model from its training job and file."""
+        job, params = model.job, model.job.params
+        base = f"/v1/jobs/{job.id}/artifacts"
+        return cls(
+            id=job.id,
+            method=str(params.get("method", "johnson")),
+            styles=[str(s) for s in params.get("styles", [])],
+            style_blend=params.get("style_blend"),
+            size=int(params.get("size", 0)),
+            steps=int(params.get("steps", 0)),
+            width=int(params.get("width", 0)),
+            residual_blocks=int(params.get("residual_blocks", 0)),
+            final_metrics={k: float(v) for k, v in (job.latest_metrics or {}).items()},
+            source_job=job.id,
+            created_at=job.finished_at or job.updated_at,
+            bytes=model.artifact.size,
+            preview=f"{base}/{model.preview}" if model.preview else None,
+            card=f"{base}/{CARD_ARTIFACT}",
+        )
+
+
+class ModelPage(BaseModel):
+    """A page of style models, newest first."""
+
+    items: list[ModelOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
 
 
 class ErrorBody(BaseModel):

@@ -70,6 +70,8 @@ def _require_job(session: Session, *, tenant_id: uuid.UUID, ref: Reference) -> N
         raise InvalidInput(f"{field}: job {source.id} is a {source.type} job, not {ref.job_type}", field=field)
     if source.state != JobState.SUCCEEDED:
         raise InvalidInput(f"{field}: job {source.id} is {source.state}; it must have succeeded", field=field)
+    if ref.artifact is not None and not queries.has_artifact(session, job_id=source.id, name=ref.artifact):
+        raise InvalidInput(f"{field}: job {source.id} no longer has its {ref.artifact} (deleted)", field=field)
 
 
 def _check_references(

@@ -15,6 +15,7 @@ from typing import Final
 
 from shared.jobs.gan_train import GanTrainParams
 from shared.jobs.memory import DEFAULT_CONDITIONAL_CLASSES, FLOAT_BYTES, gan_networks, style_model_params
+from shared.jobs.style_apply import StyleApplyParams
 from shared.jobs.style_train import PREVIEW_PICTURES, StyleTrainParams
 from shared.jobs.style_transfer import StyleTransferParams
 
@@ -31,6 +32,7 @@ WEIGHTS_FILE_BOUND: Final = 2.2  # generator.pt: weights, batch-norm buffers and
 FILE_HEADER_BYTES: Final = 1024 * 1024
 GRID_MAX_IMAGES: Final = 256  # gan.sample's PNG shows at most this many (workers/gan/sample.py)
 NPY_HEADER_BYTES: Final = 128
+ZIP_ENTRY_BYTES: Final = 1024  # a zip entry's local header, central directory record and name
 STYLE_TRAIN_FINAL_ARTIFACTS: Final = 3  # preview.png, model.safetensors, model.json
 
 
@@ -98,6 +100,14 @@ def style_train_plan(params: StyleTrainParams) -> ArtifactPlan:
     model = int(WEIGHTS_FILE_BOUND * style_model_params(params) * FLOAT_BYTES) + FILE_HEADER_BYTES
     total = (previews + 1) * grid + model + FILE_HEADER_BYTES  # + the card
     return ArtifactPlan(previews + STYLE_TRAIN_FINAL_ARTIFACTS, total, "params.preview_every", "raise preview_every")
+
+
+def style_apply_plan(params: StyleApplyParams, *, pictures: int) -> ArtifactPlan:
+    """output.png for one picture, else outputs.zip of a PNG per picture (square: the worst case)."""
+    png = _png_bytes(params.size**2)
+    if pictures <= 1:
+        return ArtifactPlan(1, png, "params.size", "lower size")
+    return ArtifactPlan(1, pictures * (png + ZIP_ENTRY_BYTES), "params.images", "send fewer pictures or lower size")
 
 
 def gan_sample_plan(source: GanTrainParams, n: int) -> ArtifactPlan:

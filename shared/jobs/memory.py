@@ -103,13 +103,17 @@ TRANSFORMER_RESIDUAL_LAYERS: Final = 2  # two convolutions per residual block
 TRANSFORMER_WEIGHT_COPIES: Final = 4  # weights, gradients, Adam's two moments
 
 
+def _transformer_layers(width: int, residual_blocks: int, side: int) -> list[tuple[int, int, int, int]]:
+    """(in channels, out channels, kernel side, output side) of each convolution, input to output."""
+    w = width
+    layers = [(CHANNELS, w, 9, side), (w, 2 * w, 3, side // 2), (2 * w, 4 * w, 3, side // 4)]
+    layers += [(4 * w, 4 * w, 3, side // 4)] * (TRANSFORMER_RESIDUAL_LAYERS * residual_blocks)
+    return [*layers, (4 * w, 2 * w, 3, side // 2), (2 * w, w, 3, side), (w, CHANNELS, 9, side)]
+
+
 def _transformer_floats(params: StyleTrainParams) -> tuple[int, int]:
     """(activation floats saved per picture, weight count) of the transformer network at ``params.size``."""
-    w, side = params.width, params.size
-    # (in channels, out channels, kernel side, output side) of each convolution, input to output
-    layers = [(CHANNELS, w, 9, side), (w, 2 * w, 3, side // 2), (2 * w, 4 * w, 3, side // 4)]
-    layers += [(4 * w, 4 * w, 3, side // 4)] * (TRANSFORMER_RESIDUAL_LAYERS * params.residual_blocks)
-    layers += [(4 * w, 2 * w, 3, side // 2), (2 * w, w, 3, side), (w, CHANNELS, 9, side)]
+    layers = _transformer_layers(params.width, params.residual_blocks, params.size)
     saved = sum(TRANSFORMER_SAVED_PER_LAYER * out_c * out_side**2 for _in_c, out_c, _k, out_side in layers)
     weights = sum(in_c * out_c * k * k + 3 * out_c for in_c, out_c, k, _side in layers)
     return saved, weights
@@ -138,6 +142,18 @@ def style_train_memory_bytes(params: StyleTrainParams) -> int:
     return int(
         activations + targets_pass + state * FLOAT_BYTES + _weights_bytes(params.network, depth) + OVERHEAD_BYTES
     )
+
+
+APPLY_PICTURE_COPIES: Final = 6  # the decoded picture, its tensor, the padded input, the output, the blend, the PNG
+
+
+def style_apply_memory_bytes(trained: StyleTrainParams, size: int) -> int:
+    """Estimated peak device memory of applying the network ``trained`` describes to one ``size`` px picture."""
+    layers = _transformer_layers(trained.width, trained.residual_blocks, size)
+    widest = max(out_c * out_side**2 for _in_c, out_c, _k, out_side in layers)
+    weights = sum(in_c * out_c * k * k + 3 * out_c for in_c, out_c, k, _side in layers)
+    pictures = APPLY_PICTURE_COPIES * CHANNELS * size * size
+    return int((FORWARD_ONLY_FACTOR * widest + weights + pictures) * FLOAT_BYTES + OVERHEAD_BYTES)
 
 
 def describe_bytes(count: float) -> str:

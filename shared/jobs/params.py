@@ -175,3 +175,4 @@ class Reference:
     min_classes: int = 0  # ... holding at least this many classes (sub-folders)
     classes_field: str | None = None  # the field that asks for the classes (named when there are too few)
     job_type: str | None = None  # or a succeeded job of this type
+    artifact: str | None = None  # ... that still has this artifact (a model that was not deleted)

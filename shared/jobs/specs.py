@@ -14,6 +14,7 @@ from typing import Any
 from shared.jobs.gan_sample import GanSampleParams
 from shared.jobs.gan_train import GanTrainParams
 from shared.jobs.params import QUEUE_GPU, JobParams, Reference
+from shared.jobs.style_apply import StyleApplyParams
 from shared.jobs.style_train import StyleTrainParams
 from shared.jobs.style_transfer import StyleTransferParams
 
@@ -68,6 +69,14 @@ JOB_TYPES: dict[str, JobSpec] = {
             summary="Train a feed-forward style network (Johnson et al. 2016) on content pictures for one style or "
             "a blend: preview grids, checkpoints, loss history, model.safetensors and its model.json card.",
             example={"styles": ["coffee"], "content": "builtin", "size": 128, "steps": 500, "weights": "random"},
+        ),
+        JobSpec(
+            name="style.apply",
+            params=StyleApplyParams,
+            queue=QUEUE_GPU,
+            summary="Apply a trained style model (GET /v1/models) to pictures: one forward pass each; output.png, "
+            "or outputs.zip for several. Short: submit it with Prefer: wait.",
+            example={"model": "00000000-0000-0000-0000-000000000000", "images": ["astronaut"], "size": 512},
         ),
         JobSpec(
             name="gan.sample",

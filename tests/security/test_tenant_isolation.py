@@ -47,6 +47,7 @@ PUBLIC_ROUTES = {
 CONVERTOR = re.compile(r"\{(\w+):\w+\}")  # {name:path} in a route's template
 SECRET_BYTES = b"alice's generator weights, not for bob"
 GAN = {"type": "gan.train", "params": {"dataset": "digits", "steps": 10}}
+STYLE_TRAIN = {"type": "style.train", "params": {"styles": ["coffee"], "size": 32, "steps": 2, "weights": "random"}}
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class AlicesThings:
     upload: str
     artifact: str
     owner: Caller
+    model: str  # a succeeded style.train job with its model.safetensors: a style model
 
 
 @pytest.fixture
@@ -77,10 +79,24 @@ def things(client: TestClient, alice: Caller, sessions: sessionmaker[Session], s
         )  # fmt: skip
         queries.upsert_metrics(session, job_id=uuid.UUID(done), attempt=1, metrics=[("g_loss", 1, 0.5)])
         session.execute(update(Job).where(Job.id == uuid.UUID(done)).values(state="succeeded"))
+    model = client.post("/v1/jobs", json=STYLE_TRAIN, headers=alice.headers).json()["id"]
+    model_key = job_key(model, "outputs", "a1/model.safetensors")
+    store.put(model_key, SECRET_BYTES)
+    with transaction(sessions) as session:
+        session.execute(update(Job).where(Job.id == uuid.UUID(model)).values(state="running", attempt=1))
+        queries.record_artifact(
+            session, job_id=uuid.UUID(model), attempt=1, name="model.safetensors", kind="output", key=model_key,
+            size=len(SECRET_BYTES), sha256=hashlib.sha256(SECRET_BYTES).hexdigest(),
+            content_type="application/octet-stream",
+        )  # fmt: skip
+        session.execute(update(Job).where(Job.id == uuid.UUID(model)).values(state="succeeded"))
+    assert client.get(f"/v1/models/{model}", headers=alice.headers).status_code == 200
     # alice herself sees all of it (and has warmed the polling cache for her key)
     assert client.get(f"/v1/jobs/{done}/artifacts/generator.pt", headers=alice.headers).content == SECRET_BYTES
     assert client.get(f"/v1/jobs/{done}", headers=alice.headers).status_code == 200
-    return AlicesThings(done_job=done, queued_job=queued, upload=upload, artifact="generator.pt", owner=alice)
+    return AlicesThings(
+        done_job=done, queued_job=queued, upload=upload, artifact="generator.pt", owner=alice, model=model
+    )
 
 
 Check = Callable[[TestClient, Caller, AlicesThings], None]
@@ -107,6 +123,9 @@ def check_submit(client: TestClient, bob: Caller, a: AlicesThings) -> None:
         ({"type": "gan.train", "params": {"dataset": a.upload}}, "params.dataset"),
         ({"type": "style.transfer", "params": {"content": a.upload, "styles": ["coffee"]}}, "params.content"),
         ({"type": "style.transfer", "params": {"content": "astronaut", "styles": [a.upload]}}, "params.styles.0"),
+        ({"type": "style.train", "params": {"styles": ["coffee"], "content": a.upload}}, "params.content"),
+        ({"type": "style.apply", "params": {"model": a.model, "images": ["astronaut"]}}, "params.model"),
+        ({"type": "style.apply", "params": {"model": a.model, "images": [a.upload]}}, "params.model"),
     ):
         assert_422(client.post("/v1/jobs", json=body, headers=bob.headers), field)
 
@@ -151,6 +170,22 @@ def upload_by_id(client: TestClient, bob: Caller, a: AlicesThings) -> None:
     assert_404(client.get(f"/v1/uploads/{a.upload}", headers=bob.headers))
 
 
+def check_list_models(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """GET /v1/models: none of alice's models for bob; alice still sees hers."""
+    response = client.get("/v1/models", params={"limit": 200}, headers=bob.headers)
+    assert response.status_code == 200
+    assert a.model not in {m["id"] for m in response.json()["items"]}
+    assert a.model in {m["id"] for m in client.get("/v1/models", headers=a.owner.headers).json()["items"]}
+
+
+def model_by_id(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """GET and DELETE /v1/models/{id}: 404 for bob, for her model and for her other jobs; hers stays."""
+    for job in (a.model, a.done_job, a.queued_job):
+        assert_404(client.get(f"/v1/models/{job}", headers=bob.headers))
+        assert_404(client.delete(f"/v1/models/{job}", headers=bob.headers))
+    assert client.get(f"/v1/models/{a.model}", headers=a.owner.headers).status_code == 200
+
+
 def check_webhook_secret(client: TestClient, bob: Caller, a: AlicesThings) -> None:
     """GET /v1/webhooks/secret and its rotation: each tenant has its own; bob rotating his leaves alice's."""
     alices = client.get("/v1/webhooks/secret", headers=a.owner.headers).json()["secret"]
@@ -175,6 +210,9 @@ ROUTE_CHECKS: dict[tuple[str, str], Check] = {
     ("POST", "/v1/uploads"): check_create_upload,
     ("GET", "/v1/uploads"): check_list_uploads,
     ("GET", "/v1/uploads/{upload_id}"): upload_by_id,
+    ("GET", "/v1/models"): check_list_models,
+    ("GET", "/v1/models/{model_id}"): model_by_id,
+    ("DELETE", "/v1/models/{model_id}"): model_by_id,
 }
 
 

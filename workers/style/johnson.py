@@ -44,7 +44,15 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 from torchvision.utils import make_grid
 
-from shared.jobs.style_train import MAX_RESIDUAL_BLOCKS, MAX_WIDTH, StyleTrainParams
+from shared.jobs.style_train import (
+    CARD_ARTIFACT,
+    FINAL_PREVIEW_ARTIFACT,
+    MAX_RESIDUAL_BLOCKS,
+    MAX_WIDTH,
+    MODEL_ARTIFACT,
+    PREVIEW_ARTIFACT,
+    StyleTrainParams,
+)
 from workers.hooks import StopRequested, TrainHooks
 from workers.style.content import ContentSet, preview_pictures
 from workers.style.images import to_png, to_tensor
@@ -63,10 +71,6 @@ from workers.training import (
 )
 
 METHOD: Final = "johnson"
-MODEL_ARTIFACT: Final = "model.safetensors"
-CARD_ARTIFACT: Final = "model.json"
-PREVIEW_ARTIFACT: Final = "previews/step-{step:06d}.png"
-FINAL_PREVIEW_ARTIFACT: Final = "preview.png"
 JSON_CONTENT_TYPE: Final = "application/json"
 CHECKPOINT_VERSION: Final = 1
 MODEL_FORMAT: Final = "atelier.johnson.v1"  # safetensors metadata: what the file holds

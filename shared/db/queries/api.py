@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, text, update
+from sqlalchemy import Select, and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -18,6 +18,10 @@ from shared.db.models import ApiKey, Artifact, Job, Tenant, Upload
 from shared.db.queries.events import append_events, state_event, terminal_events
 from shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from shared.jobs.states import JobState
+from shared.jobs.style_apply import MODEL_JOB_TYPE
+from shared.jobs.style_train import CARD_ARTIFACT as MODEL_CARD
+from shared.jobs.style_train import FINAL_PREVIEW_ARTIFACT as MODEL_PREVIEW
+from shared.jobs.style_train import MODEL_ARTIFACT as MODEL_FILE
 from shared.names import check_name, control_character
 from shared.security import display_prefix, hash_key, new_api_key
 
@@ -338,6 +342,89 @@ def get_artifact(session: Session, *, job_id: uuid.UUID, name: str) -> Artifact:
     if artifact is None:
         raise NotFound(f"artifact {name!r} not found")
     return artifact
+
+
+def has_artifact(session: Session, *, job_id: uuid.UUID, name: str) -> bool:
+    """Whether the job has an artifact of that name."""
+    found = session.scalar(select(Artifact.id).where(Artifact.job_id == job_id, Artifact.name == name).limit(1))
+    return found is not None
+
+
+# --- style models -------------------------------------------------------------------------
+# A style model is the model artifact of a succeeded style.train job; its id is the job's id. Deleting
+# it removes that artifact and its card (the job's history and previews stay).
+
+
+@dataclass(frozen=True)
+class StyleModel:
+    """A trained style model: its training job and the model file's artifact row."""
+
+    job: Job
+    artifact: Artifact
+    preview: str | None  # the name of its final preview artifact, if it has one
+
+
+def _models_query(tenant_id: uuid.UUID) -> Select[Any]:
+    has_model = select(Artifact.id).where(Artifact.job_id == Job.id, Artifact.name == MODEL_FILE).exists()
+    return select(Job).where(
+        Job.tenant_id == tenant_id, Job.type == MODEL_JOB_TYPE, Job.state == JobState.SUCCEEDED.value, has_model
+    )
+
+
+def _with_artifacts(session: Session, jobs: Sequence[Job]) -> list[StyleModel]:
+    if not jobs:
+        return []
+    rows = session.scalars(
+        select(Artifact).where(
+            Artifact.job_id.in_([j.id for j in jobs]), Artifact.name.in_([MODEL_FILE, MODEL_PREVIEW])
+        )
+    )
+    by_job: dict[tuple[uuid.UUID, str], Artifact] = {(a.job_id, a.name): a for a in rows}
+    return [
+        StyleModel(
+            job=j,
+            artifact=by_job[(j.id, MODEL_FILE)],
+            preview=MODEL_PREVIEW if (j.id, MODEL_PREVIEW) in by_job else None,
+        )
+        for j in jobs
+        if (j.id, MODEL_FILE) in by_job
+    ]
+
+
+def list_models(session: Session, *, tenant_id: uuid.UUID, limit: int, cursor: str | None) -> Page:
+    """The caller's style models (succeeded style.train jobs that still have their model), newest first."""
+    page = _paginate(session, _models_query(tenant_id), Job, limit=limit, cursor=cursor)
+    return Page(items=_with_artifacts(session, page.items), next_cursor=page.next_cursor)
+
+
+def get_model(session: Session, *, tenant_id: uuid.UUID, model_id: uuid.UUID) -> StyleModel:
+    """One of the caller's style models; NotFound for a deleted one, anyone else's, or a job that is no model."""
+    job = session.scalar(_models_query(tenant_id).where(Job.id == model_id))
+    found = _with_artifacts(session, [job] if job is not None else [])
+    if not found:
+        raise NotFound(f"model {model_id} not found")
+    return found[0]
+
+
+def delete_model(session: Session, *, tenant_id: uuid.UUID, model_id: uuid.UUID) -> list[str]:
+    """Remove a model's file and card rows; returns their object keys, for the caller to delete once committed.
+
+    Idempotent: a model of the caller's that was already deleted gives no keys; NotFound for anything else.
+    """
+    job = session.scalar(
+        select(Job)
+        .where(Job.id == model_id, Job.tenant_id == tenant_id, Job.type == MODEL_JOB_TYPE)
+        .where(Job.state == JobState.SUCCEEDED.value)
+        .with_for_update()
+    )
+    if job is None:
+        raise NotFound(f"model {model_id} not found")
+    removed = session.scalars(
+        delete(Artifact)
+        .where(Artifact.job_id == model_id, Artifact.name.in_([MODEL_FILE, MODEL_CARD]))
+        .returning(Artifact.key)
+    )
+    return list(removed)
 
 
 # --- uploads --------------------------------------------------------------------------
