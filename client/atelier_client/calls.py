@@ -13,13 +13,14 @@ from urllib.parse import quote
 
 import httpx
 
-from atelier_client.models import Artifact, Job, MetricSeries, Page, Upload, WebhookDelivery, WebhookSecret
+from atelier_client.models import Artifact, Job, MetricSeries, Model, Page, Upload, WebhookDelivery, WebhookSecret
 
 T = TypeVar("T")
 Item = TypeVar("Item")
 
 JOBS = "/v1/jobs"
 UPLOADS = "/v1/uploads"
+MODELS = "/v1/models"
 WEBHOOKS = "/v1/webhooks"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 PREFER_HEADER = "Prefer"
@@ -84,6 +85,13 @@ def _page(parse_item: Callable[[Mapping[str, Any]], Item]) -> Callable[[httpx.Re
         )
 
     return parse
+
+
+def _model(response: httpx.Response) -> Model:
+    body = _json(response)
+    if not isinstance(body, Mapping):
+        raise ValueError("the answer holds no model")
+    return Model.from_dict(body)
 
 
 def _secret(response: httpx.Response) -> WebhookSecret:
@@ -235,6 +243,24 @@ def get_upload(upload_id: str) -> Call[Upload]:
 def list_uploads(*, limit: int | None = None, cursor: str | None = None) -> Call[Page[Upload]]:
     """``GET /v1/uploads``: one page, newest first."""
     return Call(method="GET", path=UPLOADS, params=_paged(limit, cursor), parse=_page(Upload.from_dict))
+
+
+# --- style models --------------------------------------------------------------------------------
+
+
+def list_models(*, limit: int | None = None, cursor: str | None = None) -> Call[Page[Model]]:
+    """``GET /v1/models``: one page of trained style models, newest first."""
+    return Call(method="GET", path=MODELS, params=_paged(limit, cursor), parse=_page(Model.from_dict))
+
+
+def get_model(model_id: str) -> Call[Model]:
+    """``GET /v1/models/{id}``."""
+    return Call(method="GET", path=f"{MODELS}/{segment(model_id)}", parse=_model)
+
+
+def delete_model(model_id: str) -> Call[None]:
+    """``DELETE /v1/models/{id}``: 204, again for a model of yours already deleted, so safe to retry."""
+    return Call(method="DELETE", path=f"{MODELS}/{segment(model_id)}", parse=_none)
 
 
 # --- webhooks ------------------------------------------------------------------------------------

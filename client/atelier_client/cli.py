@@ -1,5 +1,5 @@
 """``atelier``: the users' command line (login, submit, watch, ls, show, cancel, metrics, download,
-upload, sample, style, webhooks, webhook-secret). Errors print ``error: <code>: <message> (field: x)`` on stderr and exit
+upload, sample, style, models ls/show/rm, webhooks, webhook-secret). Errors print ``error: <code>: <message> (field: x)`` on stderr and exit
 non-zero, without a traceback. ``NO_COLOR`` turns colours off; output that is not a terminal gets
 plain lines instead of live bars."""
 
@@ -29,9 +29,9 @@ from rich.table import Table
 
 from atelier_client import config
 from atelier_client.calls import MAX_PREFER_WAIT_S, WEBHOOK_EVENTS
-from atelier_client.client import Atelier, JobHandle
-from atelier_client.errors import AtelierError
-from atelier_client.models import Job, MetricSeries, Upload, WebhookAttempt, WebhookDelivery
+from atelier_client.client import STYLE_APPLY, Atelier, JobHandle, apply_params, local_picture, picture_refs
+from atelier_client.errors import AtelierError, NotFound
+from atelier_client.models import Job, MetricSeries, Model, Upload, WebhookAttempt, WebhookDelivery
 from atelier_client.retry import RetryPolicy
 from atelier_client.uploads import plan_folder
 from atelier_client.watch import (
@@ -51,7 +51,11 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_LIST_LIMIT = 20
 LIST_PAGE_SIZE = 100
 PREFER_WAIT_S = MAX_PREFER_WAIT_S  # let the server hold its answer as long as it may
-STYLE_OUTPUT = "output.png"
+STYLE_OUTPUT = "output.png"  # what style.transfer saves, and style.apply on one picture
+BATCH_OUTPUT = "outputs.zip"  # style.apply on several pictures
+TRANSFER_OUTPUT = Path("out.png")
+STYLED_PREFIX = "styled"
+STYLED_BATCH = f"{STYLED_PREFIX}.zip"
 DEFAULT_SAMPLES = 64
 LOGIN_CHECK_DEADLINE_S = 10.0
 EXIT_INTERRUPTED = 130
@@ -497,20 +501,138 @@ def sample(
             print(path)
 
 
+def split_style_args(values: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``atelier style --model``'s arguments as pictures (paths, built-in names, upload ids) and KEY=VALUE
+    params; a path that exists is a picture even with ``=`` in its name."""
+    pictures: list[str] = []
+    pairs: list[str] = []
+    for value in values:
+        (pairs if "=" in value and local_picture(value) is None else pictures).append(value)
+    return pictures, pairs
+
+
+def styled_name(pictures: Sequence[str], upload: Upload | None) -> str:
+    """Where one styled picture goes by default: ``styled-<its name>.png`` (``styled.png`` when it has none)."""
+    stem = ""
+    if len(pictures) == 1:
+        path = Path(pictures[0])
+        if path.is_dir():
+            if upload is not None and upload.file_count == 1 and len(upload.files) == 1:
+                stem = Path(upload.files[0].path).stem
+        else:
+            stem = path.stem if path.exists() else path.name
+    return f"{STYLED_PREFIX}-{stem}.png" if stem else f"{STYLED_PREFIX}.png"
+
+
+def _upload_pictures(client: Atelier, paths: Sequence[Path]) -> Upload:
+    for path in paths:
+        if path.is_dir():
+            plan = plan_folder(path)
+            _say(f"zipping {len(plan.entries)} picture(s), {size(plan.total_bytes)}, from {path}")
+            if plan.skipped:
+                _say(f"skipped {len(plan.skipped)} file(s) that are not images: {', '.join(plan.skipped[:5])}")
+    result = client.upload_pictures(paths)
+    _say(_describe(result))
+    return result
+
+
+def _styled_artifact(job: JobHandle) -> str:
+    """``output.png`` (one picture went in) or ``outputs.zip`` (several), whichever the job saved."""
+    names = {item.name for item in job.artifacts()}
+    for name in (STYLE_OUTPUT, BATCH_OUTPUT):
+        if name in names:
+            return name
+    raise AtelierError(f"job {job.id} saved neither {STYLE_OUTPUT} nor {BATCH_OUTPUT}", code="no_output")
+
+
+def _apply_model(
+    client: Atelier,
+    model_id: str,
+    args: Sequence[str],
+    *,
+    output: Path | None,
+    options: dict[str, Any],
+    wait: int,
+    timeout: float | None,
+) -> Path:
+    """Upload the local pictures as one upload, run style.apply, follow it if need be; the file saved."""
+    pictures, pairs = split_style_args(args)
+    if not pictures:
+        raise typer.BadParameter("give the pictures to style: files, folders, built-in names or upload ids")
+    extra = parse_assignments(pairs)  # a malformed pair stops the command before anything is uploaded
+    paths = [path for path in map(local_picture, pictures) if path is not None]
+    upload = _upload_pictures(client, paths) if paths else None
+    images = picture_refs(pictures, upload.id if upload is not None else None)
+    params = merge(extra, apply_params(model_id, images, **options))
+    job = client.submit(STYLE_APPLY, params, wait=wait)
+    if not job.done:
+        console = _console(stderr=True)
+        console.print(f"job {job.id} {job.type}: {job.state}", markup=False, highlight=False)
+        job = watch(job, console, live=_live(console), timeout=timeout)
+    if not job.succeeded:
+        raise typer.Exit(_finish(job))
+    artifact = _styled_artifact(job)
+    default = styled_name(pictures, upload) if artifact == STYLE_OUTPUT else STYLED_BATCH
+    target = output or Path(default)
+    if target.is_dir():
+        target = target / default
+    job.download(artifact, target)
+    _say(f"job {job.id} succeeded; saved {target}")
+    return target
+
+
 @app.command()
 def style(
     ctx: typer.Context,
-    content: Annotated[str, typer.Argument(help="Content picture: a file, a built-in name or an upload id")],
-    style_image: Annotated[str, typer.Argument(metavar="STYLE", help="Style picture: likewise")],
-    assignments: Annotated[
-        list[str] | None, typer.Argument(metavar="KEY=VALUE...", help="style.transfer params")
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="PICTURE...",
+            help="With --model: the pictures to style (files, folders, built-in names such as astronaut, upload ids)."
+            " Without: a content and a style picture. Then optional KEY=VALUE params.",
+        ),
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", metavar="MODEL", help="A trained style model (atelier models ls)")
     ] = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to save the result")] = Path("out.png"),
-    wait: Annotated[int, typer.Option(help="Let the server hold the answer up to N s (max 60)")] = PREFER_WAIT_S,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="File or folder for the result (default: out.png; with --model styled-NAME.png, or styled.zip"
+            " for several pictures)",
+        ),
+    ] = None,
+    size_px: Annotated[int | None, typer.Option("--size", min=1, help="Longer side of the output in pixels")] = None,
+    strength: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="With --model: 1 is the model's output, 0 the picture")
+    ] = None,
+    preserve_colors: Annotated[bool, typer.Option("--preserve-colors", help="Keep each picture's colours")] = False,
+    wait: Annotated[
+        int, typer.Option(min=0, max=MAX_PREFER_WAIT_S, help="Let the server hold the answer up to N s (max 60)")
+    ] = PREFER_WAIT_S,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds")] = None,
 ) -> None:
-    """Style transfer: upload both pictures, run it, save the result (e.g. `-o out.png size=256`)."""
-    params = parse_assignments(assignments or [])
+    """Style pictures with a trained model (`--model M photo.jpg more/ astronaut`), or transfer a style onto a
+    picture (`photo.jpg painting.jpg size=256`); saves the result and prints its path."""
+    options: dict[str, Any] = {"size": size_px, "strength": strength, "preserve_colors": preserve_colors}
+    if model is not None:
+        with _client(ctx) as client:
+            saved = _apply_model(client, model, args, output=output, options=options, wait=wait, timeout=timeout)
+        print(saved)
+        return
+    if strength is not None:
+        raise typer.BadParameter("--strength needs --model")
+    if len(args) < 2:
+        raise typer.BadParameter("give a CONTENT and a STYLE picture, or --model MODEL and the pictures to style")
+    content, style_image, *pairs = args
+    params = parse_assignments(pairs)
+    if size_px is not None:
+        params["size"] = size_px
+    if preserve_colors:
+        params["preserve_colors"] = True
+    target = output or TRANSFER_OUTPUT
     with _client(ctx) as client:
         job = client.style(content, style_image, wait=wait, **params)
         if not job.done:
@@ -518,9 +640,120 @@ def style(
             job = job.wait(timeout=timeout)
         if not job.succeeded:
             raise typer.Exit(_finish(job))
-        job.download(STYLE_OUTPUT, output)
-    print(output)
-    _say(f"job {job.id} succeeded; saved {output}")
+        job.download(STYLE_OUTPUT, target)
+    print(target)
+    _say(f"job {job.id} succeeded; saved {target}")
+
+
+# --- style models --------------------------------------------------------------------------------
+
+models_app = typer.Typer(
+    name="models",
+    help="Your trained style models (what style.train jobs made): ls, show, rm. Use one with `atelier style --model`.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+
+def styles_text(model: Model) -> str:
+    """``coffee``, ``coffee, chelsea``, or with weights ``coffee 0.7 + chelsea 0.3``."""
+    if model.style_blend and len(model.style_blend) == len(model.styles):
+        return " + ".join(f"{name} {weight:g}" for name, weight in zip(model.styles, model.style_blend, strict=True))
+    return ", ".join(model.styles) or "-"
+
+
+def models_json(models: Model | Sequence[Model]) -> str:
+    """One model, or a list of them, as JSON."""
+    data = dataclasses.asdict(models) if isinstance(models, Model) else [dataclasses.asdict(m) for m in models]
+    return json.dumps(data, indent=2, default=_jsonable)
+
+
+def _no_model(model_id: str) -> None:
+    _say(f"error: not_found: no model {model_id} (see `{PROG} models ls`)")
+
+
+@models_app.command("ls")
+def models_ls(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, help="How many models to show")] = DEFAULT_LIST_LIMIT,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every model, page after page")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the models as JSON")] = False,
+) -> None:
+    """List your trained style models, newest first."""
+    with _client(ctx) as client:
+        items = client.models(page_size=LIST_PAGE_SIZE if show_all else min(limit, LIST_PAGE_SIZE))
+        found = list(items if show_all else islice(items, limit))
+    if as_json:
+        print(models_json(found))
+        return
+    if not found:
+        _say(f"no models yet: a succeeded style.train job makes one (`{PROG} submit style.train styles=...`)")
+        return
+    table = Table("ID", "STYLES", "SIZE", "STEPS", "CREATED", "WEIGHTS", box=None, pad_edge=False)
+    for model in found:
+        table.add_row(
+            model.id,
+            escape(styles_text(model)),
+            str(model.size),
+            str(model.steps),
+            _local(model.created_at),
+            size(model.bytes),
+        )
+    _console().print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ctx: typer.Context,
+    model_id: Annotated[str, typer.Argument(metavar="MODEL")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the model as JSON")] = False,
+) -> None:
+    """Show a model: styles, size, steps, network, final losses, the job that trained it, preview and card."""
+    with _client(ctx) as client:
+        try:
+            model = client.model(model_id)
+        except NotFound:
+            _no_model(model_id)
+            raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        print(models_json(model))
+        return
+    rows = [
+        ("id", model.id),
+        ("method", model.method or "-"),
+        ("styles", styles_text(model)),
+        ("size", f"{model.size} px"),
+        ("steps", str(model.steps)),
+        ("network", f"width {model.width}, {model.residual_blocks} residual blocks"),
+        ("metrics", metric_line(model.final_metrics) or "-"),
+        ("source job", model.source_job or "-"),
+        ("created", _local(model.created_at)),
+        ("weights", size(model.bytes)),
+        ("preview", model.preview or "-"),
+        ("card", model.card or "-"),
+    ]
+    width = max(len(name) for name, _value in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+@models_app.command("rm")
+def models_rm(
+    ctx: typer.Context,
+    model_ids: Annotated[list[str], typer.Argument(metavar="MODEL...")],
+) -> None:
+    """Delete trained style models (deleting one again is fine); exits 1 if one is unknown."""
+    status = EXIT_SUCCEEDED
+    with _client(ctx) as client:
+        for model_id in model_ids:
+            try:
+                client.delete_model(model_id)
+            except NotFound:
+                _no_model(model_id)
+                status = EXIT_FAILED
+                continue
+            _say(f"model {model_id} deleted")
+    raise typer.Exit(status)
 
 
 def attempt_line(attempt: WebhookAttempt) -> str:

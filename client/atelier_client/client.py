@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
@@ -22,9 +22,19 @@ from atelier_client.calls import Call
 from atelier_client.downloads import ArtifactWriter, artifact_path, etag_sha256, is_current
 from atelier_client.errors import APIError, AtelierError, Unauthorized, WaitTimeout
 from atelier_client.follow import DONE_EVENT, EventFollower, snapshot_events
-from atelier_client.models import Artifact, Event, Job, MetricSeries, Page, Upload, WebhookDelivery, WebhookSecret
+from atelier_client.models import (
+    Artifact,
+    Event,
+    Job,
+    MetricSeries,
+    Model,
+    Page,
+    Upload,
+    WebhookDelivery,
+    WebhookSecret,
+)
 from atelier_client.retry import Deadline, RetryPolicy
-from atelier_client.uploads import Part, file_part, folder_part, multipart, plan_folder
+from atelier_client.uploads import Part, file_part, folder_part, multipart, picture_parts, plan_folder
 
 T = TypeVar("T")
 
@@ -35,6 +45,7 @@ DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 NO_CONTENT = 204  # GET .../events after a finished job's last event: nothing will follow
 DEFAULT_STYLE_WAIT_S = 60
 DEFAULT_SAMPLES = 64
+STYLE_APPLY = "style.apply"
 
 
 def _version() -> str:
@@ -88,6 +99,44 @@ def sample_params(job_id: str, n: int, seed: int | None) -> dict[str, Any]:
 def style_params(content: str, style: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """The params of a style.transfer job on one content and one style image."""
     return {"content": content, "styles": [style], **params}
+
+
+def local_picture(value: str | Path) -> Path | None:
+    """``value`` as a local file or folder to upload, or None when it names neither (a built-in picture or an upload id)."""
+    path = Path(value)
+    return path if isinstance(value, Path) or path.exists() else None
+
+
+def picture_refs(values: Iterable[str | Path], upload_id: str | None) -> list[str]:
+    """style.apply's ``images``: names as given, and ``upload_id`` (holding every local picture) where the first one was."""
+    refs: list[str] = []
+    for value in values:
+        if local_picture(value) is None:
+            refs.append(str(value))
+        elif upload_id is None:
+            raise ValueError(f"{value}: a local picture needs an upload")
+        elif upload_id not in refs:
+            refs.append(upload_id)
+    return refs
+
+
+def apply_params(
+    model_id: str,
+    images: Sequence[str],
+    *,
+    size: int | None = None,
+    strength: float | None = None,
+    preserve_colors: bool = False,
+) -> dict[str, Any]:
+    """The params of a style.apply job; what is not given is left to the server's defaults (512 px, strength 1)."""
+    params: dict[str, Any] = {"model": model_id, "images": list(images)}
+    if size is not None:
+        params["size"] = size
+    if strength is not None:
+        params["strength"] = strength
+    if preserve_colors:
+        params["preserve_colors"] = True
+    return params
 
 
 class _Base:
@@ -271,6 +320,43 @@ class Atelier(_Base):
         path = local_file(value)
         return self.upload_files([path]).id if path is not None else str(value)
 
+    def apply_style(
+        self,
+        model_id: str,
+        pictures: Iterable[str | Path],
+        *,
+        size: int | None = None,
+        strength: float | None = None,
+        preserve_colors: bool = False,
+        wait: int | None = DEFAULT_STYLE_WAIT_S,
+    ) -> JobHandle:
+        """Submit a style.apply job; local files and folders go up as one upload, other names are used as they are."""
+        values = list(pictures)
+        paths = [path for path in map(local_picture, values) if path is not None]
+        upload_id = self.upload_pictures(paths).id if paths else None
+        params = apply_params(
+            model_id, picture_refs(values, upload_id), size=size, strength=strength, preserve_colors=preserve_colors
+        )
+        return self.submit(STYLE_APPLY, params, wait=wait)
+
+    # --- style models --------------------------------------------------------------------------
+
+    def model(self, model_id: str) -> Model:
+        """One trained style model (NotFound for an unknown or deleted one)."""
+        return self._send(calls.get_model(model_id))
+
+    def models_page(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Model]:
+        """One page of trained style models, newest first; its ``next_cursor`` (None on the last) gets the next."""
+        return self._send(calls.list_models(limit=limit, cursor=cursor))
+
+    def models(self, *, page_size: int | None = None) -> Iterator[Model]:
+        """Every trained style model of this key's tenant, newest first, page after page."""
+        yield from self._pages(lambda c: calls.list_models(limit=page_size, cursor=c))
+
+    def delete_model(self, model_id: str) -> None:
+        """Delete a trained style model (deleting it again is fine); NotFound for an unknown one."""
+        self._send(calls.delete_model(model_id))
+
     # --- following a job -----------------------------------------------------------------------
 
     def events(self, job_id: str, *, after: int | None = None) -> Generator[Event, None, None]:
@@ -407,6 +493,10 @@ class Atelier(_Base):
     def upload(self, path: str | Path) -> Upload:
         """Upload a folder (zipped) or a single file."""
         return self.upload_folder(path) if Path(path).is_dir() else self.upload_files([path])
+
+    def upload_pictures(self, paths: Iterable[str | Path]) -> Upload:
+        """Upload pictures as ONE upload: files as they are, one folder zipped, or files and folders zipped together."""
+        return self._upload(picture_parts([Path(p) for p in paths]))
 
     def _upload(self, parts: list[Part]) -> Upload:
         content_type, body = multipart(parts)
@@ -639,6 +729,44 @@ class AsyncAtelier(_Base):
         path = local_file(value)
         return (await self.upload_files([path])).id if path is not None else str(value)
 
+    async def apply_style(
+        self,
+        model_id: str,
+        pictures: Iterable[str | Path],
+        *,
+        size: int | None = None,
+        strength: float | None = None,
+        preserve_colors: bool = False,
+        wait: int | None = DEFAULT_STYLE_WAIT_S,
+    ) -> AsyncJobHandle:
+        """Submit a style.apply job; local files and folders go up as one upload, other names are used as they are."""
+        values = list(pictures)
+        paths = [path for path in map(local_picture, values) if path is not None]
+        upload_id = (await self.upload_pictures(paths)).id if paths else None
+        params = apply_params(
+            model_id, picture_refs(values, upload_id), size=size, strength=strength, preserve_colors=preserve_colors
+        )
+        return await self.submit(STYLE_APPLY, params, wait=wait)
+
+    # --- style models --------------------------------------------------------------------------
+
+    async def model(self, model_id: str) -> Model:
+        """One trained style model (NotFound for an unknown or deleted one)."""
+        return await self._send(calls.get_model(model_id))
+
+    async def models_page(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Model]:
+        """One page of trained style models, newest first; its ``next_cursor`` (None on the last) gets the next."""
+        return await self._send(calls.list_models(limit=limit, cursor=cursor))
+
+    async def models(self, *, page_size: int | None = None) -> AsyncIterator[Model]:
+        """Every trained style model of this key's tenant, newest first, page after page."""
+        async for item in self._pages(lambda c: calls.list_models(limit=page_size, cursor=c)):
+            yield item
+
+    async def delete_model(self, model_id: str) -> None:
+        """Delete a trained style model (deleting it again is fine); NotFound for an unknown one."""
+        await self._send(calls.delete_model(model_id))
+
     # --- following a job -----------------------------------------------------------------------
 
     async def events(self, job_id: str, *, after: int | None = None) -> AsyncGenerator[Event, None]:
@@ -783,6 +911,11 @@ class AsyncAtelier(_Base):
     async def upload(self, path: str | Path) -> Upload:
         """Upload a folder (zipped) or a single file."""
         return await (self.upload_folder(path) if Path(path).is_dir() else self.upload_files([path]))
+
+    async def upload_pictures(self, paths: Iterable[str | Path]) -> Upload:
+        """Upload pictures as ONE upload: files as they are, one folder zipped, or files and folders zipped together."""
+        parts = await asyncio.to_thread(picture_parts, [Path(p) for p in paths])
+        return await self._upload(parts)
 
     async def _upload(self, parts: list[Part]) -> Upload:
         content_type, body = multipart(parts)

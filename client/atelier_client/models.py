@@ -310,6 +310,60 @@ class Upload:
         )
 
 
+# --- style models ----------------------------------------------------------------------------
+
+
+def _opt_floats(data: Mapping[str, Any], key: str) -> list[float] | None:
+    value = data.get(key)
+    if not isinstance(value, list):
+        return None
+    return [float(v) for v in value if isinstance(v, int | float) and not isinstance(v, bool)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Model:
+    """A trained style model as ``GET /v1/models/{id}`` returns it; its id is that of the style.train job that made it.
+
+    ``preview`` (None when there is none) and ``card`` are the API paths of its ``preview.png`` and
+    ``model.json`` artifacts; ``bytes`` is the size of its weights.
+    """
+
+    id: str
+    method: str = ""
+    styles: list[str] = field(default_factory=list)
+    style_blend: list[float] | None = None
+    size: int = 0
+    steps: int = 0
+    width: int = 0
+    residual_blocks: int = 0
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    source_job: str = ""
+    created_at: datetime | None = None
+    bytes: int = 0
+    preview: str | None = None
+    card: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Model:
+        """Parse a model object."""
+        return cls(
+            id=_str(data, "id"),
+            method=_str(data, "method"),
+            styles=[s for s in _list(data, "styles") if isinstance(s, str)],
+            style_blend=_opt_floats(data, "style_blend"),
+            size=_int(data, "size"),
+            steps=_int(data, "steps"),
+            width=_int(data, "width"),
+            residual_blocks=_int(data, "residual_blocks"),
+            final_metrics=_floats(data.get("final_metrics")),
+            source_job=_str(data, "source_job"),
+            created_at=_time(data, "created_at"),
+            bytes=_int(data, "bytes"),
+            preview=_opt_str(data, "preview"),
+            card=_str(data, "card"),
+        )
+
+
 # --- webhooks --------------------------------------------------------------------------------
 
 WEBHOOK_MESSAGE_PREFIX = "msg_"

@@ -9,6 +9,7 @@ import mimetypes
 import os
 import uuid
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".
 # Already compressed: stored as they are (deflating them again costs CPU and saves nothing).
 COMPRESSED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp"})
 JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+PICTURES_ZIP = "pictures.zip"  # files and folders sent together as one upload
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,36 @@ def folder_part(plan: FolderPlan) -> Part:
     """A planned folder as one zip part, named after the folder."""
     name = (plan.root.resolve().name or "upload") + ".zip"
     return Part(name, ZIP_CONTENT_TYPE, lambda: iter_zip(plan.entries))
+
+
+def _unique(names: Sequence[str]) -> None:
+    """Refuse names that two pictures would share inside one upload."""
+    shared = sorted(name for name, count in Counter(names).items() if count > 1)
+    if shared:
+        raise AtelierError(f"two pictures would both be named {shared[0]} in the upload", code="duplicate_name")
+
+
+def picture_parts(paths: Sequence[Path]) -> list[Part]:
+    """Local pictures as the parts of ONE upload: files as they are, one folder zipped, or files and folders zipped together."""
+    if not paths:
+        raise AtelierError("no local pictures to upload", code="no_images")
+    if not any(path.is_dir() for path in paths):
+        parts = [file_part(path) for path in paths]
+        _unique([part.filename for part in parts])
+        return parts
+    if len(paths) == 1:
+        return [folder_part(plan_folder(paths[0]))]
+    entries: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            prefix = path.resolve().name
+            entries += [(source, f"{prefix}/{name}") for source, name in plan_folder(path).entries]
+        elif path.is_file():
+            entries.append((path, path.name))
+        else:
+            raise AtelierError(f"{path} is not a file", code="not_a_file")
+    _unique([name for _source, name in entries])
+    return [Part(PICTURES_ZIP, ZIP_CONTENT_TYPE, lambda: iter_zip(entries))]
 
 
 def _quoted(filename: str) -> str:

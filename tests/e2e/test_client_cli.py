@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,6 +166,56 @@ def test_style_transfers_two_uploaded_pictures_into_out_png(
     assert done.returncode == 0, explain(done)
     assert done.stdout.strip() == "out.png"
     assert_png(tmp_path / "out.png")
+
+
+# The smallest style.train: a model in a few seconds on one CPU thread.
+TINY_STYLE_TRAIN = [
+    'styles=["coffee"]',
+    "size=32",
+    "steps=3",
+    "batch_size=1",
+    "width=8",
+    "residual_blocks=1",
+    "weights=random",
+]
+
+
+def test_a_trained_model_styles_local_pictures_and_is_listed_then_removed(
+    api_url: str, alice: Caller, worker: services.Proc, tmp_path: Path
+) -> None:
+    # Given a style model trained from the CLI
+    trained = cli(
+        "submit", "style.train", *TINY_STYLE_TRAIN, "--watch", url=api_url, caller=alice, cwd=tmp_path,
+        timeout=TRAIN_TIMEOUT_S,
+    )  # fmt: skip
+    assert trained.returncode == 0, explain(trained)
+    model = trained.stdout.splitlines()[0].strip()
+    listed = cli("models", "ls", url=api_url, caller=alice, cwd=tmp_path)
+    assert listed.returncode == 0 and model in listed.stdout, explain(listed)
+    # When `atelier style --model` styles one local picture, then two pictures and a built-in
+    Image.new("RGB", (STYLE_PICTURE_PX, STYLE_PICTURE_PX), (30, 160, 60)).save(tmp_path / "photo.png")
+    Image.new("RGB", (STYLE_PICTURE_PX, 32), (30, 60, 160)).save(tmp_path / "other.png")
+    one = cli(
+        "style", "--model", model, "photo.png", "--size", "40", url=api_url, caller=alice, cwd=tmp_path,
+        timeout=STYLE_TIMEOUT_S,
+    )  # fmt: skip
+    batch = cli(
+        "style", "--model", model, "photo.png", "other.png", "astronaut", "-o", "batch.zip", url=api_url,
+        caller=alice, cwd=tmp_path, timeout=STYLE_TIMEOUT_S,
+    )  # fmt: skip
+    # Then one picture gives styled-photo.png at the size asked for, and the batch one zip of three PNGs
+    assert one.returncode == 0, explain(one)
+    assert one.stdout.strip() == "styled-photo.png"
+    with Image.open(tmp_path / "styled-photo.png") as image:
+        assert image.format == "PNG" and max(image.size) == 40
+    assert batch.returncode == 0, explain(batch)
+    with zipfile.ZipFile(tmp_path / "batch.zip") as archive:
+        assert len(archive.namelist()) == 3 and "astronaut.png" in archive.namelist(), archive.namelist()
+    # And `atelier models rm` removes the model, after which styling with it is refused
+    removed = cli("models", "rm", model, url=api_url, caller=alice, cwd=tmp_path)
+    assert removed.returncode == 0, explain(removed)
+    again = cli("style", "--model", model, "photo.png", url=api_url, caller=alice, cwd=tmp_path)
+    assert again.returncode != 0 and "params.model" in again.stderr, explain(again)
 
 
 def test_a_webhook_submitted_from_the_cli_is_delivered_and_listed(

@@ -152,6 +152,19 @@ def test_style_train_end_to_end_gives_a_model_that_loads(
         io.BytesIO(client.get(f"/v1/jobs/{job['id']}/artifacts/preview.png", headers=alice.headers).content)
     ) as img:
         assert img.format == "PNG"
+    # And the model is listed, and styles a picture through the worker within one Prefer: wait request
+    assert [m["id"] for m in client.get("/v1/models", headers=alice.headers).json()["items"]] == [job["id"]]
+    applied = client.post(
+        "/v1/jobs",
+        json={"type": "style.apply", "params": {"model": job["id"], "images": ["astronaut"], "size": 64}},
+        headers={**alice.headers, "Prefer": "wait=60"},
+    )
+    assert applied.status_code == 201, applied.text
+    assert applied.headers["Preference-Applied"] == "wait=60"
+    assert applied.json()["state"] == "succeeded", applied.json()["error"]
+    out = client.get(f"/v1/jobs/{applied.json()['id']}/artifacts/output.png", headers=alice.headers)
+    with Image.open(io.BytesIO(out.content)) as img:
+        assert img.format == "PNG" and max(img.size) == 64
 
 
 def test_cancel_running_job_checkpoints_and_stops(client: TestClient, alice: Caller, worker: services.Proc) -> None:
