@@ -44,6 +44,11 @@ TINY_GAN: dict[str, Any] = {
     "dataset": "digits", "image_size": 16, "steps": 20, "batch_size": 16, "ngf": 8, "ndf": 8, "nz": 8,
     "sample_every": 10, "checkpoint_every": 10, "image_metrics": False,
 }  # fmt: skip
+# A style model that trains in seconds on one CPU thread (random VGG weights: nothing to download).
+TINY_STYLE_MODEL = {
+    "batch_size": "1", "width": "8", "residual_blocks": "1", "weights": "random", "content_layers": "relu1_2",
+    "style_layers": "relu1_2",
+}  # fmt: skip
 CLASSES = ("circles", "squares")
 PICTURES_PER_CLASS = 8
 
@@ -316,6 +321,113 @@ def test_style_transfer_shows_the_result_beside_its_inputs(
     browser.assert_clean()
 
 
+def test_train_a_style_model_then_list_it_apply_it_to_a_dropped_picture_and_delete_it(
+    browser: BrowserSession, alice: Caller, worker: services.Proc, api_url: str
+) -> None:
+    page = browser.page
+    sign_in(page, alice.key, "#/new/style-model")
+    # Given the form for a new style model: a size under the schema's minimum is named by its field
+    page.locator("#field-size").fill("16")
+    expect(page.locator("#error-size")).to_have_text("size: must be at least 32")
+    page.locator("#field-size").fill("32")
+    expect(page.locator("#error-size")).to_be_empty()
+    page.locator("#train-style-1").select_option("coffee")
+    page.locator("#field-steps").fill("3")
+    page.locator("#advanced summary").click()
+    for name, value in TINY_STYLE_MODEL.items():
+        page.locator(f"#field-{name}").fill(value)
+    screenshot(page, "new-style-model")
+    # When it is trained, the job page offers the model once the job succeeded
+    page.locator("#train-style").click()
+    expect(page).to_have_url(re.compile(r"#/jobs/[0-9a-f-]{36}$"))
+    model_id = page.url.rsplit("/", 1)[-1]
+    expect(page.locator("#job-state [data-state]")).to_have_attribute(
+        "data-state", "succeeded", timeout=STYLE_TIMEOUT_MS
+    )
+    expect(page.locator("#apply-model")).to_have_attribute("href", f"#/apply?model={model_id}")
+    trained = api(api_url, alice, "GET", f"/v1/jobs/{model_id}")["params"]
+    assert (trained["styles"], trained["size"], trained["steps"], trained["width"]) == (["coffee"], 32, 3, 8)
+    # Then the models page lists it, with its preview picture, method, styles and size
+    page.get_by_role("link", name="Style models").click()
+    row = page.locator(f'tr[data-model-id="{model_id}"]')
+    expect(row).to_contain_text("johnson")
+    expect(row).to_contain_text("coffee")
+    expect(row).to_contain_text("32 px · 3 steps")
+    expect(row.get_by_role("link", name=f"Training job of model {model_id[:8]}")).to_have_attribute(
+        "href", f"#/jobs/{model_id}"
+    )
+    wait_for(lambda: loaded(row.locator("img.model-preview")), 30, "the model's preview")
+    screenshot(page, "models")
+    # When "Apply" opens the apply page with it chosen
+    row.get_by_role("link", name=f"Apply model {model_id[:8]}").click()
+    expect(page).to_have_url(re.compile(r"#/apply\?model=" + model_id + "$"))
+    expect(page.locator("#field-model")).to_have_value(model_id)
+    expect(page.locator("#johnson-options")).to_be_visible()
+    expect(page.locator("#adain-options")).to_be_hidden()
+    wait_for(lambda: loaded(page.locator("#apply-model-preview")), 30, "the chosen model's preview")
+    page.locator("#images-drop-files").set_input_files(
+        files=[{"name": "my-photo.png", "mimeType": "image/png", "buffer": png((200, 60, 40), 64)}]
+    )
+    expect(page.locator("#apply-uploads li")).to_have_count(1, timeout=30_000)
+    # Then a size the schema refuses is named by its field before anything is sent, and one only the
+    # server can judge (more memory than its workers have) gets the API's 422 by the same field
+    page.locator("#field-size").fill("16")
+    expect(page.locator("#error-size")).to_have_text("size: must be at least 32")
+    page.locator("#field-size").fill("100000")
+    page.locator("#apply-run").click()
+    expect(page.locator("#error-size")).to_contain_text("100000 px")
+    expect(page.locator("#apply-result")).to_be_hidden()
+    expected_refusals(browser, "422")
+    # And with a sound size the styled picture shows beside the dropped one, in one Prefer: wait request
+    page.locator("#field-size").fill("48")
+    expect(page.locator("#error-size")).to_be_empty()
+    page.locator("#field-strength").fill("0.8")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/v1/jobs")) as posted:
+        page.locator("#apply-run").click()
+    assert posted.value.headers.get("prefer") == "wait=60"
+    result = page.locator("#apply-result")
+    expect(result).to_have_attribute("data-done", "succeeded", timeout=STYLE_TIMEOUT_MS)
+    output = page.locator("#apply-output")
+    source = result.locator(".input-picture img")
+    expect(source).to_have_count(1)
+    wait_for(lambda: loaded(output) and loaded(source), 30, "the styled picture and its input")
+    out_box, in_box = output.bounding_box(), source.bounding_box()
+    assert out_box and in_box and out_box["x"] > in_box["x"] + in_box["width"] - 1  # beside it, to its right
+    screenshot(page, "apply-style-model")
+    applied = api(api_url, alice, "GET", "/v1/jobs", params={"type": "style.apply"})["items"]
+    assert len(applied) == 1 and applied[0]["state"] == "succeeded"
+    params = applied[0]["params"]
+    assert (params["model"], params["size"], params["strength"]) == (model_id, 48, 0.8)
+    upload_id = page.locator("#apply-uploads li").get_attribute("data-upload-id")
+    assert params["images"] == [upload_id]
+    # When a batch (the dropped picture and a built-in one) is answered before it ends (Prefer: wait=0 here)
+    page.route("**/v1/jobs", lambda route: route.continue_(headers={**route.request.headers, "prefer": "wait=0"}))
+    page.locator("#builtin-astronaut").check()
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/v1/jobs")) as answered:
+        page.locator("#apply-run").click()
+    assert answered.value.json()["state"] in ("queued", "running")
+    page.unroute("**/v1/jobs")
+    # Then the page follows the job to its end and offers outputs.zip, with the count
+    expect(result).to_have_attribute("data-done", "succeeded", timeout=STYLE_TIMEOUT_MS)
+    expect(result.locator(".input-picture")).to_have_count(2)
+    expect(page.locator("#apply-count")).to_have_text("2 styled pictures in a zip")
+    with page.expect_download() as download:
+        page.locator("#apply-download").click()
+    assert download.value.suggested_filename == "outputs.zip"
+    batch = api(api_url, alice, "GET", "/v1/jobs", params={"type": "style.apply", "limit": 1})["items"][0]
+    assert batch["params"]["images"] == [upload_id, "astronaut"]
+    # When it is deleted from the models page, after the inline confirm
+    page.get_by_role("link", name="Style models").click()
+    row = page.locator(f'tr[data-model-id="{model_id}"]')
+    row.get_by_role("button", name=f"Delete model {model_id[:8]}").click()
+    row.get_by_role("button", name="Yes, delete it").click()
+    # Then it is gone from the list and from the API
+    expect(row).to_have_count(0)
+    expect(page.locator("#models-table")).to_contain_text("No style models yet")
+    assert api(api_url, alice, "GET", "/v1/models")["items"] == []
+    browser.assert_clean()
+
+
 def test_compare_two_runs_overlays_curves_grids_and_what_differs(
     browser: BrowserSession, alice: Caller, worker: services.Proc, api_url: str
 ) -> None:
@@ -408,6 +520,9 @@ def test_pages_fit_a_phone_and_every_control_has_a_label(browser: BrowserSession
         ("#/new/gan", "#field-steps"),
         ("#/new/style", "#field-size"),
         ("#/compare", "#compare-go"),
+        ("#/models", "#models-table"),
+        ("#/apply", "#field-size"),
+        ("#/new/style-model", "#field-steps"),
     ):
         page.goto(f"/{path}")
         expect(page.locator(ready)).to_be_visible()

@@ -92,12 +92,22 @@ export async function json(path, options) {
 export const api = {
   jobs: (query, signal) => json("/v1/jobs", { query, signal }),
   job: (id, signal) => json(`/v1/jobs/${encodeURIComponent(id)}`, { signal }),
-  submit: (body) => json("/v1/jobs", { method: "POST", body }),
+  /** POST a job; with `wait` (seconds) the API answers when it ends or the wait is over (Prefer: wait). */
+  submit: (body, { wait, signal } = {}) => json("/v1/jobs", {
+    method: "POST",
+    body,
+    signal,
+    headers: wait ? { Prefer: `wait=${wait}` } : undefined,
+    timeoutMs: wait ? (wait + 30) * 1000 : undefined,
+  }),
   cancel: (id) => json(`/v1/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST" }),
   metrics: (id, query, signal) => json(`/v1/jobs/${encodeURIComponent(id)}/metrics`, { query, signal }),
   artifacts: (id, query, signal) => json(`/v1/jobs/${encodeURIComponent(id)}/artifacts`, { query, signal }),
   uploads: (query, signal) => json("/v1/uploads", { query, signal }),
   upload: (id, signal) => json(`/v1/uploads/${encodeURIComponent(id)}`, { signal }),
+  models: (query, signal) => json("/v1/models", { query, signal }),
+  model: (id, signal) => json(`/v1/models/${encodeURIComponent(id)}`, { signal }),
+  deleteModel: (id) => request(`/v1/models/${encodeURIComponent(id)}`, { method: "DELETE" }),
 };
 
 /** Every artifact of a job (the list is paginated by the API). */
@@ -132,6 +142,11 @@ export function artifactImage(artifact) {
     }
   }
   return hit;
+}
+
+/** An object URL for a picture the API serves under the key (a model's preview): fetched once per key. */
+export function imageUrl(url, version = "") {
+  return artifactImage({ url, sha256: version });
 }
 
 export async function artifactBlob(artifact) {

@@ -3,11 +3,14 @@
 
 import { api, clearKey, getKey, onUnauthorized, setKey } from "./api.js";
 import { $, fill, h } from "./dom.js";
+import { applyView } from "./views/apply.js";
 import { compareView } from "./views/compare.js";
 import { ganFormView } from "./views/gan_form.js";
 import { jobView } from "./views/job.js";
 import { jobsView } from "./views/jobs.js";
+import { modelsView } from "./views/models.js";
 import { styleView } from "./views/style.js";
+import { styleTrainView } from "./views/style_train.js";
 
 const main = $("#main");
 const banner = $("#banner");
@@ -21,6 +24,9 @@ const ROUTES = [
   [/^\/jobs\/([0-9a-f-]{36})$/, () => jobView, "jobs"],
   [/^\/new\/gan$/, () => ganFormView, "gan"],
   [/^\/new\/style$/, () => styleView, "style"],
+  [/^\/new\/style-model$/, () => styleTrainView, "models"],
+  [/^\/models$/, () => modelsView, "models"],
+  [/^\/apply$/, () => applyView, "apply"],
   [/^\/compare$/, () => compareView, "compare"],
 ];
 

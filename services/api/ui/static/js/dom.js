@@ -135,6 +135,10 @@ export function jobSubject(job) {
     const styles = Array.isArray(p.styles) ? p.styles.map(String).join(" + ") : "";
     return `${p.content ?? "builtin"} → model of ${styles}`;
   }
+  if (job.type === "style.apply") {
+    const n = (job.progress && job.progress.total) || (Array.isArray(p.images) ? p.images.length : 0);
+    return `${n} ${n === 1 ? "picture" : "pictures"} ← model ${shortId(p.model ?? "")}`;
+  }
   if (job.type === "gan.sample") return `from ${shortId(p.source_job ?? "")}`;
   return "";
 }

@@ -230,7 +230,7 @@ export function dropZone({
       bar.value = 1;
       zone.dataset.state = "done";
       zone.dataset.uploadId = upload.id;
-      status.textContent = `Uploaded ${upload.filename}: ${upload.file_count} pictures${upload.classes.length ? `, classes: ${upload.classes.join(", ")}` : ""}.`;
+      status.textContent = `Uploaded ${upload.filename}: ${upload.file_count} ${upload.file_count === 1 ? "picture" : "pictures"}${upload.classes.length ? `, classes: ${upload.classes.join(", ")}` : ""}.`;
       onUploaded(upload, localFile);
     } catch (err) {
       zone.dataset.state = "error";

@@ -25,13 +25,15 @@ export const CHART_GROUPS = [
   { title: "Precision and recall", names: ["precision", "recall"] },
   { title: "Style transfer losses", names: ["total_loss", "content_loss", "style_loss", "tv_loss"] },
 ];
-const GRID_PATTERN = /^(samples|snapshots)\/step-(\d+)\.png$/;
+const GRID_PATTERN = /^(samples|snapshots|previews)\/step-(\d+)\.png$/;
 const FEATURED = {
   "samples/final.png": "Final samples",
   "samples/interpolation.png": "Latent interpolation",
   "output.png": "Result",
   "samples.png": "Samples",
+  "preview.png": "Final preview",
 };
+const GRID_KINDS = { "snapshots/": "Snapshot", "previews/": "Preview" };
 
 /** The chart groups for a run's metric names; names no group claims get a chart each. */
 export function groupsFor(names) {
@@ -125,7 +127,7 @@ export function jobView(main, route) {
   }
 
   function renderActions() {
-    const again = { "gan.train": "#/new/gan", "style.transfer": "#/new/style" }[job.type];
+    const again = { "gan.train": "#/new/gan", "style.transfer": "#/new/style", "style.train": "#/new/style-model" }[job.type];
     const buttons = [];
     if (!TERMINAL.has(job.state) && !job.cancel_requested) {
       const confirmBox = h("span", { class: "confirm", hidden: true },
@@ -140,6 +142,12 @@ export function jobView(main, route) {
       buttons.push(ask, confirmBox);
     }
     if (again) buttons.push(h("a", { class: "button", id: "run-again", href: `${again}?from=${job.id}` }, "Run again with changes"));
+    if (job.type === "style.train" && job.state === "succeeded") {
+      buttons.push(h("a", { class: "button", id: "apply-model", href: `#/apply?model=${job.id}` }, "Apply this model"));
+    }
+    if (job.type === "style.apply" && job.params && job.params.model) {
+      buttons.push(h("a", { class: "button", href: `#/apply?model=${job.params.model}` }, "Apply the model again"));
+    }
     if (job.type === "gan.train") buttons.push(h("a", { class: "button", href: `#/compare?ids=${job.id}` }, "Compare with…"));
     fill(actions, buttons);
   }
@@ -236,7 +244,7 @@ export function jobView(main, route) {
     const entry = grids[Math.min(i, grids.length - 1)];
     const img = gridSlot.querySelector("#sample-grid");
     const caption = gridSlot.querySelector("#grid-caption");
-    const kind = entry.artifact.name.startsWith("snapshots/") ? "Snapshot" : "Samples";
+    const kind = Object.entries(GRID_KINDS).find(([prefix]) => entry.artifact.name.startsWith(prefix))?.[1] ?? "Samples";
     caption.textContent = `${kind} at step ${fmtNumber(entry.step)} (${i + 1} of ${grids.length})`;
     if (img.dataset.name === entry.artifact.name) return;
     img.dataset.name = entry.artifact.name;

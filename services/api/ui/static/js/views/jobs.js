@@ -10,7 +10,7 @@ import {
 const PAGE_SIZE = 25;
 const POLL_MS = 2000;
 const STATES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
-const TYPES = ["", "gan.train", "style.transfer", "style.train", "gan.sample"];
+const TYPES = ["", "gan.train", "style.transfer", "style.train", "style.apply", "gan.sample"];
 const SHOWN_METRICS = ["d_loss", "g_loss", "loss", "total_loss", "fd", "modes"];
 const COMPARE_MAX = 8;
 
@@ -148,7 +148,7 @@ export function jobsView(main, route) {
     h(
       "section",
       { class: "card" },
-      h("div", { class: "title-row" }, h("h1", {}, "Jobs"), h("a", { class: "button", href: "#/new/gan" }, "New GAN job"), h("a", { class: "button", href: "#/new/style" }, "New style transfer")),
+      h("div", { class: "title-row" }, h("h1", {}, "Jobs"), h("a", { class: "button", href: "#/new/gan" }, "New GAN job"), h("a", { class: "button", href: "#/new/style" }, "New style transfer"), h("a", { class: "button", href: "#/new/style-model" }, "Train a style model")),
       h("div", { class: "filters" },
         select("filter-state", "State", STATES, state, (e) => setFilter("state", e.target.value)),
         select("filter-type", "Type", TYPES, type, (e) => setFilter("type", e.target.value)),
