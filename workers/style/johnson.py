@@ -196,18 +196,18 @@ class TransformerNet(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """The styled image (B, 3, H, W) in [0, 1] of ``image`` (B, 3, H, W) in [0, 1]."""
         height, width = image.shape[-2:]
-        x = _pad_to_multiple(image, SIZE_MULTIPLE)  # B x 3 x H' x W', multiples of 4
+        x = pad_to_multiple(image, SIZE_MULTIPLE)  # B x 3 x H' x W', multiples of 4
         x = self.head(x)  # B x 4w x H'/4 x W'/4
         x = self.res(x)  # B x 4w x H'/4 x W'/4
         x = self.tail(x)  # B x 3 x H' x W'
         return torch.sigmoid(x[..., :height, :width])  # B x 3 x H x W in [0, 1]
 
 
-def _pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
-    """``image`` padded (bottom, right; reflecting) to sides that are multiples of ``multiple``, >= MIN_PADDED_SIDE."""
+def pad_to_multiple(image: torch.Tensor, multiple: int, *, minimum: int = MIN_PADDED_SIDE) -> torch.Tensor:
+    """``image`` padded (bottom, right; reflecting) to sides that are multiples of ``multiple``, >= ``minimum``."""
     height, width = image.shape[-2:]
-    pad_h = max(height + -height % multiple, MIN_PADDED_SIDE) - height
-    pad_w = max(width + -width % multiple, MIN_PADDED_SIDE) - width
+    pad_h = max(height + -height % multiple, minimum) - height
+    pad_w = max(width + -width % multiple, minimum) - width
     if not pad_h and not pad_w:
         return image
     # Reflection needs a pad smaller than the side; tiny inputs repeat their edge instead.
