@@ -45,6 +45,9 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         """Store ``data`` under ``key``, replacing any previous object."""
 
+    def put_file(self, key: str, path: Path, *, content_type: str = "application/octet-stream") -> None:
+        """Store the file at ``path`` under ``key`` without reading it into memory whole."""
+
     def get(self, key: str) -> bytes:
         """The whole object; raises NotFound."""
 
@@ -100,6 +103,19 @@ class LocalObjectStore:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_file(self, key: str, path: Path, *, content_type: str = "application/octet-stream") -> None:
+        """Copy to a temp file, then rename over the target."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -197,6 +213,11 @@ class S3ObjectStore:
         """Upload in one request (multipart above the SDK's part size)."""
         self.ensure_bucket()
         self.client.put_object(self.bucket, _check_key(key), io.BytesIO(data), len(data), content_type=content_type)
+
+    def put_file(self, key: str, path: Path, *, content_type: str = "application/octet-stream") -> None:
+        """Upload from the file in parts (multipart above the SDK's part size): memory stays one part."""
+        self.ensure_bucket()
+        self.client.fput_object(self.bucket, _check_key(key), str(path), content_type=content_type)
 
     def get(self, key: str) -> bytes:
         """Download the whole object."""

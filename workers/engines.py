@@ -4,13 +4,14 @@ resolving datasets and images from built-ins, uploads and earlier jobs."""
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import pickle
+import tempfile
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Final
 
 import torch
@@ -53,10 +54,12 @@ from workers.hooks import StopRequested
 from workers.model_cache import ModelCache
 from workers.oom import too_large_on_oom
 from workers.runtime import Executor, JobRunner, WorkerContext
-from workers.style.apply import output_name, style_picture
+from workers.style.adain import AdainModel, stylize_adain, train_adain
+from workers.style.apply import Forward, output_name, style_picture
 from workers.style.content import ContentSet, builtin_content, content_from_images
-from workers.style.images import decode_image, load_builtin_image
-from workers.style.johnson import load_model, train_johnson
+from workers.style.images import decode_image, load_builtin_image, to_tensor
+from workers.style.johnson import train_johnson
+from workers.style.model_file import load_style_model
 from workers.style.transfer import transfer as style_transfer
 from workers.style.vgg import WeightsUnavailableError, load_state_dict_file
 from workers.training import NPY_CONTENT_TYPE, OUTPUT_KIND, PNG_CONTENT_TYPE, SAMPLE_KIND, DivergenceError
@@ -359,6 +362,18 @@ def run_style_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner)
     content = _content_set(ctx, claim.tenant_id, params.content)
     styles = [_image(ctx, claim.tenant_id, ref) for ref in params.styles]
     with _style_job_errors(), too_large_on_oom(device, what=f"at {params.size} px", remedy=STYLE_TRAIN_REMEDY):
+        if params.method == "adain":  # the style pictures are a set to crop from, as the content's
+            train_adain(
+                params,
+                content,
+                content_from_images(styles),
+                runner,
+                device=device,
+                weights_dir=ctx.settings.torch_home,
+                allow_download=ctx.settings.allow_weight_download,
+                weights_state=_weights_state(ctx, claim.tenant_id, params.weights),
+            )
+            return
         train_johnson(
             params,
             content,
@@ -374,6 +389,7 @@ def run_style_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner)
 # The loaded style models of this worker process (one per store, as the classifiers).
 _MODEL_CACHES: dict[int, ModelCache] = {}
 ZIP_CONTENT_TYPE = "application/zip"
+APPLY_WORKDIR_PREFIX = "atelier-apply-"
 
 
 def _model_cache(ctx: WorkerContext) -> ModelCache:
@@ -399,6 +415,19 @@ def _pictures(ctx: WorkerContext, tenant_id: uuid.UUID, refs: list[str]) -> list
     return found
 
 
+def _apply_forward(
+    ctx: WorkerContext, tenant_id: uuid.UUID, params: StyleApplyParams, net: torch.nn.Module, device: torch.device
+) -> Forward:
+    """Johnson's network as it is; AdaIN's with this job's style pictures (read once), blend and alpha."""
+    if not isinstance(net, AdainModel):
+        return net
+    if not params.styles:
+        raise JobFailed(f"params.styles: model {params.model} is an adain model: give style pictures", code="bad_input")
+    styles = [to_tensor(_image(ctx, tenant_id, ref), params.size).to(device) for ref in params.styles]
+    weights, alpha = params.blend(), params.alpha_or_default()
+    return lambda content: stylize_adain(net, content, styles, weights=weights, alpha=alpha)
+
+
 def run_style_apply(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:
     """style.apply: the model (from this worker's cache when it has it), then one forward pass a picture."""
     params = StyleApplyParams.from_stored(claim.params)
@@ -411,7 +440,7 @@ def run_style_apply(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner)
         key, sha256, trained = artifact.key, artifact.sha256, StyleTrainParams.from_stored(source.params)
     device = pick_device(ctx.settings.device)
     _check_memory(
-        style_apply_memory_bytes(trained, params.size),
+        style_apply_memory_bytes(trained, params.size, styles=len(params.styles or [])),
         device,
         ctx.settings.device_memory_limit_bytes,
         what=f"params.size: {params.size} px",
@@ -419,36 +448,48 @@ def run_style_apply(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner)
     )
     try:
         net = _model_cache(ctx).get(
-            key=key, sha256=sha256, device=device, load=lambda: load_model(_fetch(ctx, key, "style model"))
+            key=key, sha256=sha256, device=device, load=lambda: load_style_model(_fetch(ctx, key, "style model"))[1]
         )
     except ValueError as exc:  # load_model: not a style model file (never unpickled)
         raise JobFailed(f"model {params.model}: {exc}", code="bad_model") from exc
+    forward = _apply_forward(ctx, claim.tenant_id, params, net, device)
     pictures = _pictures(ctx, claim.tenant_id, params.images)
-    outputs: list[tuple[str, bytes]] = []
     taken: set[str] = set()
-    with too_large_on_oom(device, what=f"at {params.size} px", remedy="lower size"):
-        for done, (name, picture) in enumerate(pictures, start=1):
-            if isinstance(picture, str):
-                try:
-                    picture = decode_image(_fetch(ctx, picture, f"picture {name}"))
-                except ValueError as exc:
-                    raise JobFailed(f"{name} cannot be decoded: {exc}", code="bad_input") from exc
-            png = style_picture(
-                net, picture, size=params.size, strength=params.strength, preserve_colors=params.preserve_colors
-            )
-            outputs.append((output_name(name, taken), png))
-            runner.report_progress(done, len(pictures))
-            reason = runner.should_stop()
-            if reason is not None and done < len(pictures):
-                raise StopRequested(reason, done)
-    if len(outputs) == 1:
-        runner.save_artifact(SINGLE_OUTPUT, outputs[0][1], kind=OUTPUT_KIND, content_type=PNG_CONTENT_TYPE)
-        return
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
-        for name, png in outputs:
-            archive.writestr(name, png)
-    runner.save_artifact(BATCH_OUTPUT, buffer.getvalue(), kind=OUTPUT_KIND, content_type=ZIP_CONTENT_TYPE)
+    single: bytes | None = None
+    # A batch's PNGs go straight into a zip on disk and the zip is uploaded from there: the worker holds one
+    # picture at a time, whatever the batch's size.
+    with tempfile.TemporaryDirectory(prefix=APPLY_WORKDIR_PREFIX) as workdir:
+        batch = Path(workdir) / BATCH_OUTPUT
+        with (
+            zipfile.ZipFile(batch, "w", zipfile.ZIP_STORED) as archive,  # PNGs are compressed already
+            too_large_on_oom(device, what=f"at {params.size} px", remedy="lower size"),
+        ):
+            for done, (name, picture) in enumerate(pictures, start=1):
+                if isinstance(picture, str):
+                    try:
+                        picture = decode_image(_fetch(ctx, picture, f"picture {name}"))
+                    except ValueError as exc:
+                        raise JobFailed(f"{name} cannot be decoded: {exc}", code="bad_input") from exc
+                png = style_picture(
+                    forward,
+                    picture,
+                    device=device,
+                    size=params.size,
+                    strength=params.strength,
+                    preserve_colors=params.preserve_colors,
+                )
+                if len(pictures) == 1:
+                    single = png
+                else:
+                    archive.writestr(output_name(name, taken), png)
+                runner.report_progress(done, len(pictures))
+                reason = runner.should_stop()
+                if reason is not None and done < len(pictures):
+                    raise StopRequested(reason, done)
+        if single is not None:
+            runner.save_artifact(SINGLE_OUTPUT, single, kind=OUTPUT_KIND, content_type=PNG_CONTENT_TYPE)
+        else:
+            runner.save_artifact_file(BATCH_OUTPUT, batch, kind=OUTPUT_KIND, content_type=ZIP_CONTENT_TYPE)
 
 
 def run_gan_sample(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:

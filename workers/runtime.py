@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -41,6 +42,7 @@ DB_RETRY_FIRST_S = 0.2
 DB_RETRY_MAX_S = 5.0
 DB_RETRY_DEADLINE_S = 120.0
 RATE_SMOOTHING = 0.3
+FILE_CHUNK_BYTES = 1024 * 1024  # save_artifact_file hashes its file this much at a time
 METRICS_EVENT_EVERY_S = 0.5  # the SSE stream's metrics events: at most two a second
 MAX_ERROR_CHARS = 2000
 INTERNAL_ERROR = "internal_error"  # a crash Atelier did not foresee; the message holds the last frames
@@ -364,10 +366,30 @@ class JobRunner:
     def save_artifact(self, name: str, data: bytes, *, kind: str, content_type: str) -> None:
         """Upload an output under this attempt's prefix, then record it (fenced); within the per-job caps."""
         self.limits.admit_artifact(name, len(data))
-        section = ARTIFACT_SECTIONS.get(kind, "outputs")
-        key = job_key(self.claim.job_id, section, f"a{self.claim.attempt}/{name}")
+        key = self._artifact_key(name, kind)
         self._put(key, data, content_type, f"artifact {name}")
+        self._record_artifact(name, kind, key, len(data), hashlib.sha256(data).hexdigest(), content_type)
 
+    def save_artifact_file(self, name: str, path: Path, *, kind: str, content_type: str) -> None:
+        """save_artifact for an output written to a file (a batch's zip): streamed, never read whole."""
+        size = path.stat().st_size
+        self.limits.admit_artifact(name, size)
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(FILE_CHUNK_BYTES):
+                digest.update(chunk)
+        key = self._artifact_key(name, kind)
+        retry_storage(
+            lambda: self.ctx.store.put_file(key, path, content_type=content_type),
+            deadline_s=self.settings.storage_retry_deadline_s,
+            what=f"artifact {name}",
+        )
+        self._record_artifact(name, kind, key, size, digest.hexdigest(), content_type)
+
+    def _artifact_key(self, name: str, kind: str) -> str:
+        return job_key(self.claim.job_id, ARTIFACT_SECTIONS.get(kind, "outputs"), f"a{self.claim.attempt}/{name}")
+
+    def _record_artifact(self, name: str, kind: str, key: str, size: int, sha256: str, content_type: str) -> None:
         def record() -> bool:
             with transaction(self.ctx.sessions) as session:
                 return queries.record_artifact(
@@ -377,8 +399,8 @@ class JobRunner:
                     name=name,
                     kind=kind,
                     key=key,
-                    size=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(),
+                    size=size,
+                    sha256=sha256,
                     content_type=content_type,
                     step=self._progress[0] if self._progress else None,
                 )

@@ -128,7 +128,10 @@ def _admit_style_train_memory(params: StyleTrainParams, have: int) -> None:
 
 def _admit_style_apply(session: Session, *, tenant_id: uuid.UUID, params: StyleApplyParams, settings: Settings) -> None:
     source = queries.get_job(session, tenant_id=tenant_id, job_id=uuid.UUID(params.model))
-    need = style_apply_memory_bytes(StyleTrainParams.from_stored(source.params), params.size)
+    trained = StyleTrainParams.from_stored(source.params)
+    for field, message in params.method_problems(trained.method, model=params.model)[:1]:
+        raise InvalidInput(f"{field}: {message}", field=field)
+    need = style_apply_memory_bytes(trained, params.size, styles=len(params.styles or []))
     have = settings.style_memory_budget
     if need > have:
         raise InvalidInput(

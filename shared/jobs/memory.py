@@ -101,6 +101,7 @@ def style_memory_bytes(params: StyleTransferParams) -> int:
 TRANSFORMER_SAVED_PER_LAYER: Final = 3  # convolution, instance norm and ReLU outputs
 TRANSFORMER_RESIDUAL_LAYERS: Final = 2  # two convolutions per residual block
 TRANSFORMER_WEIGHT_COPIES: Final = 4  # weights, gradients, Adam's two moments
+ADAIN_CHANNELS: Final = 512  # relu4_1's channels in VGG16 and VGG19: the decoder's input
 
 
 def _transformer_layers(width: int, residual_blocks: int, side: int) -> list[tuple[int, int, int, int]]:
@@ -111,30 +112,54 @@ def _transformer_layers(width: int, residual_blocks: int, side: int) -> list[tup
     return [*layers, (4 * w, 2 * w, 3, side // 2), (2 * w, w, 3, side), (w, CHANNELS, 9, side)]
 
 
+def _decoder_layers(width: int, side: int) -> list[tuple[int, int, int, int]]:
+    """AdaIN's decoder (workers/style/adain.py), from relu4_1's 512 channels at side / 8 back to RGB."""
+    w, eighth, quarter, half = width, side // 8, side // 4, side // 2
+    layers = [(ADAIN_CHANNELS, 4 * w, 3, eighth), *[(4 * w, 4 * w, 3, quarter)] * 3, (4 * w, 2 * w, 3, quarter)]
+    return [*layers, (2 * w, 2 * w, 3, half), (2 * w, w, 3, half), (w, w, 3, side), (w, CHANNELS, 3, side)]
+
+
+def _style_net_layers(params: StyleTrainParams, side: int) -> list[tuple[int, int, int, int]]:
+    """The convolutions of the network a style.train job trains: Johnson's transformer or AdaIN's decoder."""
+    if params.method == "adain":
+        return _decoder_layers(params.width, side)
+    return _transformer_layers(params.width, params.residual_blocks, side)
+
+
+def _encoder_depth(params: StyleTrainParams) -> int:
+    names = layer_names(params.network)
+    return max(names.index(layer) for layer in params.content_layers + params.style_layers) + 1
+
+
 def _transformer_floats(params: StyleTrainParams) -> tuple[int, int]:
-    """(activation floats saved per picture, weight count) of the transformer network at ``params.size``."""
-    layers = _transformer_layers(params.width, params.residual_blocks, params.size)
+    """(activation floats saved per picture, weight count) of the trained network at ``params.size``."""
+    layers = _style_net_layers(params, params.size)
     saved = sum(TRANSFORMER_SAVED_PER_LAYER * out_c * out_side**2 for _in_c, out_c, _k, out_side in layers)
     weights = sum(in_c * out_c * k * k + 3 * out_c for in_c, out_c, k, _side in layers)
     return saved, weights
 
 
 def style_model_params(params: StyleTrainParams) -> int:
-    """Parameters of the transformer network ``params`` trains (convolutions and instance-norm affines)."""
-    return _transformer_floats(params)[1]
+    """Parameters of the model file a style.train job saves: Johnson's network, or AdaIN's decoder and encoder."""
+    trained = _transformer_floats(params)[1]
+    if params.method == "adain":  # the encoder's weights travel in the model file too
+        trained += _weights_bytes(params.network, _encoder_depth(params)) // FLOAT_BYTES
+    return trained
 
 
 def style_train_memory_bytes(params: StyleTrainParams) -> int:
     """Estimated peak device memory of one style.train step, in bytes."""
     names = layer_names(params.network)
-    depth = max(names.index(layer) for layer in params.content_layers + params.style_layers) + 1
+    depth = _encoder_depth(params)
     size, batch = params.size, params.batch_size
     shapes = _module_shapes(params.network, depth, size)
     encoder_saved = CHANNELS * size * size + sum(c * s * s for _k, c, s in shapes)
     encoder_saved += sum(c * s * s * INDEX_BYTES // FLOAT_BYTES for k, c, s in shapes if k == "pool")
     transformer_saved, transformer_weights = _transformer_floats(params)
     activations = ACTIVATION_FACTOR * batch * (encoder_saved + transformer_saved) * FLOAT_BYTES
-    targets_pass = FORWARD_ONLY_FACTOR * batch * max(c * s * s for _k, c, s in shapes) * FLOAT_BYTES
+    # the content batch's no-grad pass (and AdaIN's style batch's)
+    passes = 2 if params.method == "adain" else 1
+    targets_pass = passes * FORWARD_ONLY_FACTOR * batch * max(c * s * s for _k, c, s in shapes) * FLOAT_BYTES
     by_name = dict(zip(names, shapes, strict=False))
     content_targets = batch * sum(by_name[layer][1] * by_name[layer][2] ** 2 for layer in params.content_layers)
     grams = len(params.styles) * sum(by_name[layer][1] ** 2 for layer in params.style_layers)
@@ -147,12 +172,17 @@ def style_train_memory_bytes(params: StyleTrainParams) -> int:
 APPLY_PICTURE_COPIES: Final = 6  # the decoded picture, its tensor, the padded input, the output, the blend, the PNG
 
 
-def style_apply_memory_bytes(trained: StyleTrainParams, size: int) -> int:
-    """Estimated peak device memory of applying the network ``trained`` describes to one ``size`` px picture."""
-    layers = _transformer_layers(trained.width, trained.residual_blocks, size)
+def style_apply_memory_bytes(trained: StyleTrainParams, size: int, *, styles: int = 0) -> int:
+    """Estimated peak device memory of applying the model ``trained`` describes to one ``size`` px picture
+    (and, for AdaIN, ``styles`` style pictures of that size)."""
+    layers = _style_net_layers(trained, size)
     widest = max(out_c * out_side**2 for _in_c, out_c, _k, out_side in layers)
-    weights = sum(in_c * out_c * k * k + 3 * out_c for in_c, out_c, k, _side in layers)
+    weights = style_model_params(trained)
     pictures = APPLY_PICTURE_COPIES * CHANNELS * size * size
+    if trained.method == "adain":  # the encoder's passes over the picture and each style picture
+        shapes = _module_shapes(trained.network, _encoder_depth(trained), size)
+        widest = max(widest, max(c * s * s for _k, c, s in shapes))
+        pictures += styles * (widest + CHANNELS * size * size)
     return int((FORWARD_ONLY_FACTOR * widest + weights + pictures) * FLOAT_BYTES + OVERHEAD_BYTES)
 
 

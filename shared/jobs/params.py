@@ -151,14 +151,14 @@ def runtime_field() -> Any:
 
 
 def preset_filled(
-    data: dict[str, Any], presets: Mapping[str, Mapping[str, Any]], info: ValidationInfo
+    data: dict[str, Any], presets: Mapping[str, Mapping[str, Any]], info: ValidationInfo, *, key: str = "preset"
 ) -> dict[str, Any]:
-    """A copy of the request ``data`` with its preset's values in every field the caller left out
-    (none for stored params: see ``JobParams.from_stored``)."""
+    """A copy of the request ``data`` with its preset's values (the preset named by field ``key``) in every
+    field the caller left out (none for stored params: see ``JobParams.from_stored``)."""
     filled = dict(data)
     if is_stored(info):
         return filled
-    preset = filled.get("preset")
+    preset = filled.get(key)
     if isinstance(preset, str) and preset in presets:
         for key, value in presets[preset].items():
             filled.setdefault(key, value)

@@ -22,6 +22,7 @@ from shared.jobs.params import (
     every_problems,
     is_stored,
     is_upload_ref,
+    preset_filled,
     refuse,
     runtime_field,
     scale_unset_every,
@@ -35,14 +36,26 @@ from shared.jobs.style_transfer import (
     normalised_blend,
     one_weight_per_layer,
 )
-from shared.jobs.vgg_layers import VggNetwork
+from shared.jobs.vgg_layers import VggNetwork, layer_names
 
-METHODS = ("johnson",)
+METHODS = ("johnson", "adain")
 CONTENT_BUILTIN = "builtin"  # random crops of the bundled scikit-image / scikit-learn pictures and procedural shapes
 # Johnson et al. 2016 (and pytorch/examples' fast_neural_style): VGG16, content at relu2_2, style at relu1_2 ...
 # relu4_3.
 JOHNSON_CONTENT_LAYERS = ("relu2_2",)
 JOHNSON_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+ADAIN_LAYER = "relu4_1"  # where AdaIN mixes content and style, and the decoder starts
+# Huang & Belongie 2017: VGG19 up to relu4_1; the content loss at relu4_1 against the AdaIN target, the style
+# loss on the channel means and standard deviations at relu1_1 ... relu4_1, weighted 10 to 1.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "adain": {
+        "network": "vgg19",
+        "content_layers": ["relu4_1"],
+        "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1"],
+        "content_weight": 1.0,
+        "style_weight": 10.0,
+    },
+}
 DEFAULT_TRAIN_SIZE = 128
 DEFAULT_TRAIN_STEPS = 1000
 MAX_TRAIN_BATCH = 64
@@ -59,10 +72,13 @@ MAX_RESIDUAL_BLOCKS = 10
 class StyleTrainParams(JobParams):
     """Train a feed-forward style network on content pictures, with one or more style pictures."""
 
-    method: Literal["johnson"] = Field(
+    method: Literal["johnson", "adain"] = Field(
         default="johnson",
         description="johnson: one transformer network per style (blend) (Johnson et al. 2016): reflection "
-        "padding, instance norm, residual blocks, upsample-then-convolve.",
+        "padding, instance norm, residual blocks, upsample-then-convolve. adain: one decoder for any style "
+        "(Huang & Belongie 2017): VGG19 up to relu4_1, adaptive instance norm, a trained decoder; styles is "
+        "the style set it learns from, and style.apply takes any style pictures. adain fills in its network, "
+        "layers and loss weights (fields given explicitly win).",
     )
     styles: list[Annotated[str, Field(json_schema_extra=IMAGE_CHOICES)]] = Field(
         min_length=1, max_length=MAX_STYLES, description="Style pictures (built-in names or image upload ids)."
@@ -82,9 +98,15 @@ class StyleTrainParams(JobParams):
     batch_size: int = Field(default=4, ge=1, le=MAX_TRAIN_BATCH, description="Content crops per step.")
     lr: float = Field(default=1e-3, gt=0, le=1.0, description="Adam's step size for the transformer network.")
     width: int = Field(
-        default=32, ge=MIN_WIDTH, le=MAX_WIDTH, description="Channels of the network's first layer (Johnson: 32)."
+        default=32,
+        ge=MIN_WIDTH,
+        le=MAX_WIDTH,
+        description="johnson: channels of the network's first layer (Johnson: 32); adain: the decoder's last "
+        "block (the paper's: 64, giving 512-256-128-64).",
     )
-    residual_blocks: int = Field(default=5, ge=1, le=MAX_RESIDUAL_BLOCKS, description="Residual blocks (Johnson: 5).")
+    residual_blocks: int = Field(
+        default=5, ge=1, le=MAX_RESIDUAL_BLOCKS, description="johnson: residual blocks (Johnson: 5)."
+    )
     weights: str = Field(
         default="imagenet",
         description="VGG weights of the loss network: imagenet, random (seeded, per-layer normalised), or the id "
@@ -121,6 +143,11 @@ class StyleTrainParams(JobParams):
     )
     max_runtime_s: int | None = runtime_field()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        return preset_filled(data, METHOD_DEFAULTS, info, key="method") if isinstance(data, dict) else data
+
     @field_validator("styles")
     @classmethod
     def _known_styles(cls, value: list[str]) -> list[str]:
@@ -154,6 +181,8 @@ class StyleTrainParams(JobParams):
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> StyleTrainParams:
+        if self.method == "adain":
+            refuse(self, self._adain_problems())
         if self.style_blend is not None:
             check_blend(self.style_blend, self.styles)
         if not is_stored(info):  # checked at submit: a stored job parses as it was stored
@@ -165,6 +194,19 @@ class StyleTrainParams(JobParams):
                 + every_problems("log_every", self.log_every, self.steps),
             )
         return self
+
+    def _adain_problems(self) -> list[tuple[str, str]]:
+        """AdaIN's decoder inverts relu4_1: the content loss is there, the style loss at or below it."""
+        problems = []
+        if self.content_layers != [ADAIN_LAYER]:
+            problems.append(("content_layers", f"adain's content loss is at {ADAIN_LAYER} (the decoder's input)"))
+        order = layer_names(self.network)
+        deeper = [layer for layer in self.style_layers if order.index(layer) > order.index(ADAIN_LAYER)]
+        if deeper:
+            problems.append(("style_layers", f"adain's encoder stops at {ADAIN_LAYER}; {deeper} are deeper"))
+        if self.style_blend is not None:
+            problems.append(("style_blend", "adain learns from the style set as a whole; blend styles in style.apply"))
+        return problems
 
     def references(self) -> list[Reference]:
         """Uploaded style pictures, the uploaded content set and an uploaded weights file."""

@@ -47,6 +47,16 @@ TINY_TRAIN: dict[str, Any] = {
     "preview_every": None,
 }
 SIZE = 48
+TINY_ADAIN: dict[str, Any] = {
+    "method": "adain",
+    "styles": ["coffee", "rocket"],
+    "size": 32,
+    "steps": 3,
+    "batch_size": 1,
+    "width": 8,
+    "weights": "random",
+    "preview_every": None,
+}
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +201,12 @@ def test_a_batch_gives_one_zip_named_after_the_pictures(
         ({"images": ["nowhere"]}, "params.images", "unknown image 'nowhere'"),
         ({"size": 100_000}, "params.size", "over this server's limit"),
         ({"strength": 1.5}, "params.strength", "less than or equal to 1"),
-        ({"alpha": 0.5}, "params.alpha", "Extra inputs are not permitted"),
+        ({"contrast": 0.5}, "params.contrast", "Extra inputs are not permitted"),
+        # options of the other method: a johnson model has its style trained in
+        ({"alpha": 0.5}, "params.alpha", "alpha applies to adain models; model "),
+        ({"styles": ["coffee"]}, "params.styles", "styles applies to adain models"),
+        ({"style_blend": [1.0]}, "params", "style_blend weighs styles; give styles too"),
+        ({"alpha": 2.0}, "params.alpha", "less than or equal to 1"),
     ],
 )
 def test_bad_apply_submissions_get_4xx_naming_the_field(
@@ -288,3 +303,47 @@ def test_a_corrupt_model_file_fails_the_job_without_unpickling(
     assert job["error"]["code"] == "bad_model", job["error"]
     assert "not a style model" in job["error"]["message"]
     assert not marker.exists()
+
+
+@pytest.fixture
+def adain_model(client: TestClient, alice: Caller, worker: WorkerContext) -> str:
+    """The id of an AdaIN model alice trained (a tiny style.train run)."""
+    job = run(client, alice, worker, "style.train", TINY_ADAIN)
+    assert job["state"] == "succeeded", job["error"]
+    return str(job["id"])
+
+
+def test_an_adain_model_applies_any_styles_with_alpha_and_blend(
+    client: TestClient, alice: Caller, worker: WorkerContext, adain_model: str
+) -> None:
+    # Given alice's adain model, listed as such
+    listed = client.get(f"/v1/models/{adain_model}", headers=alice.headers).json()
+    assert (listed["method"], listed["styles"]) == ("adain", ["coffee", "rocket"])
+    # When it is applied with a style it never saw, at alpha 0 and 1, and with two styles blended
+    none = apply(client, alice, worker, model=adain_model, images=["astronaut"], styles=["chelsea"], alpha=0.0)
+    full = apply(client, alice, worker, model=adain_model, images=["astronaut"], styles=["chelsea"], alpha=1.0)
+    blended = apply(
+        client, alice, worker, model=adain_model, images=["astronaut"], styles=["chelsea", "coffee"], style_blend=[1, 3]
+    )
+    # Then each gives one PNG at the size asked for, and alpha and the blend change the output
+    outputs = []
+    for job in (none, full, blended):
+        assert job["state"] == "succeeded", job["error"]
+        outputs.append(png_pixels(artifact(client, alice, job, "output.png")))
+        assert max(outputs[-1].shape[:2]) == SIZE
+    assert np.abs(outputs[0] - outputs[1]).mean() > 1e-3
+    assert np.abs(outputs[1] - outputs[2]).mean() > 1e-3
+
+
+def test_an_adain_model_needs_style_pictures_and_a_johnson_model_refuses_them(
+    client: TestClient, alice: Caller, adain_model: str, model: str
+) -> None:
+    cases = (
+        ({"model": adain_model, "images": ["astronaut"]}, "params.styles", "is an adain model: give the style"),
+        ({"model": model, "images": ["astronaut"], "alpha": 0.5}, "params.alpha", "is a johnson model"),
+    )
+    for params, field, needle in cases:
+        response = client.post("/v1/jobs", json={"type": "style.apply", "params": params}, headers=alice.headers)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["field"] == field and needle in error["message"], error

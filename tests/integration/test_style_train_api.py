@@ -40,7 +40,11 @@ def submit(client: TestClient, caller: Caller, body: dict[str, Any]) -> Any:
         ({"styles": ["no-such-picture"]}, "params.styles", "unknown image 'no-such-picture'"),
         ({"styles": ["coffee", MISSING_UPLOAD]}, "params.styles.1", f"upload {MISSING_UPLOAD} not found"),
         ({"style_blend": [1.0, 2.0]}, "params", "style_blend has 2 weights but styles has 1"),
-        ({"method": "adain"}, "params.method", "'johnson'"),
+        ({"method": "cyclegan"}, "params.method", "'johnson' or 'adain'"),
+        # adain's decoder inverts relu4_1: its content loss is there and its style loss not deeper
+        ({"method": "adain", "content_layers": ["relu2_2"]}, "params.content_layers", "adain's content loss is at"),
+        ({"method": "adain", "style_layers": ["relu5_1"]}, "params.style_layers", "['relu5_1'] are deeper"),
+        ({"method": "adain", "style_blend": [1.0]}, "params.style_blend", "blend styles in style.apply"),
         ({"content": "imagenet"}, "params.content", "unknown content set 'imagenet'"),
         ({"content": MISSING_UPLOAD}, "params.content", f"upload {MISSING_UPLOAD} not found"),
         ({"size": 16}, "params.size", "greater than or equal to 32"),
@@ -82,6 +86,18 @@ def test_defaults_are_johnsons_and_are_stored_resolved(client: TestClient, alice
     assert params["style_layers"] == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
     assert (params["size"], params["steps"], params["width"], params["residual_blocks"]) == (128, 1000, 32, 5)
     assert job["progress"]["total"] == 1000
+
+
+def test_adain_fills_in_the_papers_network_layers_and_weights(client: TestClient, alice: Caller) -> None:
+    # When an adain job gives only its style set and one override
+    body = {"type": "style.train", "params": {"method": "adain", "styles": ["coffee", "rocket"], "style_weight": 5.0}}
+    response = submit(client, alice, body)
+    # Then it stores VGG19 up to relu4_1, the style layers relu1_1 ... relu4_1, and the override
+    assert response.status_code == 201, response.text
+    params = response.json()["params"]
+    assert (params["method"], params["network"], params["content_layers"]) == ("adain", "vgg19", ["relu4_1"])
+    assert params["style_layers"] == ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+    assert (params["content_weight"], params["style_weight"]) == (1.0, 5.0)
 
 
 def test_an_uploaded_folder_of_photos_is_a_content_set(client: TestClient, alice: Caller) -> None:

@@ -4,23 +4,27 @@ the outputs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import PurePosixPath
 
 import torch
 from PIL import Image
-from torch import nn
 
 from workers.style.images import to_png, to_tensor, with_chroma_of
 
 PNG_SUFFIX = ".png"
 
 
-def style_picture(net: nn.Module, picture: Image.Image, *, size: int, strength: float, preserve_colors: bool) -> bytes:
-    """``picture`` resized to ``size`` (longer side) through ``net``, blended and encoded as PNG."""
-    device = next(net.parameters()).device
+Forward = Callable[[torch.Tensor], torch.Tensor]  # a picture (1 x 3 x H x W in [0, 1]) to its styled version
+
+
+def style_picture(
+    forward: Forward, picture: Image.Image, *, device: torch.device, size: int, strength: float, preserve_colors: bool
+) -> bytes:
+    """``picture`` resized to ``size`` (longer side) through ``forward``, blended and encoded as PNG."""
     content = to_tensor(picture, size).to(device)  # 1 x 3 x H x W in [0, 1]
     with torch.no_grad():
-        styled = net(content)
+        styled = forward(content)
         if strength < 1.0:
             styled = torch.lerp(content, styled, strength)
         if preserve_colors:

@@ -29,13 +29,17 @@ MEASURE = ANON_SOURCE + textwrap.dedent(
     torch.set_num_threads(1)
     from shared.jobs.style_train import StyleTrainParams
     from workers.hooks import InMemoryHooks
-    from workers.style.content import builtin_content
+    from workers.style.adain import train_adain
+    from workers.style.content import builtin_content, content_from_images
     from workers.style.images import load_builtin_image
     from workers.style.johnson import train_johnson
 
     params = StyleTrainParams.model_validate(json.loads(sys.argv[1]))
     content, style = builtin_content(), load_builtin_image("coffee")
-    print_growth(lambda: train_johnson(params, content, [style], InMemoryHooks()))
+    if params.method == "adain":
+        print_growth(lambda: train_adain(params, content, content_from_images([style]), InMemoryHooks()))
+    else:
+        print_growth(lambda: train_johnson(params, content, [style], InMemoryHooks()))
     """
 )
 
@@ -62,7 +66,11 @@ def test_the_parameter_count_is_johnsons_network() -> None:
     assert style_model_params(_params(residual_blocks=6)) - style_model_params(_params()) > 2 * 128 * 128 * 9
 
 
-@pytest.mark.parametrize("fields", [{"size": 256, "batch_size": 4, "steps": 2}], ids=["256px-batch4"])
+@pytest.mark.parametrize(
+    "fields",
+    [{"size": 256, "batch_size": 4, "steps": 2}, {"method": "adain", "size": 256, "batch_size": 4, "steps": 2}],
+    ids=["johnson-256px-batch4", "adain-256px-batch4"],
+)
 def test_the_estimate_covers_a_real_runs_peak(fields: dict[str, Any]) -> None:
     # Given a run's params and its estimate
     params = _params(**fields, preview_every=None, checkpoint_every=1000)
