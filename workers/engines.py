@@ -332,16 +332,24 @@ def _style_job_errors() -> Iterator[None]:
 STYLE_TRAIN_REMEDY = "lower batch_size, size or width"
 
 
-def _content_set(ctx: WorkerContext, tenant_id: uuid.UUID, ref: str) -> ContentSet:
-    """The built-in content pictures, or every picture of an image upload."""
-    if ref == CONTENT_BUILTIN:
-        return builtin_content()
+def _all_pictures(ctx: WorkerContext, tenant_id: uuid.UUID, ref: str) -> list[Image.Image]:
+    """A built-in picture, or every picture of an image upload."""
+    if not is_upload_ref(ref):
+        return [load_builtin_image(ref)]
     pictures = []
     for path, data in _upload_files(ctx, tenant_id, ref):
         try:
             pictures.append(decode_image(data))
         except ValueError as exc:
             raise JobFailed(f"upload {ref}: {path} cannot be decoded: {exc}", code="bad_input") from exc
+    return pictures
+
+
+def _content_set(ctx: WorkerContext, tenant_id: uuid.UUID, ref: str) -> ContentSet:
+    """The built-in content pictures, or every picture of an image upload."""
+    if ref == CONTENT_BUILTIN:
+        return builtin_content()
+    pictures = _all_pictures(ctx, tenant_id, ref)
     try:
         return content_from_images(pictures)
     except ValueError as exc:
@@ -360,13 +368,13 @@ def run_style_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner)
         remedy=STYLE_TRAIN_REMEDY,
     )
     content = _content_set(ctx, claim.tenant_id, params.content)
-    styles = [_image(ctx, claim.tenant_id, ref) for ref in params.styles]
     with _style_job_errors(), too_large_on_oom(device, what=f"at {params.size} px", remedy=STYLE_TRAIN_REMEDY):
-        if params.method == "adain":  # the style pictures are a set to crop from, as the content's
+        if params.method == "adain":  # a style set to crop from, as the content's: every picture of an upload
+            style_set = [p for ref in params.styles for p in _all_pictures(ctx, claim.tenant_id, ref)]
             train_adain(
                 params,
                 content,
-                content_from_images(styles),
+                content_from_images(style_set),
                 runner,
                 device=device,
                 weights_dir=ctx.settings.torch_home,
@@ -377,7 +385,7 @@ def run_style_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner)
         train_johnson(
             params,
             content,
-            styles,
+            [_image(ctx, claim.tenant_id, ref) for ref in params.styles],  # a blend of single pictures
             runner,
             device=device,
             weights_dir=ctx.settings.torch_home,

@@ -347,3 +347,20 @@ def test_an_adain_model_needs_style_pictures_and_a_johnson_model_refuses_them(
         assert response.status_code == 422, response.text
         error = response.json()["error"]
         assert error["field"] == field and needle in error["message"], error
+
+
+def test_an_adain_style_set_upload_trains_on_every_picture(
+    client: TestClient, alice: Caller, worker: WorkerContext
+) -> None:
+    # Given a style set uploaded as a zip of three pictures, one of them not an image the decoder can use
+    files = {"styles/a.png": png(40, 40, (250, 10, 10)), "styles/b.png": png(40, 40, (10, 250, 10))}
+    files["styles/c.png"] = png(40, 40, (10, 10, 250))
+    upload = client.post(
+        "/v1/uploads", files=[("files", ("styles.zip", zip_of(files), "application/zip"))], headers=alice.headers
+    ).json()["id"]
+    # When an adain model is trained on it
+    job = run(client, alice, worker, "style.train", TINY_ADAIN | {"styles": [upload]})
+    # Then it succeeded, and its card names the set
+    assert job["state"] == "succeeded", job["error"]
+    card = client.get(f"/v1/jobs/{job['id']}/artifacts/model.json", headers=alice.headers).json()
+    assert card["method"] == "adain" and card["styles"] == [upload]

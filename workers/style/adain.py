@@ -389,11 +389,11 @@ def train_adain(
 ) -> dict[str, Any]:
     """Train (or resume) an AdaIN decoder; save previews, the model and its card; returns the summary.
 
-    ``styles`` holds the pictures of ``params.styles``, in order; ``weights_state`` is the state dict of the
-    upload that ``params.weights`` names.
+    ``styles`` is the style set: every picture ``params.styles`` names (an upload gives all of its own);
+    ``weights_state`` is the state dict of the upload that ``params.weights`` names.
     """
-    if len(styles) != len(params.styles):
-        raise ValueError(f"got {len(styles)} style images for {len(params.styles)} styles in params")
+    if len(styles) < len(params.styles):
+        raise ValueError(f"got {len(styles)} style pictures for the {len(params.styles)} styles in params")
     dev = torch.device(device)
 
     # -- Model: the frozen encoder (params' weights, network, pooling) and a fresh decoder -----------
