@@ -9,7 +9,7 @@ GPU_WHEELS_MAX_KIB := 32768
 # The GPU check runs on the GPU machine's stock python3; here the venv's stands in for it.
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 
-.PHONY: ui screenshots up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-style bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads bench-events bench-ui gpu-check gpu-wheels clean
+.PHONY: ui screenshots up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-style bench-fast-style bench-apply-batch bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads bench-events bench-ui gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -86,6 +86,14 @@ bench-load: $(STAMP)
 ## Style-transfer benchmark: time to the PyTorch tutorial's final loss (CPU 128 px; GPU 512 px).
 bench-style: $(STAMP)
 	$(PY) -m bench.style $(ARGS)
+
+## Fast style: style.train (johnson) images/s vs pytorch/examples fast_neural_style, apply speed-up and quality vs Gatys (CPU ~10 min).
+bench-fast-style: $(STAMP)
+	$(PY) -m bench.fast_style $(ARGS)
+
+## style.apply batch: 1,000 pictures in one job vs 100, pictures/s and the worker's peak memory ratio (CPU ~9 min).
+bench-apply-batch: $(STAMP)
+	$(PY) -m bench.apply_batch $(ARGS)
 
 ## GAN throughput: gan.train with all hooks vs the pytorch/examples dcgan loop, images/s ratio (CPU 40 steps; GPU 1000).
 bench-gan: $(STAMP)
