@@ -104,7 +104,9 @@ def _requests_on_every_route(client: TestClient, caller: Caller) -> list[tuple[s
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             if op.get("security"):
-                out.append((method.upper(), path.format(job_id=job, upload_id=upload, name="samples/final.png")))
+                out.append(
+                    (method.upper(), path.format(job_id=job, upload_id=upload, model_id=job, name="samples/final.png"))
+                )
     return out
 
 
