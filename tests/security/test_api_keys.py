@@ -113,9 +113,11 @@ def _requests_on_every_route(client: TestClient, caller: Caller) -> list[tuple[s
 def test_revoked_key_is_refused_at_once_on_every_route(
     settings: Settings, sessions: sessionmaker[Session], alice: Caller
 ) -> None:
-    # Given an app without the polling read cache, and alice's requests on every route
-    uncached = settings.model_copy(update={"job_read_cache_s": 0.0})
-    with TestClient(create_app(uncached)) as app:
+    # Given an app without the polling read cache, and alice's requests on every route. Its own client address
+    # and a large failed-auth burst: the 401s below (one per route) are the point here, and must neither meet
+    # the failed-auth limit nor drain the bucket the next tests' address shares
+    uncached = settings.model_copy(update={"job_read_cache_s": 0.0, "unknown_key_burst": 1000})
+    with TestClient(create_app(uncached), client=("198.51.100.7", 50000)) as app:
         calls = _requests_on_every_route(app, alice)
         assert len(calls) >= 8
         assert all(app.request(m, u, headers=alice.headers).status_code != 401 for m, u in calls)
