@@ -157,8 +157,11 @@ def style_train_memory_bytes(params: StyleTrainParams) -> int:
     encoder_saved += sum(c * s * s * INDEX_BYTES // FLOAT_BYTES for k, c, s in shapes if k == "pool")
     transformer_saved, transformer_weights = _transformer_floats(params)
     activations = ACTIVATION_FACTOR * batch * (encoder_saved + transformer_saved) * FLOAT_BYTES
-    # the content batch's no-grad pass (AdaIN's style batch's comes after it, once the first is freed)
-    targets_pass = FORWARD_ONLY_FACTOR * batch * max(c * s * s for _k, c, s in shapes) * FLOAT_BYTES
+    # the content batch's no-grad pass (AdaIN's style batch's comes after it, once the first is freed), or
+    # Johnson's one-off pass over each style picture at style_size, whichever is wider
+    style_shapes = _module_shapes(params.network, depth, params.style_side())
+    widest_pass = max(batch * max(c * s * s for _k, c, s in shapes), max(c * s * s for _k, c, s in style_shapes))
+    targets_pass = FORWARD_ONLY_FACTOR * widest_pass * FLOAT_BYTES
     by_name = dict(zip(names, shapes, strict=False))
     content_targets = batch * sum(by_name[layer][1] * by_name[layer][2] ** 2 for layer in params.content_layers)
     grams = len(params.styles) * sum(by_name[layer][1] ** 2 for layer in params.style_layers)

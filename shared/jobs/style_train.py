@@ -94,6 +94,13 @@ class StyleTrainParams(JobParams):
     size: int = Field(
         default=DEFAULT_TRAIN_SIZE, ge=MIN_STYLE_SIZE, description="Side of the square training crops in pixels."
     )
+    style_size: int | None = Field(
+        default=None,
+        ge=MIN_STYLE_SIZE,
+        description="johnson: side in pixels the style pictures are resized to for their Gram targets (pytorch/"
+        "examples' --style-size); default: size. The network paints textures at the pixel scale it learnt, so "
+        "set this to the size you will apply the model at when that is larger than the training crops.",
+    )
     steps: int = Field(default=DEFAULT_TRAIN_STEPS, ge=1, le=MAX_STYLE_STEPS, description="Optimiser steps.")
     batch_size: int = Field(default=4, ge=1, le=MAX_TRAIN_BATCH, description="Content crops per step.")
     lr: float = Field(default=1e-3, gt=0, le=1.0, description="Adam's step size for the transformer network.")
@@ -204,6 +211,8 @@ class StyleTrainParams(JobParams):
         deeper = [layer for layer in self.style_layers if order.index(layer) > order.index(ADAIN_LAYER)]
         if deeper:
             problems.append(("style_layers", f"adain's encoder stops at {ADAIN_LAYER}; {deeper} are deeper"))
+        if self.style_size is not None:
+            problems.append(("style_size", "adain sees style pictures at size, as style.apply does; leave it unset"))
         if self.style_blend is not None:
             problems.append(("style_blend", "adain learns from the style set as a whole; blend styles in style.apply"))
         return problems
@@ -215,10 +224,17 @@ class StyleTrainParams(JobParams):
         return [Reference(field=f, ref=r, upload_kind=k) for f, r, k in named if is_upload_ref(r)]
 
     def server_limit_problems(self, *, max_style_size: int) -> list[tuple[str, str]]:
-        """The crop size against this server's ``max_style_size``."""
-        if self.size > max_style_size:
-            return [("params.size", f"{self.size} px is over this server's limit of {max_style_size} px")]
-        return []
+        """The crop size and the style pictures' size against this server's ``max_style_size``."""
+        sizes = [("params.size", self.size), ("params.style_size", self.style_size)]
+        return [
+            (field, f"{size} px is over this server's limit of {max_style_size} px")
+            for field, size in sizes
+            if size is not None and size > max_style_size
+        ]
+
+    def style_side(self) -> int:
+        """The side the style pictures are resized to for their Gram targets."""
+        return self.style_size if self.style_size is not None else self.size
 
     def blend(self) -> list[float]:
         """Normalised per-style weights."""

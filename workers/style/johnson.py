@@ -12,7 +12,7 @@ work: the input is padded (reflecting) to a multiple of ``SIZE_MULTIPLE`` and th
 draws one content batch (``ContentSet.batch``, a pure function of (seed, step)), computes the content
 targets with one no-grad pass of the encoder's layers up to the deepest content layer, runs the network
 once and the encoder once over its output; the loss is content + style (Gram targets of the blended
-style pictures at ``params.size``) + total variation, the losses of style.transfer
+style pictures at ``params.style_size``, by default ``params.size``) + total variation, the losses of style.transfer
 (workers/style/losses.py). The encoder is style.transfer's (``build_loss_encoder``), with its speed
 path on CUDA (channels_last, bf16 autocast, features back in fp32); logged losses stay on the device
 until a flush (workers/training.py), where divergence is checked too, and before every checkpoint
@@ -300,7 +300,9 @@ def train_johnson(
     encode = encode_on(fast, encoder)
     encode_content = encode_on(fast, _truncated(encoder, params.content_layers))
     with torch.no_grad():
-        style_grams = [gram_targets(encode(to_tensor(s, params.size).to(dev)), params.style_layers) for s in styles]
+        style_grams = [
+            gram_targets(encode(to_tensor(s, params.style_side()).to(dev)), params.style_layers) for s in styles
+        ]
     style_loss = StyleLoss(
         style_grams, params.blend(), params.style_layers, params.style_layer_weights, params.style_weight
     )

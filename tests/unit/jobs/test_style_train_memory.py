@@ -57,6 +57,10 @@ def test_the_estimate_grows_with_what_costs_memory() -> None:
     assert style_train_memory_bytes(_params(size=256, batch_size=4, width=64)) - OVERHEAD_BYTES > 1.3 * base
     shallow = _params(size=256, batch_size=4, content_layers=["relu1_2"], style_layers=["relu1_2"])
     assert style_train_memory_bytes(shallow) - OVERHEAD_BYTES < base
+    # Style pictures at their crops' size cost nothing more; a style pass wider than the content batch's does
+    assert style_train_memory_bytes(_params(size=256, batch_size=4, style_size=256)) - OVERHEAD_BYTES == base
+    big_style = _params(size=128, batch_size=1, style_size=1024)
+    assert style_train_memory_bytes(big_style) > 1.5 * style_train_memory_bytes(_params(size=128, batch_size=1))
 
 
 def test_the_parameter_count_is_johnsons_network() -> None:

@@ -255,6 +255,21 @@ def test_a_non_finite_loss_fails_with_divergence_error(content: ContentSet) -> N
     assert hooks.artifacts == {}
 
 
+def test_style_size_sets_the_scale_of_the_gram_targets(content: ContentSet) -> None:
+    # Given one training step at 64 px crops, with the style picture at the crops' size and at 128 px
+    def first_style_loss(**fields: Any) -> float:
+        hooks = InMemoryHooks()
+        train_johnson(_params(size=64, steps=1, preview_every=None, **fields), content, _styles(_params()), hooks)
+        return hooks.metrics[("style_loss", 1)]
+
+    same, unset, larger = first_style_loss(style_size=64), first_style_loss(), first_style_loss(style_size=128)
+    # Then unset means the crops' size, and a larger style picture is another target (another loss)
+    assert unset == pytest.approx(same, rel=1e-6)
+    assert abs(larger - same) > 1e-3 * same
+    # And the card records it
+    assert _params(style_size=128).card()["style_size"] == 128
+
+
 def test_the_number_of_style_pictures_must_match_the_params(content: ContentSet) -> None:
     params = _params(styles=[STYLE, "rocket"])
     with pytest.raises(ValueError, match="1 style images for 2 styles"):
