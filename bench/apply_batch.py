@@ -132,7 +132,7 @@ from workers.runtime import WorkerContext, run_job
 root, db_url, redis_url, job_id = sys.argv[1:5]
 ctx = WorkerContext.build(bench_settings(Path(root), db_url, redis_url))
 started = time.perf_counter()
-print_growth(lambda: run_job(ctx, uuid.UUID(job_id), execute))
+print_growth(lambda: run_job(ctx, uuid.UUID(job_id), execute, exact=True))
 print(json.dumps({"seconds": time.perf_counter() - started}))
 """
 )

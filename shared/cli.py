@@ -1,5 +1,5 @@
 """Admin CLI, ``atelier-admin`` (or ``python -m shared.cli``):
-``{migrate,create-tenant,create-key,revoke-key,ensure-dev-key,counters}``. The users' CLI is ``atelier`` (client/)."""
+``{migrate,create-tenant,set-tenant,create-key,revoke-key,ensure-dev-key,counters}``. The users' CLI is ``atelier`` (client/)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from shared import counters
 from shared.config import Settings
 from shared.db import queries
 from shared.db.migrate import upgrade
+from shared.db.models import Tenant
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.errors import AtelierError
 
 DEV_TENANT = "dev"
+UNSET = object()  # an option not given (None means "no limit")
 KEY_FILE_MODE = 0o600
 
 
@@ -28,7 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations up to head")
     tenant = sub.add_parser("create-tenant", help="create a tenant")
     tenant.add_argument("name")
-    tenant.add_argument("--max-active-jobs", type=int, default=None, help="quota of queued + running jobs")
+    _tenant_options(tenant)
+    limits = sub.add_parser("set-tenant", help="change a tenant's quota, fair-share weight or running limit")
+    limits.add_argument("name")
+    _tenant_options(limits)
     key = sub.add_parser("create-key", help="mint an API key for a tenant; prints it once")
     key.add_argument("--tenant", required=True)
     key.add_argument("--label", default="")
@@ -38,6 +43,55 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--path", type=Path, required=True)
     sub.add_parser("counters", help="print the workers' event counters (e.g. watchdog stops and exits)")
     return parser
+
+
+def _positive_weight(value: str) -> float:
+    weight = float(value)
+    if not weight > 0:
+        raise argparse.ArgumentTypeError(f"the weight must be above 0, got {value}")
+    return weight
+
+
+def _running_limit(value: str) -> int | None:
+    if value == "none":
+        return None
+    limit = int(value)
+    if limit < 1:
+        raise argparse.ArgumentTypeError(f"the running limit must be 1 or more (or none), got {value}")
+    return limit
+
+
+def _tenant_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-active-jobs", type=int, default=None, help="quota of queued + running jobs")
+    parser.add_argument(
+        "--weight",
+        type=_positive_weight,
+        default=None,
+        help="fair-share weight: backlogged tenants get worker time in proportion to it (default 1)",
+    )
+    parser.add_argument(
+        "--max-running-jobs",
+        type=_running_limit,
+        default=UNSET,
+        help="at most this many of its jobs run at once on each queue; none: no limit (the default)",
+    )
+
+
+def _apply_tenant_options(tenant: Tenant, args: argparse.Namespace) -> None:
+    if args.max_active_jobs is not None:
+        tenant.max_active_jobs = args.max_active_jobs
+    if args.weight is not None:
+        tenant.share_weight = args.weight
+    if args.max_running_jobs is not UNSET:
+        tenant.max_running_jobs = args.max_running_jobs
+
+
+def _describe_tenant(tenant: Tenant) -> str:
+    running = "none" if tenant.max_running_jobs is None else str(tenant.max_running_jobs)
+    return (
+        f"tenant {tenant.name} {tenant.id} max_active_jobs={tenant.max_active_jobs} weight={tenant.share_weight:g} "
+        f"max_running_jobs={running}"
+    )
 
 
 def _print_counters(settings: Settings) -> int:
@@ -62,9 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with transaction(factory) as session:
             if args.command == "create-tenant":
                 tenant = queries.create_tenant(session, name=args.name)
-                if args.max_active_jobs is not None:
-                    tenant.max_active_jobs = args.max_active_jobs
-                print(f"tenant {tenant.name} {tenant.id}")
+                _apply_tenant_options(tenant, args)
+                session.flush()
+                print(_describe_tenant(tenant))
+            elif args.command == "set-tenant":
+                tenant = queries.get_tenant_by_name(session, name=args.name)
+                _apply_tenant_options(tenant, args)
+                session.flush()
+                print(_describe_tenant(tenant))
             elif args.command == "create-key":
                 tenant = queries.get_tenant_by_name(session, name=args.tenant)
                 _row, raw = queries.create_api_key(session, tenant_id=tenant.id, label=args.label)

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     reconcile_period_s: float = Field(default=15.0, gt=0)
     resend_grace_s: float = Field(default=30.0, ge=0)
     max_attempts: int = Field(default=3, ge=1, le=100)
+    # Fair share (shared/db/queries/scheduling.py): a tenant's usage counts worker-seconds inside this window.
+    fair_share_window_s: float = Field(default=3600.0, gt=0)
     metrics_flush_s: float = Field(default=2.0, gt=0)
     visibility_timeout_s: int = Field(default=48 * 3600, ge=60)
     beat_schedule_file: Path | None = None  # defaults to <data_dir>/celerybeat-schedule

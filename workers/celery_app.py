@@ -14,11 +14,18 @@ import logging
 import os
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import (
+    celeryd_after_setup,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
 from shared.config import Settings
 from shared.queue import make_celery
 from workers.metrics import multiprocess_dir, process_gone, reset_multiprocess_dir, serve
+from workers.presence import Presence
 from workers.tasks import register_tasks, worker_context
 from workers.threads import apply_worker_threads, openmp_defaults
 
@@ -30,13 +37,26 @@ register_tasks(app, settings)
 log = logging.getLogger(__name__)
 
 
+class _Pool:
+    """What the parent learns before forking, and each child's presence (workers/presence.py)."""
+
+    queues: list[str] = []
+    presence: Presence | None = None
+
+
+@celeryd_after_setup.connect
+def _remember_queues(sender: str, instance: Any, **_: Any) -> None:
+    """In the parent, before the pool forks: the queues this worker consumes (its children advertise them)."""
+    _Pool.queues = sorted(instance.app.amqp.queues.consume_from)
+
+
 @worker_process_init.connect
 def _init_child(**_: Any) -> None:
     """In each pool child: warm the engines and connections so the first job starts at once."""
     import workers.engines  # noqa: F401 - imports torch once, before the first job
 
     apply_worker_threads(settings)  # registers this child; every job start re-counts (workers/tasks.py)
-    worker_context()
+    _Pool.presence = Presence(worker_context(), _Pool.queues).start()
 
 
 @worker_init.connect
@@ -54,5 +74,7 @@ def _serve_metrics(**_: Any) -> None:
 
 @worker_process_shutdown.connect
 def _child_exits(pid: int, **_: Any) -> None:
-    """In a pool process as it exits: drop its live gauges from the worker's sums."""
+    """In a pool process as it exits: drop its live gauges from the worker's sums, and its presence."""
     process_gone(pid)
+    if _Pool.presence is not None:
+        _Pool.presence.stop()

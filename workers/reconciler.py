@@ -2,8 +2,10 @@
 
 1. Running jobs whose lease expired are re-queued (or failed once attempts are used up,
    or cancelled if a cancel was requested) and their ids re-sent.
-2. Queued jobs whose message is not waiting in the broker are re-sent, so a Redis flush or
-   restart loses no job. Duplicate messages are harmless: a claim succeeds once.
+2. Each queue gets as many waiting messages as it has queued jobs (a message wakes a worker, whose claim
+   takes the queue's fairest job): the shortfall is re-sent for queued jobs past their grace without a
+   message of their own, so a Redis flush or restart loses no job. Duplicate messages are harmless: a
+   claim succeeds once, and a claim with nothing to take is skipped.
 3. Webhook deliveries that are due (a retry whose time came, a claim refused by the tenant's cap,
    or a message that never arrived) are sent to the ``cpu`` queue; an attempt's claim succeeds once.
 """
@@ -36,11 +38,12 @@ def _queue_keys(queue: str) -> list[str]:
     return [queue if p == 0 else f"{queue}{KOMBU_PRIORITY_SEP}{p}" for p in KOMBU_PRIORITY_STEPS]
 
 
-def waiting_job_ids(client: redis.Redis, queues: Iterable[str]) -> set[str]:
-    """Job ids whose run_job message waits in a ready list (unacked ones don't count:
-    after the grace period they belong to a dead worker)."""
-    found: set[str] = set()
+def waiting_messages(client: redis.Redis, queues: Iterable[str]) -> dict[str, list[str]]:
+    """Per queue, the job ids of the run_job messages waiting in its ready lists, one entry per message
+    (unacked ones don't count: after the grace period they belong to a dead worker)."""
+    found: dict[str, list[str]] = {}
     for queue in queues:
+        ids = found.setdefault(queue, [])
         for key in _queue_keys(queue):
             for raw in client.lrange(key, 0, -1):
                 try:
@@ -49,8 +52,27 @@ def waiting_job_ids(client: redis.Redis, queues: Iterable[str]) -> set[str]:
                     continue
                 job_id = job_id_from_task_id(str(task_id))
                 if job_id:
-                    found.add(job_id)
+                    ids.append(job_id)
     return found
+
+
+def to_resend(
+    candidates: list[tuple[uuid.UUID, str]], waiting: dict[str, list[str]], queued: dict[str, int]
+) -> list[tuple[uuid.UUID, str]]:
+    """Which queued jobs past their grace need a new message.
+
+    A message wakes a worker for its queue and the claim takes that queue's fairest job, not necessarily the
+    one it names (shared/db/queries/scheduling.py). So a queue needs as many waiting messages as it has
+    queued jobs, whichever jobs they name: only the shortfall is sent, for candidates without a message of
+    their own, oldest first.
+    """
+    resend: list[tuple[uuid.UUID, str]] = []
+    for queue in sorted({q for _j, q in candidates}):
+        named = set(waiting.get(queue, []))
+        shortfall = queued.get(queue, 0) - len(waiting.get(queue, []))
+        missing = [(j, q) for j, q in candidates if q == queue and str(j) not in named]
+        resend += missing[: max(shortfall, 0)]
+    return resend
 
 
 def _send(ctx: WorkerContext, app: Celery, jobs: list[tuple[uuid.UUID, str]]) -> int:
@@ -95,11 +117,14 @@ def reconcile(ctx: WorkerContext, app: Celery) -> dict[str, int]:
             ctx.settings.redis_url, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
         )
         with client:
-            waiting = waiting_job_ids(client, (QUEUE_GPU, QUEUE_CPU))
-        missing = [(j, q) for j, q in candidates if str(j) not in waiting]
-        resent += _send(ctx, app, missing)
+            waiting = waiting_messages(client, (QUEUE_GPU, QUEUE_CPU))
         with transaction(ctx.sessions) as session:
-            queries.mark_enqueued(session, job_ids=[j for j, _q in candidates if str(j) in waiting])
+            queued = queries.queued_per_queue(session)
+        missing = to_resend(candidates, waiting, queued)
+        resent += _send(ctx, app, missing)
+        sent = {j for j, _q in missing}
+        with transaction(ctx.sessions) as session:  # the rest have a message, theirs or another's: wait a grace
+            queries.mark_enqueued(session, job_ids=[j for j, _q in candidates if j not in sent])
     counts = {
         "requeued": len(expired.requeued),
         "failed": len(expired.failed),

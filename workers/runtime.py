@@ -457,11 +457,24 @@ class JobRunner:
 Executor = Callable[[WorkerContext, queries.Claim, JobRunner], None]
 
 
-def run_job(ctx: WorkerContext, job_id: uuid.UUID, execute: Executor) -> str:
-    """Claim the job, run it through ``execute`` with heartbeats, and record the outcome.
+def run_job(
+    ctx: WorkerContext,
+    job_id: uuid.UUID,
+    execute: Executor,
+    *,
+    on_ended: Callable[[uuid.UUID], None] | None = None,
+    exact: bool = False,
+    capacity: int | None = None,
+) -> str:
+    """Claim the fairest job of ``job_id``'s queue (the message is a wake-up: shared/db/queries/scheduling.py),
+    run it through ``execute`` with heartbeats, and record the outcome.
 
-    Returns what happened: skipped (not claimable: a duplicate delivery, or finished),
-    succeeded, failed, cancelled, released (handed back on shutdown) or lost (fenced out).
+    Returns what happened: skipped (nothing claimable: a duplicate delivery, or every tenant with queued work
+    at its running limit), succeeded, failed, cancelled, released (handed back on shutdown) or lost (fenced
+    out). ``on_ended`` gets the id of the job that ran, once its attempt is over (a running-limited tenant's
+    next job then needs a wake-up). ``exact`` claims ``job_id`` itself or nothing: for callers that run one
+    given job in process (tests of the execution path), never for messages. ``capacity``: the device memory
+    this worker has free; a job whose estimate is over it is left to a worker that has it.
     """
 
     if ctx.shutdown.is_set():  # shutting down: leave it queued; the reconciler re-sends it
@@ -470,23 +483,52 @@ def run_job(ctx: WorkerContext, job_id: uuid.UUID, execute: Executor) -> str:
 
     def claim_it() -> queries.Claim | None:
         with transaction(ctx.sessions) as session:
-            return queries.claim_job(session, job_id=job_id, owner=ctx.owner, lease_s=ctx.settings.lease_s)
+            if exact:
+                return queries.claim_job(session, job_id=job_id, owner=ctx.owner, lease_s=ctx.settings.lease_s)
+            return queries.claim_next(
+                session,
+                job_id=job_id,
+                owner=ctx.owner,
+                lease_s=ctx.settings.lease_s,
+                window_s=ctx.settings.fair_share_window_s,
+                capacity=capacity,
+            )
 
     claim = db_retry(claim_it, what="claiming")
     if claim is None:
-        log.info("job %s is not claimable (running elsewhere, finished, or cancelled); skipping", job_id)
+        log.info(
+            "job %s is not claimable (running elsewhere, finished, cancelled, or its tenant at its running limit); "
+            "nothing else to run on its queue",
+            job_id,
+        )
         return "skipped"
-    log.info("job %s (%s) claimed: attempt %d by %s", job_id, claim.job_type, claim.attempt, ctx.owner)
+    if claim.job_id != job_id:
+        why = (
+            "waits its turn"
+            if claim.named_claimable
+            else "is not claimable (running elsewhere, finished, or cancelled)"
+        )
+        log.info("job %s %s; its message runs job %s, the fairest of its queue", job_id, why, claim.job_id)
+    log.info(
+        "job %s (%s) claimed: attempt %d by %s (woken by the message for %s)",
+        claim.job_id,
+        claim.job_type,
+        claim.attempt,
+        ctx.owner,
+        job_id,
+    )
     runner = JobRunner(ctx, claim)
     runner.meter.attempt_started()
     runner.start()
     if ctx.watchdog is not None:
-        ctx.watchdog.watch(str(job_id), runner)
+        ctx.watchdog.watch(str(claim.job_id), runner)
     try:
         return _execute(ctx, claim, runner, execute)
     finally:
         if ctx.watchdog is not None:
             ctx.watchdog.done()
+        if on_ended is not None:
+            on_ended(claim.job_id)
 
 
 def _execute(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner, execute: Executor) -> str:

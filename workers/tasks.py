@@ -9,8 +9,10 @@ import uuid
 from celery import Celery, Task
 
 from shared.config import Settings
+from shared.db import queries
+from shared.db.session import transaction
 from shared.errors import TransientError
-from shared.queue import DELIVER_WEBHOOK_TASK, RECONCILE_TASK, RUN_JOB_TASK
+from shared.queue import DELIVER_WEBHOOK_TASK, RECONCILE_TASK, RUN_JOB_TASK, send_run_job
 from workers.runtime import WorkerContext
 from workers.threads import apply_worker_threads
 
@@ -52,7 +54,10 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         ctx = worker_context()
         apply_worker_threads(ctx.settings)  # a share of the cores among the workers alive now
         _checkpoint_on_sigterm(ctx)
-        return run(ctx, parsed, execute)
+        from workers.presence import probe
+
+        capacity = probe(ctx.settings).free_bytes  # the claim takes only a job that fits
+        return run(ctx, parsed, execute, on_ended=lambda ran: _wake_held_back(ctx, app, ran), capacity=capacity)
 
     @app.task(name=RECONCILE_TASK)
     def reconcile() -> dict[str, int]:
@@ -72,6 +77,21 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             log.error("dropping message with a malformed delivery id %r", delivery_id)
             return "malformed"
         return deliver(worker_context(), parsed)
+
+
+def _wake_held_back(ctx: WorkerContext, app: Celery, job_id: uuid.UUID) -> None:
+    """A running-limited tenant's job ended: wake a worker for its next queued job on the queue.
+
+    Claims skip a tenant at its limit and spend the message they came with, so without this its held-back
+    jobs would wait for the reconciler's re-send. Best effort: the reconciler remains the backstop.
+    """
+    try:
+        with transaction(ctx.sessions) as session:
+            held_back = queries.next_held_back(session, ended_job_id=job_id)
+        if held_back is not None:
+            send_run_job(app, job_id=held_back[0], queue=held_back[1])
+    except Exception as exc:
+        log.warning("could not wake a worker for a held-back job after %s: %s", job_id, exc)
 
 
 def _checkpoint_on_sigterm(ctx: WorkerContext) -> None:

@@ -41,11 +41,14 @@ from shared.jobs.style_transfer import StyleTransferParams
 GAN_REMEDY = "lower batch_size, image_size, ngf or ndf"
 
 
-def admit(session: Session, *, tenant_id: uuid.UUID, params: BaseModel, settings: Settings) -> None:
-    """Raise InvalidInput when ``params`` would not fit the workers' memory or the per-job artifact caps."""
+def admit(session: Session, *, tenant_id: uuid.UUID, params: BaseModel, settings: Settings) -> int | None:
+    """Raise InvalidInput when ``params`` would not fit the workers' memory or the per-job artifact caps; returns
+    the job's estimated peak device memory in bytes (stored on the job: a worker with less free never claims it),
+    None for a type without an estimate."""
+    need: int | None = None
     if isinstance(params, GanTrainParams):
         classes = _classes(session, tenant_id=tenant_id, params=params)
-        _admit_gan_memory(params, classes, settings.worker_device_memory_bytes)
+        need = _admit_gan_memory(params, classes, settings.worker_device_memory_bytes)
         generator = gan_generator_file_bytes(params, num_classes=classes)
         if generator > settings.max_job_artifact_bytes:
             raise InvalidInput(
@@ -55,13 +58,13 @@ def admit(session: Session, *, tenant_id: uuid.UUID, params: BaseModel, settings
             )
         _admit_artifacts(gan_train_plan(params, num_classes=classes), settings)
     elif isinstance(params, StyleTransferParams):
-        _admit_style_memory(params, settings.style_memory_budget)
+        need = _admit_style_memory(params, settings.style_memory_budget)
         _admit_artifacts(style_plan(params), settings)
     elif isinstance(params, StyleTrainParams):
-        _admit_style_train_memory(params, settings.style_memory_budget)
+        need = _admit_style_train_memory(params, settings.style_memory_budget)
         _admit_artifacts(style_train_plan(params), settings)
     elif isinstance(params, StyleApplyParams):
-        _admit_style_apply(session, tenant_id=tenant_id, params=params, settings=settings)
+        need = _admit_style_apply(session, tenant_id=tenant_id, params=params, settings=settings)
     elif isinstance(params, GanSampleParams):
         source = queries.get_job(session, tenant_id=tenant_id, job_id=uuid.UUID(params.source_job))
         trained = GanTrainParams.from_stored(source.params)
@@ -74,6 +77,7 @@ def admit(session: Session, *, tenant_id: uuid.UUID, params: BaseModel, settings
                 field="params.n",
             )
         _admit_artifacts(gan_sample_plan(trained, params.n), settings)
+    return need
 
 
 def _classes(session: Session, *, tenant_id: uuid.UUID, params: GanTrainParams) -> int:
@@ -84,11 +88,11 @@ def _classes(session: Session, *, tenant_id: uuid.UUID, params: GanTrainParams) 
     return len(upload.classes)
 
 
-def _admit_gan_memory(params: GanTrainParams, classes: int, have: int) -> None:
+def _admit_gan_memory(params: GanTrainParams, classes: int, have: int) -> int:
     memory = gan_memory(params, num_classes=classes)
     need = memory.total
     if need <= have:
-        return
+        return need
     if memory.activations >= memory.state:
         field = "params.batch_size"
         part = f"{describe_bytes(memory.activations)} of activations at batch_size {params.batch_size}"
@@ -103,7 +107,7 @@ def _admit_gan_memory(params: GanTrainParams, classes: int, have: int) -> None:
     )
 
 
-def _admit_style_memory(params: StyleTransferParams, have: int) -> None:
+def _admit_style_memory(params: StyleTransferParams, have: int) -> int:
     need = style_memory_bytes(params)
     if need > have:
         raise InvalidInput(
@@ -112,9 +116,10 @@ def _admit_style_memory(params: StyleTransferParams, have: int) -> None:
             "this server's workers have; lower size or style_scale, or use optimizer adam",
             field="params.size",
         )
+    return need
 
 
-def _admit_style_train_memory(params: StyleTrainParams, have: int) -> None:
+def _admit_style_train_memory(params: StyleTrainParams, have: int) -> int:
     need = style_train_memory_bytes(params)
     if need > have:
         field = "params.batch_size" if params.batch_size > 1 else "params.size"
@@ -124,9 +129,10 @@ def _admit_style_train_memory(params: StyleTrainParams, have: int) -> None:
             "workers have; lower batch_size, size or width",
             field=field,
         )
+    return need
 
 
-def _admit_style_apply(session: Session, *, tenant_id: uuid.UUID, params: StyleApplyParams, settings: Settings) -> None:
+def _admit_style_apply(session: Session, *, tenant_id: uuid.UUID, params: StyleApplyParams, settings: Settings) -> int:
     source = queries.get_job(session, tenant_id=tenant_id, job_id=uuid.UUID(params.model))
     trained = StyleTrainParams.from_stored(source.params)
     for field, message in params.method_problems(trained.method, model=params.model)[:1]:
@@ -146,6 +152,7 @@ def _admit_style_apply(session: Session, *, tenant_id: uuid.UUID, params: StyleA
         for ref in params.images
     )
     _admit_artifacts(style_apply_plan(params, pictures=pictures), settings)
+    return need
 
 
 def _admit_artifacts(plan: ArtifactPlan, settings: Settings) -> None:

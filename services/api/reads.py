@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from shared.db.queries.events import Event
 from shared.errors import NotFound, ServiceUnavailable, Unauthorized
+from shared.jobs.states import JobState
 from shared.security import hash_key
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,13 @@ class JobReader:
         job_id: uuid.UUID,
         render: Callable[[types.SimpleNamespace], bytes],
         admit: Callable[[uuid.UUID], Awaitable[None]] | None = None,
+        render_queued: Callable[[types.SimpleNamespace], Awaitable[bytes]] | None = None,
     ) -> bytes:
         """The caller's job, rendered; Unauthorized, NotFound or ServiceUnavailable.
 
         ``admit`` is awaited with the key's tenant before any answer about the job, cached or
-        not (the rate limit), so neither cache hits nor 404s escape it.
+        not (the rate limit), so neither cache hits nor 404s escape it. A queued job is rendered by
+        ``render_queued`` when given (its place in the queue is read then) and is not cached.
         """
         key_hash = hash_key(raw_key)
         now = time.monotonic()
@@ -126,7 +129,10 @@ class JobReader:
             await admit(tenant_id)
         if row["id"] is None:
             raise NotFound(f"job {job_id} not found")
-        job = render(types.SimpleNamespace(**dict(row)))
+        found = types.SimpleNamespace(**dict(row))
+        if render_queued is not None and found.state == JobState.QUEUED.value:
+            return await render_queued(found)
+        job = render(found)
         if self._cache_s > 0:
             if len(self._cache) >= self._cache_entries:
                 self._cache = {k: v for k, v in self._cache.items() if v[0] > now}

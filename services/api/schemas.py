@@ -11,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.db.models import Artifact, Job, Upload, WebhookAttempt, WebhookDelivery
 from shared.db.queries.api import StyleModel
 from shared.db.queries.events import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_PROGRESS_EVERY_S
-from shared.jobs.states import JobState
+from shared.jobs.states import DEFAULT_PRIORITY, PRIORITY_NAMES, JobState
 from shared.jobs.style_train import CARD_ARTIFACT
 
 WEBHOOK_URL_MAX = 2000
 WebhookEvent = Literal["start", "progress", "artifact", "completed"]
+Priority = Literal["low", "normal", "high"]
 
 
 class JobCreate(BaseModel):
@@ -35,6 +36,11 @@ class JobCreate(BaseModel):
         default=None,
         description=f"Which events to deliver; default {list(DEFAULT_WEBHOOK_EVENTS)}. progress is sent "
         f"at most once every {WEBHOOK_PROGRESS_EVERY_S:g} s",
+    )
+    priority: Priority = Field(
+        default="normal",
+        description="Orders your own queued jobs: a high job starts before your queued normal and low ones. "
+        "Between tenants, fair share decides (each tenant's share of the workers follows its weight)",
     )
 
 
@@ -59,6 +65,13 @@ class CheckpointInfo(BaseModel):
     """The checkpoint a retried attempt resumes from."""
 
     step: int
+
+
+class Queueing(BaseModel):
+    """Where a queued job stands, and why it has not started (approximate: fair share reorders as work ends)."""
+
+    position: int = Field(description="1: the next job its queue's next free worker takes")
+    reason: str = Field(description='e.g. "behind 3 of your jobs", or your tenant\'s running limit')
 
 
 class JobLinks(BaseModel):
@@ -86,6 +99,11 @@ class JobOut(BaseModel):
         "against max_attempts"
     )
     cancel_requested: bool
+    priority: Priority
+    queueing: Queueing | None = Field(
+        default=None,
+        description="For a queued job on GET /v1/jobs/{id}: its approximate queue position and pending reason",
+    )
     progress: Progress
     metrics: dict[str, float] = Field(description="The latest value of each metric")
     warnings: list[str]
@@ -103,8 +121,8 @@ class JobOut(BaseModel):
     links: JobLinks
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
-        """Render a job row."""
+    def of(cls, job: Job, *, queueing: Queueing | None = None) -> JobOut:
+        """Render a job row (``queueing``: a queued job's place, which only the single-job read computes)."""
         rate = job.steps_per_s if job.state == JobState.RUNNING else None
         remaining = max(job.progress_total - job.progress_step, 0)
         eta = remaining / rate if rate else (0.0 if job.state == JobState.SUCCEEDED else None)
@@ -118,6 +136,8 @@ class JobOut(BaseModel):
             max_attempts=job.max_attempts,
             handbacks=job.handbacks,
             cancel_requested=job.cancel_requested,
+            priority=cast(Priority, PRIORITY_NAMES.get(job.priority, DEFAULT_PRIORITY)),
+            queueing=queueing,
             progress=Progress(
                 step=job.progress_step,
                 total=job.progress_total,

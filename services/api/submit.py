@@ -20,7 +20,7 @@ from shared.db.queries.events import DEFAULT_WEBHOOK_EVENTS
 from shared.errors import InvalidInput, NotFound
 from shared.jobs.params import JobParams, Reference, is_upload_ref
 from shared.jobs.specs import JOB_TYPES, JobSpec
-from shared.jobs.states import JobState
+from shared.jobs.states import DEFAULT_PRIORITY, PRIORITIES, JobState
 from shared.queue import send_run_job
 from shared.webhooks import check_webhook_url
 
@@ -107,6 +107,7 @@ def submit_job(
     idempotency_key: str | None,
     webhook: str | None = None,
     webhook_events: Sequence[str] | None = None,
+    priority: str = DEFAULT_PRIORITY,
 ) -> tuple[Job, bool]:
     """Validate, store and enqueue a job; returns (job, created)."""
     spec = JOB_TYPES.get(job_type)
@@ -119,7 +120,7 @@ def submit_job(
     if webhook is not None:  # public addresses only (SSRF), before anything is written
         check_webhook_url(webhook, allowed_hosts=settings.webhook_allowed_hosts)
     _check_references(session, tenant_id=tenant_id, spec=spec, params=params, settings=settings)
-    admit(session, tenant_id=tenant_id, params=params, settings=settings)  # memory and artifact caps
+    memory = admit(session, tenant_id=tenant_id, params=params, settings=settings)  # memory and artifact caps
     job, created = queries.create_job(
         session,
         tenant_id=tenant_id,
@@ -131,6 +132,8 @@ def submit_job(
         idempotency_key=idempotency_key,
         webhook_url=webhook,
         webhook_events=DEFAULT_WEBHOOK_EVENTS if webhook_events is None else tuple(dict.fromkeys(webhook_events)),
+        priority=PRIORITIES[priority],
+        memory_bytes=memory,
     )
     session.commit()  # the row is durable before any message names it
     if created:

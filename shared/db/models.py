@@ -16,6 +16,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -48,11 +49,20 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = _uuid_pk()
     name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
     max_active_jobs: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("100"))
+    # Fair share: the tenant's share of each queue's workers is in proportion to this weight.
+    share_weight: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("1"))
+    # At most this many of its jobs run at once on each queue (None: no limit but fair share).
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer)
     # Standard Webhooks signing secret ("whsec_" + base64); the previous one also signs for a day after a rotation.
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
     webhook_secret_previous: Mapped[str | None] = mapped_column(String(100))
     webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
+
+    __table_args__ = (
+        CheckConstraint("share_weight > 0", name="ck_tenants_share_weight"),
+        CheckConstraint("max_running_jobs IS NULL OR max_running_jobs >= 1", name="ck_tenants_max_running_jobs"),
+    )
 
 
 class ApiKey(Base):
@@ -118,6 +128,8 @@ class Job(Base):
     warnings: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # Orders a tenant's own queued jobs (shared/jobs/states.py: PRIORITIES); fair share orders tenants.
+    priority: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default=text("1"))
     checkpoint_key: Mapped[str | None] = mapped_column(String(1000))
     checkpoint_step: Mapped[int | None] = mapped_column(Integer)
     resumed_from_step: Mapped[int | None] = mapped_column(Integer)
@@ -130,6 +142,9 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the current attempt's claim
+    # The device memory the job needs (admission's estimate); a worker with less free never claims it.
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
@@ -140,7 +155,32 @@ class Job(Base):
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_state_lease", "state", "lease_expires_at"),
+        Index(
+            "ix_jobs_queued_pick",
+            "queue",
+            "tenant_id",
+            text("priority DESC"),
+            "created_at",
+            "id",
+            postgresql_where=text("state = 'queued'"),
+        ),
+        Index(
+            "ix_jobs_queue_usage", "queue", "tenant_id", "finished_at", postgresql_where=text("claimed_at IS NOT NULL")
+        ),
     )
+
+
+class WorkerPresence(Base):
+    """A worker process's advertised device, refreshed while it lives (workers/presence.py)."""
+
+    __tablename__ = "worker_presence"
+
+    owner: Mapped[str] = mapped_column(String(200), primary_key=True)
+    queues: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+    device: Mapped[str] = mapped_column(String(200), nullable=False)
+    memory_total_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    memory_free_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
 
 
 class Metric(Base):

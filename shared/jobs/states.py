@@ -35,3 +35,9 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 def can_transition(src: JobState, dst: JobState) -> bool:
     """Whether the state machine allows ``src`` → ``dst``."""
     return dst in TRANSITIONS[src]
+
+
+# A job's priority orders only its own tenant's queued jobs; fair share decides between tenants.
+PRIORITIES: dict[str, int] = {"low": 0, "normal": 1, "high": 2}
+PRIORITY_NAMES: dict[int, str] = {value: name for name, value in PRIORITIES.items()}
+DEFAULT_PRIORITY = "normal"

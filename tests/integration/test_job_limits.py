@@ -64,7 +64,7 @@ def submit(client: TestClient, caller: Caller, job_type: str, params: dict[str, 
 
 def run(ctx: WorkerContext, sessions: sessionmaker[Session], caller: Caller, job_id: str) -> Job:
     """Run the job through the worker runtime; the job row afterwards."""
-    run_job(ctx, uuid.UUID(job_id), execute)
+    run_job(ctx, uuid.UUID(job_id), execute, exact=True)
     with transaction(sessions) as session:
         return queries.get_job(session, tenant_id=caller.tenant_id, job_id=uuid.UUID(job_id))
 

@@ -69,7 +69,7 @@ def run(client: TestClient, caller: Caller, worker: WorkerContext, job_type: str
     """Submit, run on the in-process worker, and read the job back."""
     created = client.post("/v1/jobs", json={"type": job_type, "params": params}, headers=caller.headers)
     assert created.status_code == 201, created.text
-    run_job(worker, uuid.UUID(created.json()["id"]), execute)
+    run_job(worker, uuid.UUID(created.json()["id"]), execute, exact=True)
     return client.get(f"/v1/jobs/{created.json()['id']}", headers=caller.headers).json()
 
 
@@ -268,7 +268,7 @@ def test_deleting_a_model_removes_its_file_and_card(
     body = {"type": "style.apply", "params": {"model": model, "images": ["astronaut"]}}
     refused = client.post("/v1/jobs", json=body, headers=alice.headers)
     assert refused.status_code == 422 and "no longer has its model.safetensors" in refused.json()["error"]["message"]
-    run_job(worker, uuid.UUID(queued), execute)
+    run_job(worker, uuid.UUID(queued), execute, exact=True)
     failed = client.get(f"/v1/jobs/{queued}", headers=alice.headers).json()
     assert failed["state"] == "failed"
     assert failed["error"]["code"] == "missing_input" and "deleted" in failed["error"]["message"]

@@ -88,7 +88,7 @@ def run_style(
     created = client.post("/v1/jobs", json={"type": "style.transfer", "params": params}, headers=caller.headers)
     assert created.status_code == 201, created.text
     job_id = uuid.UUID(created.json()["id"])
-    run_job(worker, job_id, execute)
+    run_job(worker, job_id, execute, exact=True)
     with transaction(sessions) as session:
         job = queries.get_job(session, tenant_id=caller.tenant_id, job_id=job_id)
         session.expunge(job)

@@ -114,7 +114,7 @@ def _fails_without_running(
     reason: str,
 ) -> None:
     """Run the job: it must fail with ``code`` and ``reason`` in its error, and the payload's marker must not exist."""
-    outcome = run_job(worker, job_id, execute)
+    outcome = run_job(worker, job_id, execute, exact=True)
     job = _finished(sessions, caller, job_id)
     assert (outcome, job.state, job.error_code) == ("failed", "failed", code), job.error_message
     assert reason in (job.error_message or "")

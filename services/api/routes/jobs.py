@@ -33,6 +33,7 @@ from services.api.schemas import (
     JobPage,
     MetricPointOut,
     MetricsOut,
+    Queueing,
 )
 from services.api.submit import submit_job
 from shared.db import queries
@@ -101,6 +102,7 @@ async def create_job(
             idempotency_key=idempotency_key,
             webhook=body.webhook,
             webhook_events=body.webhook_events_filter,
+            priority=body.priority,
         )
     )
     if created:
@@ -172,14 +174,37 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
 async def get_job(job_id: uuid.UUID, state: StateDep, raw_key: BearerKeyDep) -> Response:
-    """A job's state, attempt, progress with ETA, latest metrics, warnings and error."""
-    # The polling hot path: one query on the event loop (services/api/reads.py).
-    body = await state.reader.job_for_key(raw_key, job_id, _render_job, admit=state.limiter.admit)
+    """A job's state, attempt, progress with ETA, latest metrics, warnings and error; a queued job's
+    approximate queue position and why it has not started (``queueing``)."""
+
+    async def render_queued(job: Any) -> bytes:
+        place = await run_in_threadpool(_queueing, state, job)
+        return JobOut.of(job, queueing=place).model_dump_json().encode()
+
+    # The polling hot path: one query on the event loop (services/api/reads.py); a queued job one more.
+    body = await state.reader.job_for_key(
+        raw_key, job_id, _render_job, admit=state.limiter.admit, render_queued=render_queued
+    )
     return Response(body, media_type="application/json")
 
 
 def _render_job(job: Any) -> bytes:
     return JobOut.of(job).model_dump_json().encode()
+
+
+def _queueing(state: AppState, job: Any) -> Queueing | None:
+    """Where a queued job stands (fair share: shared/db/queries/scheduling.py); None once it left the queue."""
+    with state.sessions() as session:
+        place = queries.pending(
+            session,
+            job_id=job.id,
+            tenant_id=job.tenant_id,
+            queue=job.queue,
+            window_s=state.settings.fair_share_window_s,
+            online_within_s=state.settings.lease_s,
+            memory_bytes=job.memory_bytes,
+        )
+    return Queueing(position=place.position, reason=place.reason) if place is not None else None
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorOut}})

@@ -2,6 +2,7 @@
 
 - ``api``: the API's reads and writes, scoped by tenant;
 - ``runner``: the claim and the writes fenced by ``attempt`` (the lease's fencing token), nothing else;
+- ``scheduling``: fair share: the claim's pick of the next job, and why a queued job waits;
 - ``sweeps``: the reconciler's sweeps, and the enqueue bookkeeping submit shares with it;
 - ``webhooks``: webhook deliveries (claim, attempts, the due sweep, the API's listing) and signing secrets.
 
@@ -39,6 +40,7 @@ from shared.db.queries.runner import (
     SyncResult,
     add_warning,
     claim_job,
+    claim_next,
     commit_checkpoint,
     finish_job,
     flush_metrics,
@@ -46,11 +48,24 @@ from shared.db.queries.runner import (
     sync_runner,
     upsert_metrics,
 )
+from shared.db.queries.scheduling import (
+    Online,
+    Pending,
+    Share,
+    advertise,
+    forget_worker,
+    next_held_back,
+    pending,
+    pick_job,
+    shares,
+    workers_online,
+)
 from shared.db.queries.sweeps import (
     Reconciled,
     expire_leases,
     mark_enqueued,
     queued_needing_send,
+    queued_per_queue,
 )
 from shared.db.queries.webhooks import (
     ClaimedDelivery,
@@ -71,16 +86,21 @@ __all__ = [
     "ClaimedDelivery",
     "DeliveryRecord",
     "MetricPoint",
+    "Online",
     "Page",
+    "Pending",
     "Reconciled",
     "Refusal",
+    "Share",
     "StyleModel",
     "SyncResult",
     "WebhookSecret",
     "add_warning",
+    "advertise",
     "authenticate",
     "claim_delivery",
     "claim_job",
+    "claim_next",
     "commit_checkpoint",
     "create_api_key",
     "create_job",
@@ -93,6 +113,7 @@ __all__ = [
     "finish_attempt",
     "finish_job",
     "flush_metrics",
+    "forget_worker",
     "get_artifact",
     "get_job",
     "get_model",
@@ -107,11 +128,17 @@ __all__ = [
     "mark_enqueued",
     "metric_names",
     "metric_series",
+    "next_held_back",
+    "pending",
+    "pick_job",
     "queued_needing_send",
+    "queued_per_queue",
     "record_artifact",
     "request_cancel",
     "revoke_api_key",
     "rotate_webhook_secret",
+    "shares",
     "sync_runner",
     "upsert_metrics",
+    "workers_online",
 ]

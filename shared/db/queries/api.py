@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from shared.db.models import ApiKey, Artifact, Job, Tenant, Upload
 from shared.db.queries.events import append_events, state_event, terminal_events
 from shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
-from shared.jobs.states import JobState
+from shared.jobs.states import DEFAULT_PRIORITY, PRIORITIES, JobState
 from shared.jobs.style_apply import MODEL_JOB_TYPE
 from shared.jobs.style_train import CARD_ARTIFACT as MODEL_CARD
 from shared.jobs.style_train import FINAL_PREVIEW_ARTIFACT as MODEL_PREVIEW
@@ -94,6 +94,8 @@ def create_job(
     idempotency_key: str | None,
     webhook_url: str | None = None,
     webhook_events: Sequence[str] = (),
+    priority: int = PRIORITIES[DEFAULT_PRIORITY],
+    memory_bytes: int | None = None,
 ) -> tuple[Job, bool]:
     """Insert a queued job; with an idempotency key, a repeat returns the first job.
 
@@ -124,6 +126,8 @@ def create_job(
         "idempotency_key": idempotency_key,
         "webhook_url": webhook_url,
         "webhook_events": list(webhook_events),
+        "priority": priority,
+        "memory_bytes": memory_bytes,
     }
     stmt = insert(Job).values(**values)
     if idempotency_key is not None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, literal, select, text, update
@@ -13,6 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session
 
 from shared.db.models import Artifact, Job
+from shared.db.queries import scheduling
 from shared.db.queries.events import append_events, state_event, terminal_events
 from shared.jobs.states import TERMINAL_STATES, JobState
 
@@ -28,29 +30,34 @@ class Claim:
     params: dict[str, Any]
     checkpoint_key: str | None
     checkpoint_step: int | None
+    # Whether the job the message named could itself have been claimed (it may have waited its fair turn)
+    named_claimable: bool = True
 
 
-def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float) -> Claim | None:
+def claim_job(
+    session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float, now: datetime | None = None
+) -> Claim | None:
     """Atomically take the lease of a queued job (or one whose lease expired).
 
     Increments ``attempt``, the fencing token. None if the job is running elsewhere,
     finished, cancelled, out of attempts (handed-back attempts don't count), or unknown: the
-    caller must then not train.
+    caller must then not train. ``now``: the database's clock unless a simulation drives it.
     """
     row = session.execute(
         text(
             """
             UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = :owner,
-                   lease_expires_at = now() + make_interval(secs => :lease),
-                   started_at = coalesce(jobs.started_at, now()), updated_at = now(),
-                   resumed_from_step = checkpoint_step
-            FROM (SELECT started_at IS NULL AS first FROM jobs WHERE id = :job_id) AS before
+                   lease_expires_at = clock.now + make_interval(secs => :lease),
+                   started_at = coalesce(jobs.started_at, clock.now), claimed_at = clock.now,
+                   updated_at = clock.now, resumed_from_step = checkpoint_step
+            FROM (SELECT started_at IS NULL AS first FROM jobs WHERE id = :job_id) AS before,
+                 (SELECT coalesce(CAST(:now AS timestamptz), now()) AS now) AS clock
             WHERE id = :job_id AND attempt - handbacks < max_attempts AND NOT cancel_requested
-              AND (state = 'queued' OR (state = 'running' AND lease_expires_at < now()))
+              AND (state = 'queued' OR (state = 'running' AND lease_expires_at < clock.now))
             RETURNING tenant_id, attempt, type, params, checkpoint_key, checkpoint_step, before.first
             """
         ),
-        {"job_id": job_id, "owner": owner, "lease": lease_s},
+        {"job_id": job_id, "owner": owner, "lease": lease_s, "now": now},
     ).first()
     if row is None:
         return None
@@ -64,6 +71,34 @@ def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float
         checkpoint_key=row.checkpoint_key,
         checkpoint_step=row.checkpoint_step,
     )
+
+
+def claim_next(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    owner: str,
+    lease_s: float,
+    window_s: float,
+    now: datetime | None = None,
+    capacity: int | None = None,
+) -> Claim | None:
+    """A message is a wake-up for its job's queue: claim the fairest job there that fits ``capacity`` bytes of
+    free device memory (shared/db/queries/scheduling.py; None: no memory check).
+
+    When no queued job may start, the message's own job is tried as before: a running job whose lease
+    expired is taken over, if it fits. None: nothing to run (a duplicate message, every tenant with queued
+    work at its running limit, or nothing that fits).
+    """
+    named = scheduling.named_job(session, job_id, now=now)
+    if named is None:
+        return None
+    picked = scheduling.pick_job(session, queue=named.queue, window_s=window_s, now=now, capacity=capacity)
+    if picked is None and not named.fits(capacity):
+        return None
+    target = picked if picked is not None else job_id
+    claim = claim_job(session, job_id=target, owner=owner, lease_s=lease_s, now=now)
+    return replace(claim, named_claimable=named.claimable) if claim is not None else None
 
 
 @dataclass(frozen=True)

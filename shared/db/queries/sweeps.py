@@ -104,3 +104,11 @@ def queued_needing_send(session: Session, *, grace_s: float, limit: int) -> list
         .limit(limit)
     ).all()
     return [(r.id, r.queue) for r in rows]
+
+
+def queued_per_queue(session: Session) -> dict[str, int]:
+    """How many jobs are queued on each queue."""
+    rows = session.execute(
+        select(Job.queue, func.count()).where(Job.state == JobState.QUEUED.value).group_by(Job.queue)
+    ).all()
+    return {queue: int(count) for queue, count in rows}

@@ -1,0 +1,116 @@
+"""Fair share on real workers: the API, Postgres, Redis and a prefork Celery worker with two children.
+A tenant's backlog does not hold back a tenant that submits after it. Each test reads Given / When / Then."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import Settings
+from tests.conftest import Caller
+from tests.support import services
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+
+# About a second of work a job on this machine: as short as a gan.train gets.
+QUICK = {"dataset": "ring8", "steps": 5, "batch_size": 16, "sample_every": 5, "checkpoint_every": 5}
+A_JOBS, B_JOBS = 30, 5
+MAX_A_STARTS_BETWEEN = 4  # A's jobs that may start between B's submission and B's last start
+DEADLINE_S = 300.0
+
+
+@pytest.fixture(scope="module")
+def pair(settings: Settings, log_dir: Path) -> Iterator[services.Proc]:
+    """Two workers: one Celery worker on the gpu queue with two pool children."""
+    proc = services.celery_worker(settings, log_dir, "fair", queues="gpu", concurrency=2).start()
+    proc.wait_for_log("ready.")
+    yield proc
+    proc.stop()
+
+
+def _submit(client: TestClient, caller: Caller, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        response = client.post("/v1/jobs", json={"type": "gan.train", "params": QUICK}, headers=caller.headers)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+def _starts(sessions: sessionmaker[Session], ids: list[str]) -> dict[str, datetime | None]:
+    with sessions() as session:
+        rows = session.execute(
+            text("SELECT id::text, started_at FROM jobs WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids}
+        ).all()
+    return {r[0]: r[1] for r in rows}
+
+
+def test_a_tenant_that_submits_after_a_backlog_starts_within_a_few_of_its_jobs(
+    client: TestClient, alice: Caller, bob: Caller, sessions: sessionmaker[Session], pair: services.Proc
+) -> None:
+    # Given alice's 30 queued jobs, and two workers busy with them
+    a_jobs = _submit(client, alice, A_JOBS)
+    deadline = time.monotonic() + DEADLINE_S
+    while sum(s is not None for s in _starts(sessions, a_jobs).values()) < 2:
+        assert time.monotonic() < deadline, "alice's jobs never started"
+        time.sleep(0.2)
+    # When bob submits 5 jobs
+    with sessions() as session:
+        submitted = session.scalar(text("SELECT now()"))
+    b_jobs = _submit(client, bob, B_JOBS)
+    while not all(_starts(sessions, b_jobs).values()):
+        assert time.monotonic() < deadline, f"bob's jobs did not all start: {_starts(sessions, b_jobs)}"
+        time.sleep(0.2)
+    # Then all of bob's started while at most a few more of alice's did, not after her backlog
+    b_last = max(s for s in _starts(sessions, b_jobs).values() if s is not None)
+    a_starts = _starts(sessions, a_jobs)
+    between = [j for j, s in a_starts.items() if s is not None and submitted < s < b_last]
+    left = [j for j, s in a_starts.items() if s is None]
+    assert len(between) <= MAX_A_STARTS_BETWEEN, f"{len(between)} of alice's jobs started in between"
+    assert len(left) >= A_JOBS // 2, "alice's backlog was nearly done first: the test would prove nothing"
+    # And every job of both ends, each run exactly once
+    while True:
+        with sessions() as session:
+            rows = session.execute(
+                text("SELECT state, attempt FROM jobs WHERE id = ANY(CAST(:ids AS uuid[]))"),
+                {"ids": a_jobs + b_jobs},
+            ).all()
+        if all(r.state == "succeeded" for r in rows):
+            break
+        assert not any(r.state in ("failed", "cancelled") for r in rows), rows
+        assert time.monotonic() < deadline, "the jobs did not all finish"
+        time.sleep(0.5)
+    assert len(rows) == A_JOBS + B_JOBS and {r.attempt for r in rows} == {1}
+
+
+def test_each_pool_process_advertises_its_device_and_queues(
+    settings: Settings, sessions: sessionmaker[Session], pair: services.Proc
+) -> None:
+    # Given the worker with two pool children, When its presence rows are read
+    deadline = time.monotonic() + 60
+    while True:
+        with sessions() as session:
+            rows = session.execute(
+                text(
+                    "SELECT owner, queues, device, memory_total_bytes, memory_free_bytes, seen_at > now() - "
+                    "make_interval(secs => :fresh) AS fresh FROM worker_presence ORDER BY owner"
+                ),
+                {"fresh": settings.heartbeat_s * 3},
+            ).all()
+        if len(rows) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    # Then each child has its own row: the gpu queue, the CPU, and the configured budget free, seen lately
+    assert len(rows) == 2, rows
+    assert len({r.owner for r in rows}) == 2
+    for row in rows:
+        assert (row.queues, row.device) == (["gpu"], "cpu")
+        assert row.memory_total_bytes == row.memory_free_bytes == settings.worker_device_memory_bytes
+        assert row.fresh
