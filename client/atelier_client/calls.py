@@ -33,6 +33,7 @@ UPLOAD_READ_TIMEOUT_S = 300.0  # the API checks every image of an upload before 
 DOWNLOAD_READ_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
 WEBHOOK_EVENTS = frozenset({"start", "progress", "artifact", "completed"})
+PRIORITIES = ("low", "normal", "high")  # orders a tenant's own queued jobs; fair share orders tenants
 DEFAULT_PAGE_SIZE = 100
 
 BodyFactory = Callable[[], Iterator[bytes]]
@@ -133,6 +134,7 @@ def submit(
     webhook_events_filter: Sequence[str] | None = None,
     wait_s: int | None = None,
     idempotency_key: str | None = None,
+    priority: str | None = None,
 ) -> Call[Job]:
     """``POST /v1/jobs`` with an Idempotency-Key (kept across this call's retries), and ``Prefer: wait=N``."""
     body: dict[str, Any] = {"type": job_type, "params": dict(params)}
@@ -143,6 +145,10 @@ def submit(
         if unknown:
             raise ValueError(f"webhook_events_filter: unknown events {unknown}; known: {sorted(WEBHOOK_EVENTS)}")
         body["webhook_events_filter"] = list(webhook_events_filter)
+    if priority is not None:
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority: one of {list(PRIORITIES)}, got {priority!r}")
+        body["priority"] = priority
     headers = {IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())}
     timeout = None
     if wait_s is not None:

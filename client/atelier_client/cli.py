@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from atelier_client import config
-from atelier_client.calls import MAX_PREFER_WAIT_S, WEBHOOK_EVENTS
+from atelier_client.calls import MAX_PREFER_WAIT_S, PRIORITIES, WEBHOOK_EVENTS
 from atelier_client.client import STYLE_APPLY, Atelier, JobHandle, apply_params, local_picture, picture_refs
 from atelier_client.errors import AtelierError, NotFound
 from atelier_client.models import Job, MetricSeries, Model, Upload, WebhookAttempt, WebhookDelivery
@@ -161,10 +161,12 @@ class Submission:
     params: dict[str, Any]
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
+    priority: str | None = None
 
 
 def read_job_file(path: Path) -> dict[str, Any]:
-    """A YAML (or JSON) job file: ``type``, ``params`` and optionally ``webhook``, ``webhook_events_filter``."""
+    """A YAML (or JSON) job file: ``type``, ``params`` and optionally ``webhook``, ``webhook_events_filter``,
+    ``priority``."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -193,7 +195,15 @@ def build_submission(job_type: str | None, assignments: Sequence[str], *, job_fi
         params=params,
         webhook=loaded.get("webhook"),
         webhook_events_filter=list(events) if isinstance(events, list) else None,
+        priority=loaded.get("priority"),
     )
+
+
+def _priority(value: str | None) -> str | None:
+    """``--priority`` (or ``priority:`` in the job file); a usage error for anything but low, normal, high."""
+    if value is not None and value not in PRIORITIES:
+        raise typer.BadParameter(f"--priority: one of {', '.join(PRIORITIES)}, got {value!r}")
+    return value
 
 
 def parse_events(text: str) -> list[str]:
@@ -287,6 +297,10 @@ def submit(
             metavar="EVENTS", help="Comma-separated: start, progress, artifact, completed (default: artifact,completed)"
         ),
     ] = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(metavar="PRIORITY", help="low, normal or high: orders it among your own queued jobs"),
+    ] = None,
 ) -> None:
     """Submit a job, e.g. `atelier submit gan.train dataset=digits steps=2000 preset=stable`; prints its id."""
     spec = build_submission(job_type, assignments or [], job_file=file)
@@ -295,7 +309,14 @@ def submit(
     if events is not None and target is None:
         raise typer.BadParameter("--webhook-events needs --webhook (or `webhook:` in the job file)")
     with _client(ctx) as client:
-        job = client.submit(spec.job_type, spec.params, webhook=target, webhook_events_filter=events, wait=wait)
+        job = client.submit(
+            spec.job_type,
+            spec.params,
+            webhook=target,
+            webhook_events_filter=events,
+            wait=wait,
+            priority=_priority(priority or spec.priority),
+        )
         print(job.id, flush=True)
         if watch_job:
             raise typer.Exit(_watch(job))
@@ -351,6 +372,7 @@ def show(
         ("id", job.id),
         ("type", job.type),
         ("state", f"{job.state} (attempt {job.attempt} of {job.max_attempts})"),
+        ("priority", job.priority),
         ("progress", progress_line(job.progress)),
         ("metrics", metric_line(job.latest_metrics) or "-"),
         ("error", error_line(job.error) if job.error else "-"),
@@ -359,6 +381,8 @@ def show(
         ("finished", _local(job.finished_at)),
         ("params", json.dumps(job.params, sort_keys=True)),
     ]
+    if job.pending_reason is not None:
+        rows.insert(4, ("waiting", f"about #{job.queue_position} in its queue: {job.pending_reason}"))
     if job.webhook:
         rows.append(("webhook", f"{job.webhook} ({', '.join(job.webhook_events_filter) or 'no events'})"))
     rows += [("warning", w) for w in job.warnings]

@@ -272,8 +272,10 @@ class Atelier(_Base):
         webhook_events_filter: Iterable[str] | None = None,
         wait: int | None = None,
         idempotency_key: str | None = None,
+        priority: str | None = None,
     ) -> JobHandle:
-        """Submit a job; ``wait`` (≤ 60 s) asks the server to answer when it ends or after that long."""
+        """Submit a job; ``wait`` (≤ 60 s) asks the server to answer when it ends or after that long;
+        ``priority`` (low, normal, high) orders it among your own queued jobs."""
         call = calls.submit(
             job_type,
             params or {},
@@ -281,6 +283,7 @@ class Atelier(_Base):
             webhook_events_filter=list(webhook_events_filter) if webhook_events_filter is not None else None,
             wait_s=wait,
             idempotency_key=idempotency_key,
+            priority=priority,
         )
         return self._bind(self._send(call))
 

@@ -131,6 +131,9 @@ class Job:
     worker: str | None = None
     webhook: str | None = None
     webhook_events_filter: list[str] = field(default_factory=list)
+    priority: str = "normal"
+    queue_position: int | None = None  # a queued job's approximate place (1: next), on GET of one job
+    pending_reason: str | None = None  # why a queued job has not started, on GET of one job
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -140,6 +143,7 @@ class Job:
     def from_dict(cls, data: Mapping[str, Any]) -> Job:
         """Parse a job object."""
         checkpoint = data.get("checkpoint")
+        queueing = data.get("queueing")
         return cls(
             id=_str(data, "id"),
             type=_str(data, "type"),
@@ -158,6 +162,9 @@ class Job:
             worker=_opt_str(data, "worker"),
             webhook=_opt_str(data, "webhook"),
             webhook_events_filter=[e for e in _list(data, "webhook_events_filter") if isinstance(e, str)],
+            priority=_str(data, "priority", "normal"),
+            queue_position=_opt_int(queueing, "position") if isinstance(queueing, Mapping) else None,
+            pending_reason=_opt_str(queueing, "reason") if isinstance(queueing, Mapping) else None,
             created_at=_time(data, "created_at"),
             started_at=_time(data, "started_at"),
             finished_at=_time(data, "finished_at"),

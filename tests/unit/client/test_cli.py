@@ -330,3 +330,26 @@ def test_metrics_zooms_into_a_step_range(env: Path, options: Options, api: FakeA
     # Without them, the whole run: no upper bound is sent
     assert main(["metrics", JOB_ID, "--format", "csv"], options=options) == 0
     assert "until_step" not in api.to("GET", f"/v1/jobs/{JOB_ID}/metrics")[1].url.params
+
+
+def test_submit_sends_the_priority_and_show_says_why_a_queued_job_waits(
+    env: Path, options: Options, api: FakeAPI, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Given a job file with a priority, and --priority on the command line (which wins)
+    api.on("POST", "/v1/jobs", httpx.Response(201, json=job_json()), httpx.Response(201, json=job_json()))
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("type: gan.train\nparams: {dataset: digits}\npriority: low\n")
+    assert main(["submit", "-f", str(job_file)], options=options) == 0
+    assert main(["submit", "-f", str(job_file), "--priority", "high"], options=options) == 0
+    assert [json.loads(b)["priority"] for b in api.bodies] == ["low", "high"]
+    capsys.readouterr()
+    # When the priority is not one of low, normal, high, Then it is a usage error naming the option
+    assert main(["submit", "gan.train", "--priority", "urgent"], options=options) == 2
+    assert "--priority" in capsys.readouterr().err and len(api.bodies) == 2
+    # And show prints a queued job's priority, place and reason
+    queued = job_json(priority="high", queueing={"position": 3, "reason": "behind 2 of your jobs"})
+    api.on("GET", f"/v1/jobs/{JOB_ID}", httpx.Response(200, json=queued))
+    assert main(["show", JOB_ID], options=options) == 0
+    shown = capsys.readouterr().out
+    assert "priority  high" in shown
+    assert "waiting   about #3 in its queue: behind 2 of your jobs" in shown

@@ -200,3 +200,22 @@ def test_config_comes_from_arguments_then_environment_then_the_file(tmp_path: Pa
         resolve(env={"ATELIER_URL": "http://elsewhere.test"}, path=path)
     with pytest.raises(ConfigError, match="no API URL"):
         resolve(env={}, path=tmp_path / "missing.toml")
+
+
+def test_submit_sends_a_priority_and_a_job_reads_its_queueing(atelier: Atelier, api: FakeAPI) -> None:
+    # Given the API answers a queued job with its place in the queue
+    body = job_json(priority="high", queueing={"position": 2, "reason": "behind 1 of your jobs"})
+    api.on("POST", "/v1/jobs", httpx.Response(201, json=body))
+    # When a job is submitted with a priority
+    job = atelier.submit("gan.train", {"dataset": "digits"}, priority="high")
+    # Then the body carries it, and the job reads its priority, place and reason
+    assert json.loads(api.bodies[0])["priority"] == "high"
+    assert (job.priority, job.queue_position, job.pending_reason) == ("high", 2, "behind 1 of your jobs")
+    # And an unknown priority is refused before anything is sent
+    with pytest.raises(ValueError, match="priority"):
+        atelier.submit("gan.train", {}, priority="urgent")
+    assert len(api.requests) == 1
+    # And a job without queueing (running, or from a list) has none
+    api.on("POST", "/v1/jobs", httpx.Response(201, json=job_json(state="running")))
+    running = atelier.submit("gan.train", {})
+    assert (running.priority, running.queue_position, running.pending_reason) == ("normal", None, None)

@@ -114,10 +114,12 @@ export function jobView(main, route) {
       ["Subject", jobSubject(job)],
       ["Attempt", `${job.attempt} of ${job.max_attempts}${job.handbacks ? ` (+${job.handbacks} handed back)` : ""}`],
       ["Worker", job.worker || "—"],
+      ["Priority", job.priority || "normal"],
       ["Created", fmtTime(job.created_at)],
       ["Started", fmtTime(job.started_at) || "—"],
       ["Finished", fmtTime(job.finished_at) || "—"],
     ];
+    if (job.queueing) items.splice(1, 0, ["Waiting", `about #${job.queueing.position} in its queue: ${job.queueing.reason}`]);
     if (job.resumed_from_step !== null) items.push(["Resumed from step", fmtNumber(job.resumed_from_step)]);
     if (job.checkpoint) items.push(["Checkpoint", `step ${fmtNumber(job.checkpoint.step)}`]);
     fill(summary, items.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
