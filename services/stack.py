@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -116,6 +117,10 @@ BEAT_COMMAND = ("celery", "-A", "workers.celery_app", "beat", "--loglevel", "INF
 # takes a share of the cores among the torch workers alive on this host, including any started
 # beside the stack, and re-counts them at every job.
 TORCH_THREADS_ENV = "ATELIER_TORCH_THREADS"
+# One training worker per GPU, each pinned with CUDA_VISIBLE_DEVICES (it sees its GPU as device 0):
+# a comma-separated list of GPU indices, "auto" (the default: every GPU nvidia-smi lists) or "none".
+GPU_WORKERS_ENV = "ATELIER_GPU_WORKERS"
+NVIDIA_SMI_TIMEOUT_S = 10.0
 HOUSEKEEPING_TORCH_THREADS = 1
 # On one machine, webhooks to a receiver on this machine are the point (shared/webhooks.py refuses
 # loopback elsewhere); an ATELIER_WEBHOOK_ALLOWED_HOSTS that is set wins.
@@ -605,6 +610,51 @@ def child_environment(base: Mapping[str, str], *, layout: Layout, database_url: 
     return env
 
 
+def gpu_indices(environ: Mapping[str, str]) -> list[str]:
+    """The GPUs to start one training worker each on (``ATELIER_GPU_WORKERS``); [] for one unpinned worker."""
+    value = environ.get(GPU_WORKERS_ENV, "auto").strip().lower()
+    if value == "none":
+        return []
+    if value == "auto":
+        return detected_gpus()
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items or not all(item.isdigit() for item in items) or len(set(items)) != len(items):
+        raise StackError(f"{GPU_WORKERS_ENV}: expected distinct GPU indices like 0,1 (or auto or none), got {value!r}")
+    return items
+
+
+def detected_gpus() -> list[str]:
+    """The GPU indices nvidia-smi lists; [] without it (a CPU machine) or when it fails."""
+    nvidia = shutil.which("nvidia-smi")
+    if nvidia is None:
+        return []
+    try:
+        listed = subprocess.run(
+            [nvidia, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if listed.returncode != 0:
+        return []
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip().isdigit()]
+
+
+def training_workers(env: Mapping[str, str], gpus: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
+    """(name, environment) of each training worker: one per GPU, pinned with CUDA_VISIBLE_DEVICES and named
+    after it, or one that sees whatever the machine has."""
+    if not gpus:
+        return [("worker", dict(env))]
+    host = socket.gethostname()
+    return [
+        (f"worker-gpu{gpu}", {**env, "CUDA_VISIBLE_DEVICES": gpu, "ATELIER_WORKER_NAME": f"gpu{gpu}@{host}"})
+        for gpu in gpus
+    ]
+
+
 def wait_healthy(base_url: str, *, api: Child, stack: Stack, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
     """Poll /healthz until it answers 200; fail early if a process dies, with a clear message on timeout."""
     url = base_url + HEALTH_PATH
@@ -710,11 +760,13 @@ def start(stack: Stack, *, host: str, port: int) -> None:
         quiet_stdout=True,  # stdout has the raw key: keep it out of the logs
     )
 
+    workers = training_workers(env, gpu_indices(environ))
     api = spawn(
         "api", [python, "-m", *API_COMMAND, "--host", host, "--port", str(port)], env=env, log_path=layout.log("api")
     )
     stack.children.append(api)
-    stack.children.append(spawn("worker", [python, "-m", *WORKER_COMMAND], env=env, log_path=layout.log("worker")))
+    for name, worker_env in workers:
+        stack.children.append(spawn(name, [python, "-m", *WORKER_COMMAND], env=worker_env, log_path=layout.log(name)))
     stack.children.append(
         spawn(
             "housekeeping",

@@ -78,7 +78,7 @@ def _postmaster(data_dir: Path) -> psutil.Process | None:
 class StackProcess:
     """`python -m services.stack` in its own session, its console collected line by line."""
 
-    def __init__(self, *, data_dir: Path, port: int) -> None:
+    def __init__(self, *, data_dir: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.lines: list[str] = []
@@ -86,7 +86,7 @@ class StackProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "services.stack", "--port", str(port), "--data-dir", str(data_dir)],
             cwd=REPO_ROOT,
-            env=_hermetic_env(),
+            env=_hermetic_env() | (env or {}),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -137,6 +137,15 @@ class StackProcess:
         postmaster = _postmaster(self.data_dir)
         if postmaster is not None:
             found.append(postmaster)
+        return found
+
+    def training_workers(self) -> list[psutil.Process]:
+        """The training workers' processes (Celery on the gpu queue: parents and pool children)."""
+        found = []
+        for process in psutil.Process(self.process.pid).children(recursive=True):
+            cmdline = process.cmdline()
+            if "celery" in " ".join(cmdline) and "worker" in cmdline and "gpu" in cmdline:
+                found.append(process)
         return found
 
     def interrupt(self) -> int:
@@ -204,6 +213,9 @@ def test_stack_starts_stops_on_sigint_and_keeps_its_data(data_dir: Path, stacks:
     names = " ".join(" ".join(p.cmdline()) for p in started)
     for expected in ("postgres", "redis-server", "uvicorn", "celery"):
         assert expected in names, f"no {expected} among the stack's processes: {names}"
+    # with one training worker that sees the machine's devices as they are (this machine lists no GPU)
+    pinned = {p.environ().get("CUDA_VISIBLE_DEVICES") for p in first.training_workers()}
+    assert pinned == {os.environ.get("CUDA_VISIBLE_DEVICES")}, first.console()
 
     # When it gets Ctrl-C
     exit_code = first.interrupt()
@@ -213,8 +225,8 @@ def test_stack_starts_stops_on_sigint_and_keeps_its_data(data_dir: Path, stacks:
     leftovers = [p for p in started if _alive(p)] + _processes_using(data_dir)
     assert not leftovers, f"still running after SIGINT: {leftovers}\n{first.console()}"
 
-    # When it starts again on the same data dir
-    second = StackProcess(data_dir=data_dir, port=_free_port())
+    # When it starts again on the same data dir, told to run one training worker per GPU on GPUs 0 and 1
+    second = StackProcess(data_dir=data_dir, port=_free_port(), env={"ATELIER_GPU_WORKERS": "0,1"})
     stacks.append(second)
     base_url = second.wait_for(URL_LINE, timeout_s=READY_TIMEOUT_S).group(1)
 
@@ -222,6 +234,11 @@ def test_stack_starts_stops_on_sigint_and_keeps_its_data(data_dir: Path, stacks:
     assert key_file.read_text().strip() == api_key
     response = httpx.get(f"{base_url}/v1/jobs", headers={"Authorization": f"Bearer {api_key}"}, timeout=HTTP_TIMEOUT_S)
     assert response.status_code == 200, f"{response.status_code} {response.text}\n{second.console()}"
+    # And each training worker (and its pool children) is pinned to its own GPU and named after it
+    workers = second.training_workers()
+    seen = {(p.environ().get("CUDA_VISIBLE_DEVICES"), p.environ().get("ATELIER_WORKER_NAME", "")[:5]) for p in workers}
+    assert seen == {("0", "gpu0@"), ("1", "gpu1@")}, second.console()
+    assert (data_dir / "logs" / "worker-gpu0.log").exists() and (data_dir / "logs" / "worker-gpu1.log").exists()
     assert second.interrupt() == 0, second.console()
     assert not _processes_using(data_dir), second.console()
 
