@@ -9,7 +9,7 @@ GPU_WHEELS_MAX_KIB := 32768
 # The GPU check runs on the GPU machine's stock python3; here the venv's stands in for it.
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 
-.PHONY: ui screenshots up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-claims bench-style bench-fast-style bench-apply-batch bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads bench-events bench-ui gpu-check gpu-wheels clean
+.PHONY: ui screenshots up test lint typecheck unit unit-threads integration e2e client-test test-under-load compose-check bench-api bench-load bench-claims bench-scale bench-style bench-fast-style bench-apply-batch bench-quality bench-gan bench-unknown-keys bench-upload-bombs bench-threads bench-events bench-ui gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required"; exit 1; }
@@ -86,6 +86,10 @@ bench-load: $(STAMP)
 ## Claims: 64 concurrent claimers through the fair-share claim on real Postgres vs the claim by id: claims/s, p99, 0 double claims.
 bench-claims: $(STAMP)
 	$(PY) -m bench.claims $(ARGS)
+
+## Scale: a discrete-event simulation of 10 / 100 / 1,000 GPU workers driving the production claim on real Postgres (long at 1,000).
+bench-scale: $(STAMP)
+	$(PY) -m bench.scale $(ARGS)
 
 ## Style-transfer benchmark: time to the PyTorch tutorial's final loss (CPU 128 px; GPU 512 px).
 bench-style: $(STAMP)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
@@ -33,45 +34,50 @@ class Reconciled:
     cancelled: list[uuid.UUID]
 
 
-def expire_leases(session: Session) -> Reconciled:
+def expire_leases(session: Session, *, now: datetime | None = None) -> Reconciled:
     """Running jobs whose lease expired: requeue, fail (attempts used up) or cancel.
 
     Rows locked by a stalled runner are skipped (SKIP LOCKED) and handled on a later pass,
-    so the reconciler never waits on a zombie's open transaction.
+    so the reconciler never waits on a zombie's open transaction. ``now``: the database's clock
+    unless a simulation drives it (bench/scale.py).
     """
+    clock = {"now": now}
     cancelled = session.execute(
         text(
             """
             UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
-                   finished_at = now(), updated_at = now()
-            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now() AND cancel_requested FOR UPDATE SKIP LOCKED)
+                   finished_at = coalesce(CAST(:now AS timestamptz), now()), updated_at = now()
+            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < coalesce(CAST(:now AS timestamptz), now()) AND cancel_requested FOR UPDATE SKIP LOCKED)
             RETURNING id, attempt
             """
-        )
+        ),
+        clock,
     ).all()
     failed = session.execute(
         text(
             """
             UPDATE jobs SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL,
-                   finished_at = now(), updated_at = now(), error_code = 'attempts_exhausted',
+                   finished_at = coalesce(CAST(:now AS timestamptz), now()), updated_at = now(), error_code = 'attempts_exhausted',
                    error_message = 'the worker running this job was lost ' || (attempt - handbacks) ||
                                    ' time(s); max_attempts (' || max_attempts || ') is used up'
-            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
+            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < coalesce(CAST(:now AS timestamptz), now())
                            AND attempt - handbacks >= max_attempts FOR UPDATE SKIP LOCKED)
             RETURNING id, attempt, error_code, error_message
             """
-        )
+        ),
+        clock,
     ).all()
     requeued = session.execute(
         text(
             """
             UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                    enqueued_at = NULL, updated_at = now()
-            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
+            WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < coalesce(CAST(:now AS timestamptz), now())
                            AND attempt - handbacks < max_attempts FOR UPDATE SKIP LOCKED)
             RETURNING id, queue, attempt
             """
-        )
+        ),
+        clock,
     ).all()
     for r in cancelled:
         append_events(session, job_id=r.id, items=terminal_events(JobState.CANCELLED.value, attempt=r.attempt))
