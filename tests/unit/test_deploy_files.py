@@ -36,6 +36,7 @@ WORKER_SERVICES = ("worker-gpu", "worker-cpu")
 REQUIRED_SERVICES = {*APP_SERVICES, "migrate", "redis", "postgres", "minio", "minio-init"}
 MIGRATE_COMMAND = ["python", "-m", "shared.cli", "migrate"]
 MIN_GPU_GRACE_S = 120  # time for a training loop to checkpoint after SIGTERM
+MIN_STEP_ROOM_S = 60  # the rest of a training step, on top of the upload's retry deadline and the last write
 K8S_SCHEMA_VERSION = "1.30.0"  # oldest Kubernetes the manifests are meant for
 
 
@@ -471,14 +472,35 @@ def test_k8s_migrate_job_runs_the_migration_once() -> None:
     assert _pod_spec(job)["containers"][0]["image"] == api_image
 
 
-def test_keda_scales_the_gpu_worker_on_the_gpu_list() -> None:
+KEDA_QUERY = "SELECT count(*) FROM jobs WHERE queue = 'gpu' AND state IN ('queued', 'running')"
+
+
+def test_keda_scales_the_gpu_worker_on_queued_plus_running_jobs_in_postgres() -> None:
     (scaled,) = [doc for _, doc in _k8s_docs() if doc["kind"] == "ScaledObject"]
     assert scaled["apiVersion"].startswith("keda.sh/")
     target = scaled["spec"]["scaleTargetRef"]
     assert target.get("kind", "Deployment") == "Deployment"
     assert target["name"] == _k8s("Deployment", "atelier-worker-gpu")["metadata"]["name"]
-    redis = [t for t in scaled["spec"]["triggers"] if t["type"] == "redis"]
-    assert [t["metadata"]["listName"] for t in redis] == ["gpu"]
+    # One trigger: Postgres' count of the gpu queue's queued and running jobs (no Redis list: it hides running
+    # and prefetched work), one worker per job; tests/integration/test_keda_query.py runs this very query
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "postgresql"
+    assert trigger["metadata"]["query"] == KEDA_QUERY
+    assert trigger["metadata"]["targetQueryValue"] == "1"
+    # Its connection comes from a TriggerAuthentication that reads a Secret the example defines
+    auth = _k8s("TriggerAuthentication", trigger["authenticationRef"]["name"])
+    (ref,) = auth["spec"]["secretTargetRef"]
+    assert ref["parameter"] == "connection"
+    secret = _k8s("Secret", ref["name"])
+    assert secret["stringData"][ref["key"]].startswith("postgresql://")
+
+
+def test_scale_down_leaves_a_training_pod_time_to_checkpoint_and_hand_back() -> None:
+    # The grace must cover the checkpoint upload's whole retry deadline and the final fenced write, with room
+    # for a training step (deploy/README.md's arithmetic), at the default settings
+    defaults = Settings()
+    grace = _pod_spec(_k8s("Deployment", "atelier-worker-gpu"))["terminationGracePeriodSeconds"]
+    assert grace >= defaults.storage_retry_deadline_s + defaults.lease_s / 3 + MIN_STEP_ROOM_S
 
 
 def test_k8s_manifests_match_the_kubernetes_schemas() -> None:
