@@ -13,7 +13,17 @@ from urllib.parse import quote
 
 import httpx
 
-from atelier_client.models import Artifact, Job, MetricSeries, Model, Page, Upload, WebhookDelivery, WebhookSecret
+from atelier_client.models import (
+    Artifact,
+    Job,
+    MetricSeries,
+    Model,
+    Page,
+    Sweep,
+    Upload,
+    WebhookDelivery,
+    WebhookSecret,
+)
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -21,6 +31,7 @@ Item = TypeVar("Item")
 JOBS = "/v1/jobs"
 UPLOADS = "/v1/uploads"
 MODELS = "/v1/models"
+SWEEPS = "/v1/sweeps"
 WEBHOOKS = "/v1/webhooks"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 PREFER_HEADER = "Prefer"
@@ -93,6 +104,13 @@ def _model(response: httpx.Response) -> Model:
     if not isinstance(body, Mapping):
         raise ValueError("the answer holds no model")
     return Model.from_dict(body)
+
+
+def _sweep(response: httpx.Response) -> Sweep:
+    body = _json(response)
+    if not isinstance(body, Mapping):
+        raise ValueError("the answer holds no sweep")
+    return Sweep.from_dict(body)
 
 
 def _secret(response: httpx.Response) -> WebhookSecret:
@@ -267,6 +285,29 @@ def get_model(model_id: str) -> Call[Model]:
 def delete_model(model_id: str) -> Call[None]:
     """``DELETE /v1/models/{id}``: 204, again for a model of yours already deleted, so safe to retry."""
     return Call(method="DELETE", path=f"{MODELS}/{segment(model_id)}", parse=_none)
+
+
+# --- sweeps --------------------------------------------------------------------------------------
+
+
+def create_sweep(body: Mapping[str, Any]) -> Call[Sweep]:
+    """``POST /v1/sweeps``. Not idempotent: retried only when it surely did not reach the server."""
+    return Call(method="POST", path=SWEEPS, json=dict(body), parse=_sweep, idempotent=False)
+
+
+def get_sweep(sweep_id: str) -> Call[Sweep]:
+    """``GET /v1/sweeps/{id}``: every trial and the best."""
+    return Call(method="GET", path=f"{SWEEPS}/{segment(sweep_id)}", parse=_sweep)
+
+
+def list_sweeps(*, limit: int | None = None, cursor: str | None = None) -> Call[Page[Sweep]]:
+    """``GET /v1/sweeps``: one page, newest first."""
+    return Call(method="GET", path=SWEEPS, params=_paged(limit, cursor), parse=_page(Sweep.from_dict))
+
+
+def cancel_sweep(sweep_id: str) -> Call[Sweep]:
+    """``POST /v1/sweeps/{id}/cancel``: cancelling again changes nothing, so safe to retry."""
+    return Call(method="POST", path=f"{SWEEPS}/{segment(sweep_id)}/cancel", parse=_sweep)
 
 
 # --- webhooks ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +32,7 @@ from atelier_client import config
 from atelier_client.calls import MAX_PREFER_WAIT_S, PRIORITIES, WEBHOOK_EVENTS
 from atelier_client.client import STYLE_APPLY, Atelier, JobHandle, apply_params, local_picture, picture_refs
 from atelier_client.errors import AtelierError, NotFound
-from atelier_client.models import Job, MetricSeries, Model, Upload, WebhookAttempt, WebhookDelivery
+from atelier_client.models import Job, MetricSeries, Model, Sweep, Upload, WebhookAttempt, WebhookDelivery
 from atelier_client.retry import RetryPolicy
 from atelier_client.uploads import plan_folder
 from atelier_client.watch import (
@@ -667,6 +668,126 @@ def style(
         job.download(STYLE_OUTPUT, target)
     print(target)
     _say(f"job {job.id} succeeded; saved {target}")
+
+
+# --- sweeps --------------------------------------------------------------------------------------
+
+sweep_app = typer.Typer(
+    name="sweep",
+    help="Hyperparameter sweeps: `atelier sweep -f sweep.yaml` starts one; show, ls, cancel.",
+    invoke_without_command=True,
+)
+app.add_typer(sweep_app, name="sweep")
+SWEEP_POLL_S = 2.0
+
+
+def read_sweep_file(path: Path) -> dict[str, Any]:
+    """A YAML (or JSON) sweep: type, base_params, grid or random (+ trials), seeds, objective, max_parallel."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise typer.BadParameter(f"{path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path}: expected a mapping with type, base_params, grid or random, objective")
+    return data
+
+
+def _objective(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def sweep_table(sweep: Sweep) -> Table:
+    """The trials, best first by the objective (those without a value last), with their params and state."""
+    names = sorted({name for t in sweep.trials for name in t.params})
+    sign = 1.0 if sweep.mode == "min" else -1.0
+    ranked = sorted(sweep.trials, key=lambda t: (t.objective is None, sign * (t.objective or 0.0)))
+    table = Table(
+        "JOB", *[n.upper() for n in names], "STATE", sweep.metric.upper() or "OBJECTIVE", box=None, pad_edge=False
+    )
+    for trial in ranked:
+        marker = " *" if sweep.best is not None and trial.job_id == sweep.best.job_id else ""
+        table.add_row(
+            trial.job_id + marker,
+            *[escape(json.dumps(trial.params.get(n))) for n in names],
+            trial.state + (f" ({trial.error})" if trial.error else ""),
+            _objective(trial.objective),
+        )
+    return table
+
+
+def _print_sweep(sweep: Sweep) -> None:
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(sweep.counts.items())) or "no trials"
+    print(
+        f"sweep {sweep.id}: {sweep.type}, {sweep.state} ({counts}); objective {sweep.metric} {sweep.mode}; "
+        f"max_parallel {sweep.max_parallel}"
+    )
+    _console().print(sweep_table(sweep))
+    if sweep.best is not None:
+        print(
+            f"best: {sweep.best.job_id} {json.dumps(sweep.best.params, sort_keys=True)} "
+            f"{sweep.metric} {_objective(sweep.best.objective)}"
+        )
+
+
+@sweep_app.callback()
+def sweep_start(
+    ctx: typer.Context,
+    file: Annotated[Path | None, typer.Option("-f", "--file", help="YAML sweep file")] = None,
+    watch_sweep: Annotated[bool, typer.Option("--watch", help="Show the table until every trial has ended")] = False,
+) -> None:
+    """Start a sweep from a YAML file (`atelier sweep -f sweep.yaml`); prints its id, or with --watch its table."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if file is None:
+        raise typer.BadParameter("give -f sweep.yaml, or a command: show, ls, cancel")
+    body = read_sweep_file(file)
+    with _client(ctx) as client:
+        sweep = client.create_sweep(body)
+        print(sweep.id, flush=True)
+        if watch_sweep:
+            while not sweep.done:
+                time.sleep(SWEEP_POLL_S)
+                sweep = client.sweep(sweep.id)
+            _print_sweep(sweep)
+
+
+@sweep_app.command("show")
+def sweep_show(
+    ctx: typer.Context,
+    sweep_id: Annotated[str, typer.Argument(metavar="SWEEP")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sweep as JSON")] = False,
+) -> None:
+    """Every trial's params, state and objective (best first; the best finished one starred)."""
+    with _client(ctx) as client:
+        sweep = client.sweep(sweep_id)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(sweep), indent=2, default=_jsonable))
+        return
+    _print_sweep(sweep)
+
+
+@sweep_app.command("ls")
+def sweep_ls(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, help="How many sweeps to show")] = DEFAULT_LIST_LIMIT,
+) -> None:
+    """List your sweeps, newest first."""
+    with _client(ctx) as client:
+        found = list(islice(client.sweeps(page_size=min(limit, LIST_PAGE_SIZE)), limit))
+    table = Table("ID", "TYPE", "OBJECTIVE", "PARALLEL", "CREATED", box=None, pad_edge=False)
+    for sweep in found:
+        table.add_row(
+            sweep.id, sweep.type, f"{sweep.metric} {sweep.mode}", str(sweep.max_parallel), _local(sweep.created_at)
+        )
+    _console().print(table)
+
+
+@sweep_app.command("cancel")
+def sweep_cancel(ctx: typer.Context, sweep_id: Annotated[str, typer.Argument(metavar="SWEEP")]) -> None:
+    """Cancel a sweep: queued trials never run, running ones stop within a step."""
+    with _client(ctx) as client:
+        sweep = client.cancel_sweep(sweep_id)
+    _say(f"sweep {sweep.id}: {sweep.state}")
 
 
 # --- style models --------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from atelier_client.models import (
     MetricSeries,
     Model,
     Page,
+    Sweep,
     Upload,
     WebhookDelivery,
     WebhookSecret,
@@ -359,6 +360,25 @@ class Atelier(_Base):
     def delete_model(self, model_id: str) -> None:
         """Delete a trained style model (deleting it again is fine); NotFound for an unknown one."""
         self._send(calls.delete_model(model_id))
+
+    # --- sweeps --------------------------------------------------------------------------------
+
+    def create_sweep(self, body: Mapping[str, Any]) -> Sweep:
+        """Start a sweep: ``type``, ``base_params``, ``grid`` or ``random`` (+ ``trials``), ``seeds``,
+        ``objective`` ({metric, mode}), ``max_parallel``, as POST /v1/sweeps takes them."""
+        return self._send(calls.create_sweep(body))
+
+    def sweep(self, sweep_id: str) -> Sweep:
+        """A sweep with every trial and the best."""
+        return self._send(calls.get_sweep(sweep_id))
+
+    def sweeps(self, *, page_size: int | None = None) -> Iterator[Sweep]:
+        """Every sweep of this key's tenant, newest first, page after page."""
+        yield from self._pages(lambda c: calls.list_sweeps(limit=page_size, cursor=c))
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        """Cancel a sweep: its queued trials never run, its running ones stop within a step."""
+        return self._send(calls.cancel_sweep(sweep_id))
 
     # --- following a job -----------------------------------------------------------------------
 

@@ -576,3 +576,70 @@ class Event:
     def parse(cls, *, id: int | None, type: str, data: Mapping[str, Any]) -> Event:
         """Build an event from its SSE fields and decoded data."""
         return cls(id=id, type=type, data=dict(data), payload=_payload(type, data))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trial:
+    """One trial of a sweep: a job, the params the sweep gave it (seed included) and its objective so far."""
+
+    job_id: str
+    params: dict[str, Any] = field(default_factory=dict)
+    state: str = "unknown"
+    step: int = 0
+    total: int = 0
+    objective: float | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Trial:
+        """Parse a trial object."""
+        return cls(
+            job_id=_str(data, "job_id"),
+            params=_dict(data, "params"),
+            state=_str(data, "state", "unknown"),
+            step=_int(data, "step"),
+            total=_int(data, "total"),
+            objective=_opt_float(data, "objective"),
+            error=_opt_str(data, "error"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sweep:
+    """A sweep as ``GET /v1/sweeps/{id}`` returns it (a listing leaves trials, counts and best empty)."""
+
+    id: str
+    type: str = ""
+    state: str = "unknown"  # running, cancelling, cancelled or done
+    metric: str = ""
+    mode: str = ""
+    max_parallel: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    trials: list[Trial] = field(default_factory=list)
+    best: Trial | None = None
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Sweep:
+        """Parse a sweep object."""
+        objective = data.get("objective")
+        objective = objective if isinstance(objective, Mapping) else {}
+        counts = data.get("counts")
+        best = data.get("best")
+        return cls(
+            id=_str(data, "id"),
+            type=_str(data, "type"),
+            state=_str(data, "state", "unknown"),
+            metric=_str(objective, "metric"),
+            mode=_str(objective, "mode"),
+            max_parallel=_int(data, "max_parallel"),
+            counts={k: v for k, v in counts.items() if isinstance(v, int)} if isinstance(counts, Mapping) else {},
+            trials=[Trial.from_dict(t) for t in _list(data, "trials") if isinstance(t, Mapping)],
+            best=Trial.from_dict(best) if isinstance(best, Mapping) else None,
+            created_at=_time(data, "created_at"),
+        )
+
+    @property
+    def done(self) -> bool:
+        """Whether every trial has ended."""
+        return self.state in ("done", "cancelled")

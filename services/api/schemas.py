@@ -8,7 +8,7 @@ from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.db.models import Artifact, Job, Upload, WebhookAttempt, WebhookDelivery
+from shared.db.models import Artifact, Job, Sweep, Upload, WebhookAttempt, WebhookDelivery
 from shared.db.queries.api import StyleModel
 from shared.db.queries.events import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_PROGRESS_EVERY_S
 from shared.jobs.states import DEFAULT_PRIORITY, PRIORITY_NAMES, JobState
@@ -410,3 +410,113 @@ class WebhookSecretOut(BaseModel):
     previous_valid_until: datetime | None = Field(
         description="After a rotation the previous secret also signs every delivery until then; null if none"
     )
+
+
+class TrialOut(BaseModel):
+    """One trial of a sweep: a job, the params the sweep gave it, and its objective so far."""
+
+    job_id: uuid.UUID
+    params: dict[str, Any] = Field(description="The params the sweep varies, seed included")
+    state: JobState
+    step: int
+    total: int
+    objective: float | None = Field(description="The objective metric's latest value (final once it ended)")
+    error: str | None = Field(default=None, description="The error code of a failed trial")
+
+    @classmethod
+    def of(cls, job: Job, metric: str) -> TrialOut:
+        """Render a trial's job row."""
+        value = job.latest_metrics.get(metric)
+        return cls(
+            job_id=job.id,
+            params=job.sweep_params or {},
+            state=JobState(job.state),
+            step=job.progress_step,
+            total=job.progress_total,
+            objective=float(value) if isinstance(value, int | float) else None,
+            error=job.error_code,
+        )
+
+
+class ObjectiveOut(BaseModel):
+    """What ranks the trials."""
+
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class SweepOut(BaseModel):
+    """A sweep: every trial's params, state and objective, and the best finished trial."""
+
+    id: uuid.UUID
+    type: str
+    state: Literal["running", "cancelling", "cancelled", "done"] = Field(
+        description="running while a trial is queued or running; done when all ended; cancelled after a cancel"
+    )
+    objective: ObjectiveOut
+    max_parallel: int
+    counts: dict[str, int] = Field(description="Trials per state")
+    trials: list[TrialOut]
+    best: TrialOut | None = Field(description="The succeeded trial with the best objective (None before one ends)")
+    spec: dict[str, Any] = Field(description="The sweep as submitted (defaults filled in)")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, sweep: Sweep, jobs: list[Job]) -> SweepOut:
+        """Render a sweep and its trials."""
+        trials = [TrialOut.of(job, sweep.objective_metric) for job in jobs]
+        counts: dict[str, int] = {}
+        for trial in trials:
+            counts[trial.state.value] = counts.get(trial.state.value, 0) + 1
+        live = any(not t.state.terminal for t in trials)
+        if sweep.cancel_requested:
+            state: Literal["running", "cancelling", "cancelled", "done"] = "cancelling" if live else "cancelled"
+        else:
+            state = "running" if live else "done"
+        finished = [t for t in trials if t.state == JobState.SUCCEEDED and t.objective is not None]
+        sign = 1.0 if sweep.objective_mode == "min" else -1.0
+        best = min(finished, key=lambda t: sign * (t.objective or 0.0)) if finished else None
+        return cls(
+            id=sweep.id,
+            type=sweep.type,
+            state=state,
+            objective=ObjectiveOut(
+                metric=sweep.objective_metric, mode=cast(Literal["min", "max"], sweep.objective_mode)
+            ),
+            max_parallel=sweep.max_parallel,
+            counts=counts,
+            trials=trials,
+            best=best,
+            spec=sweep.spec,
+            created_at=sweep.created_at,
+        )
+
+
+class SweepSummary(BaseModel):
+    """A sweep in a listing."""
+
+    id: uuid.UUID
+    type: str
+    objective: ObjectiveOut
+    max_parallel: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, sweep: Sweep) -> SweepSummary:
+        """Render a sweep row without its trials."""
+        return cls(
+            id=sweep.id,
+            type=sweep.type,
+            objective=ObjectiveOut(
+                metric=sweep.objective_metric, mode=cast(Literal["min", "max"], sweep.objective_mode)
+            ),
+            max_parallel=sweep.max_parallel,
+            created_at=sweep.created_at,
+        )
+
+
+class SweepPage(BaseModel):
+    """One page of sweeps, newest first."""
+
+    items: list[SweepSummary]
+    next_cursor: str | None

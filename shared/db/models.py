@@ -145,6 +145,9 @@ class Job(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the current attempt's claim
     # The device memory the job needs (admission's estimate); a worker with less free never claims it.
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # A sweep's trial: its sweep, and the params the sweep varies for it (seed included).
+    sweep_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    sweep_params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
@@ -167,6 +170,29 @@ class Job(Base):
         Index(
             "ix_jobs_queue_usage", "queue", "tenant_id", "finished_at", postgresql_where=text("claimed_at IS NOT NULL")
         ),
+        Index("ix_jobs_sweep", "sweep_id", "state", postgresql_where=text("sweep_id IS NOT NULL")),
+    )
+
+
+class Sweep(Base):
+    """A hyperparameter sweep: its trials are jobs (jobs.sweep_id), at most max_parallel running at once."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    type: Mapped[str] = mapped_column(String(64), nullable=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)  # the request, as validated
+    objective_metric: Mapped[str] = mapped_column(String(64), nullable=False)
+    objective_mode: Mapped[str] = mapped_column(String(8), nullable=False)
+    max_parallel: Mapped[int] = mapped_column(Integer, nullable=False)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    created_at: Mapped[datetime] = _created()
+
+    __table_args__ = (
+        CheckConstraint("objective_mode IN ('min', 'max')", name="ck_sweeps_objective_mode"),
+        CheckConstraint("max_parallel >= 1", name="ck_sweeps_max_parallel"),
+        Index("ix_sweeps_tenant_created", "tenant_id", "created_at", "id"),
     )
 
 

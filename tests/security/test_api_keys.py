@@ -105,7 +105,10 @@ def _requests_on_every_route(client: TestClient, caller: Caller) -> list[tuple[s
         for method, op in ops.items():
             if op.get("security"):
                 out.append(
-                    (method.upper(), path.format(job_id=job, upload_id=upload, model_id=job, name="samples/final.png"))
+                    (
+                        method.upper(),
+                        path.format(job_id=job, upload_id=upload, model_id=job, sweep_id=job, name="samples/final.png"),
+                    )
                 )
     return out
 

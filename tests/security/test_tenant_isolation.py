@@ -47,6 +47,12 @@ PUBLIC_ROUTES = {
 CONVERTOR = re.compile(r"\{(\w+):\w+\}")  # {name:path} in a route's template
 SECRET_BYTES = b"alice's generator weights, not for bob"
 GAN = {"type": "gan.train", "params": {"dataset": "digits", "steps": 10}}
+SWEEP = {
+    "type": "gan.train",
+    "base_params": {"dataset": "ring8", "steps": 10},
+    "grid": {"lr_g": [0.0002, 0.002]},
+    "objective": {"metric": "hq_share"},
+}
 STYLE_TRAIN = {"type": "style.train", "params": {"styles": ["coffee"], "size": 32, "steps": 2, "weights": "random"}}
 
 
@@ -60,6 +66,7 @@ class AlicesThings:
     artifact: str
     owner: Caller
     model: str  # a succeeded style.train job with its model.safetensors: a style model
+    sweep: str  # a sweep of two queued trials
 
 
 @pytest.fixture
@@ -91,11 +98,19 @@ def things(client: TestClient, alice: Caller, sessions: sessionmaker[Session], s
         )  # fmt: skip
         session.execute(update(Job).where(Job.id == uuid.UUID(model)).values(state="succeeded"))
     assert client.get(f"/v1/models/{model}", headers=alice.headers).status_code == 200
+    sweep = client.post("/v1/sweeps", json=SWEEP, headers=alice.headers)
+    assert sweep.status_code == 201, sweep.text
     # alice herself sees all of it (and has warmed the polling cache for her key)
     assert client.get(f"/v1/jobs/{done}/artifacts/generator.pt", headers=alice.headers).content == SECRET_BYTES
     assert client.get(f"/v1/jobs/{done}", headers=alice.headers).status_code == 200
     return AlicesThings(
-        done_job=done, queued_job=queued, upload=upload, artifact="generator.pt", owner=alice, model=model
+        done_job=done,
+        queued_job=queued,
+        upload=upload,
+        artifact="generator.pt",
+        owner=alice,
+        model=model,
+        sweep=sweep.json()["id"],
     )
 
 
@@ -186,6 +201,30 @@ def model_by_id(client: TestClient, bob: Caller, a: AlicesThings) -> None:
     assert client.get(f"/v1/models/{a.model}", headers=a.owner.headers).status_code == 200
 
 
+def check_submit_sweep(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """POST /v1/sweeps: bob can't sweep over alice's upload, in the base params or in the grid; nothing is stored."""
+    for body, field in (
+        ({**SWEEP, "base_params": {"dataset": a.upload, "steps": 10}}, "params.dataset"),
+        ({**SWEEP, "grid": {"dataset": ["ring8", a.upload]}}, "params.dataset"),
+    ):
+        assert_422(client.post("/v1/sweeps", json=body, headers=bob.headers), field)
+    assert client.get("/v1/sweeps", headers=bob.headers).json()["items"] == []
+
+
+def check_list_sweeps(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """GET /v1/sweeps: none of alice's sweeps for bob; alice still sees hers."""
+    assert a.sweep not in {s["id"] for s in client.get("/v1/sweeps", headers=bob.headers).json()["items"]}
+    assert a.sweep in {s["id"] for s in client.get("/v1/sweeps", headers=a.owner.headers).json()["items"]}
+
+
+def sweep_by_id(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """GET /v1/sweeps/{id} and its cancel: 404 for bob, for her sweep and her job ids; her trials keep running."""
+    for ref in (a.sweep, a.done_job, a.queued_job):
+        assert_404(client.get(f"/v1/sweeps/{ref}", headers=bob.headers))
+        assert_404(client.post(f"/v1/sweeps/{ref}/cancel", headers=bob.headers))
+    assert client.get(f"/v1/sweeps/{a.sweep}", headers=a.owner.headers).json()["counts"] == {"queued": 2}
+
+
 def check_webhook_secret(client: TestClient, bob: Caller, a: AlicesThings) -> None:
     """GET /v1/webhooks/secret and its rotation: each tenant has its own; bob rotating his leaves alice's."""
     alices = client.get("/v1/webhooks/secret", headers=a.owner.headers).json()["secret"]
@@ -213,6 +252,10 @@ ROUTE_CHECKS: dict[tuple[str, str], Check] = {
     ("GET", "/v1/models"): check_list_models,
     ("GET", "/v1/models/{model_id}"): model_by_id,
     ("DELETE", "/v1/models/{model_id}"): model_by_id,
+    ("POST", "/v1/sweeps"): check_submit_sweep,
+    ("GET", "/v1/sweeps"): check_list_sweeps,
+    ("GET", "/v1/sweeps/{sweep_id}"): sweep_by_id,
+    ("POST", "/v1/sweeps/{sweep_id}/cancel"): sweep_by_id,
 }
 
 

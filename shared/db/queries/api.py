@@ -14,7 +14,7 @@ from sqlalchemy import Select, and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared.db.models import ApiKey, Artifact, Job, Tenant, Upload
+from shared.db.models import ApiKey, Artifact, Job, Sweep, Tenant, Upload
 from shared.db.queries.events import append_events, state_event, terminal_events
 from shared.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from shared.jobs.states import DEFAULT_PRIORITY, PRIORITIES, JobState
@@ -96,6 +96,8 @@ def create_job(
     webhook_events: Sequence[str] = (),
     priority: int = PRIORITIES[DEFAULT_PRIORITY],
     memory_bytes: int | None = None,
+    sweep_id: uuid.UUID | None = None,
+    sweep_params: dict[str, Any] | None = None,
 ) -> tuple[Job, bool]:
     """Insert a queued job; with an idempotency key, a repeat returns the first job.
 
@@ -128,6 +130,10 @@ def create_job(
         "webhook_events": list(webhook_events),
         "priority": priority,
         "memory_bytes": memory_bytes,
+        "sweep_id": sweep_id,
+        "sweep_params": sweep_params,
+        # The statement's time, not the transaction's: jobs made together (a sweep's trials) keep their order.
+        "created_at": func.clock_timestamp(),
     }
     stmt = insert(Job).values(**values)
     if idempotency_key is not None:
@@ -178,7 +184,12 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 def _paginate(
-    session: Session, query: Select[Any], model: type[Job] | type[Upload], *, limit: int, cursor: str | None
+    session: Session,
+    query: Select[Any],
+    model: type[Job] | type[Upload] | type[Sweep],
+    *,
+    limit: int,
+    cursor: str | None,
 ) -> Page:
     """Newest first by (created_at, id); the cursor is the last row seen."""
     if cursor is not None:
@@ -477,3 +488,63 @@ def list_uploads(session: Session, *, tenant_id: uuid.UUID, limit: int, cursor: 
 
 
 # --- jobs: runner side (fenced by attempt) ---------------------------------------------
+
+
+# --- sweeps ---------------------------------------------------------------------------------------------------
+
+
+def create_sweep(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    job_type: str,
+    spec: dict[str, Any],
+    objective_metric: str,
+    objective_mode: str,
+    max_parallel: int,
+) -> Sweep:
+    """Insert a sweep row (its trials are created with create_job(sweep_id=...) in the same transaction)."""
+    sweep = Sweep(
+        tenant_id=tenant_id,
+        type=job_type,
+        spec=spec,
+        objective_metric=objective_metric,
+        objective_mode=objective_mode,
+        max_parallel=max_parallel,
+    )
+    session.add(sweep)
+    session.flush()
+    return sweep
+
+
+def get_sweep(session: Session, *, tenant_id: uuid.UUID, sweep_id: uuid.UUID) -> Sweep:
+    """The caller's sweep; another tenant's is a NotFound, like a missing one."""
+    sweep = session.scalar(select(Sweep).where(Sweep.id == sweep_id, Sweep.tenant_id == tenant_id))
+    if sweep is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    return sweep
+
+
+def sweep_trials(session: Session, *, sweep_id: uuid.UUID) -> list[Job]:
+    """A sweep's trials in the order they were made."""
+    return list(session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.created_at, Job.id)))
+
+
+def list_sweeps(session: Session, *, tenant_id: uuid.UUID, limit: int, cursor: str | None) -> Page:
+    """Newest first, cursor-paginated like jobs."""
+    return _paginate(session, select(Sweep).where(Sweep.tenant_id == tenant_id), Sweep, limit=limit, cursor=cursor)
+
+
+def cancel_sweep(session: Session, *, tenant_id: uuid.UUID, sweep_id: uuid.UUID) -> Sweep:
+    """Cancel every trial not yet ended: queued ones at once, running ones at their next step."""
+    sweep = session.scalar(select(Sweep).where(Sweep.id == sweep_id, Sweep.tenant_id == tenant_id).with_for_update())
+    if sweep is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    sweep.cancel_requested = True
+    live = session.scalars(
+        select(Job.id).where(Job.sweep_id == sweep_id, Job.state.in_(ACTIVE_STATES)).order_by(Job.created_at)
+    ).all()
+    for job_id in live:
+        request_cancel(session, tenant_id=tenant_id, job_id=job_id)
+    session.flush()
+    return sweep

@@ -12,7 +12,8 @@ Postgres decides; Redis only says "a worker is free". The policy, in order:
    nothing lately starts at once however long another tenant's backlog is. Ties (nothing run yet) go to
    the tenant whose oldest queued job is oldest.
 2. **A tenant at its ``max_running_jobs`` on the queue is skipped** until one of its jobs ends.
-3. **Within a tenant**, ``priority`` (high, normal, low), then first come, first served.
+3. **Within a tenant**, ``priority`` (high, normal, low), then first come, first served; a trial of a sweep
+   that already runs ``max_parallel`` trials is passed over.
 
 The chosen row is locked ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different jobs and never
 wait on each other; the claim's UPDATE (shared/db/queries/runner.py) then takes the lease, and its
@@ -72,14 +73,26 @@ ORDER BY usage, b.oldest, b.tenant_id
 
 # The tenant's next job by its own order; a row another claimer holds is skipped, not waited for.
 _NEXT_OF_TENANT = """
-SELECT id FROM jobs
+SELECT id, sweep_id FROM jobs
 WHERE queue = :queue AND tenant_id = :tenant_id AND state = 'queued'
   AND NOT cancel_requested AND attempt - handbacks < max_attempts
   AND (memory_bytes IS NULL OR CAST(:capacity AS bigint) IS NULL OR memory_bytes <= CAST(:capacity AS bigint))
+  AND (sweep_id IS NULL OR NOT sweep_id = ANY(CAST(:full AS uuid[])))
 ORDER BY priority DESC, created_at, id
 LIMIT 1
 FOR UPDATE SKIP LOCKED
 """
+
+# Limits hold exactly under concurrent claims: claims that could pass one serialise on a transaction-scoped
+# advisory lock (held to the claim's commit), then count what runs now. Two lock spaces: tenant+queue, sweep.
+_LOCK = "SELECT pg_advisory_xact_lock(:space, hashtext(:key))"
+_TENANT_LOCK_SPACE, _SWEEP_LOCK_SPACE = 17_001, 17_002
+_TENANT_RUNNING = "SELECT count(*) FROM jobs WHERE tenant_id = :tenant_id AND queue = :queue AND state = 'running'"
+_SWEEP_ROOM = """
+SELECT s.max_parallel - (SELECT count(*) FROM jobs r WHERE r.sweep_id = s.id AND r.state = 'running')
+FROM sweeps s WHERE s.id = :sweep_id
+"""
+MAX_SWEEPS_TRIED = 20  # full sweeps a claim steps past in one tenant before trying the next tenant
 
 
 @dataclass(frozen=True)
@@ -121,13 +134,38 @@ def pick_job(
     """The fairest claimable job of ``queue`` that fits ``capacity`` bytes of free device memory (None: any),
     locked for this transaction; None when no tenant may start one."""
     for share in shares(session, queue=queue, window_s=window_s, now=now):
-        if share.at_limit:
+        if share.at_limit or not _below_running_limit(session, share, queue):
             continue
-        job_id = session.scalar(
-            text(_NEXT_OF_TENANT), {"queue": queue, "tenant_id": share.tenant_id, "capacity": capacity}
-        )
+        job_id = _next_of_tenant(session, share.tenant_id, queue=queue, capacity=capacity)
         if job_id is not None:
             return job_id
+    return None
+
+
+def _below_running_limit(session: Session, share: Share, queue: str) -> bool:
+    """For a tenant with a running limit: take its lock, then count its running jobs afresh."""
+    if share.max_running is None:
+        return True
+    session.execute(text(_LOCK), {"space": _TENANT_LOCK_SPACE, "key": f"{share.tenant_id}:{queue}"})
+    running = int(session.scalar(text(_TENANT_RUNNING), {"tenant_id": share.tenant_id, "queue": queue}) or 0)
+    return running < share.max_running
+
+
+def _next_of_tenant(session: Session, tenant_id: uuid.UUID, *, queue: str, capacity: int | None) -> uuid.UUID | None:
+    """The tenant's next job by its own order, stepping past trials of sweeps already at max_parallel."""
+    full: list[uuid.UUID] = []
+    for _ in range(MAX_SWEEPS_TRIED):
+        row = session.execute(
+            text(_NEXT_OF_TENANT), {"queue": queue, "tenant_id": tenant_id, "capacity": capacity, "full": full}
+        ).first()
+        if row is None:
+            return None
+        if row.sweep_id is None:
+            return uuid.UUID(str(row.id))
+        session.execute(text(_LOCK), {"space": _SWEEP_LOCK_SPACE, "key": str(row.sweep_id)})
+        if int(session.scalar(text(_SWEEP_ROOM), {"sweep_id": row.sweep_id}) or 0) > 0:
+            return uuid.UUID(str(row.id))
+        full.append(row.sweep_id)
     return None
 
 
@@ -291,17 +329,19 @@ def priority_name(value: int) -> str:
 
 _NEXT_HELD_BACK = """
 SELECT j.id, j.queue FROM jobs ended
-JOIN tenants t ON t.id = ended.tenant_id AND t.max_running_jobs IS NOT NULL
-JOIN jobs j ON j.tenant_id = ended.tenant_id AND j.queue = ended.queue AND j.state = 'queued'
+JOIN tenants t ON t.id = ended.tenant_id
+JOIN jobs j ON j.queue = ended.queue AND j.state = 'queued'
+  AND ((t.max_running_jobs IS NOT NULL AND j.tenant_id = ended.tenant_id)
+       OR (ended.sweep_id IS NOT NULL AND j.sweep_id = ended.sweep_id))
 WHERE ended.id = :job_id
-ORDER BY j.priority DESC, j.created_at, j.id
+ORDER BY (j.sweep_id IS NOT DISTINCT FROM ended.sweep_id) DESC, j.priority DESC, j.created_at, j.id
 LIMIT 1
 """
 
 
 def next_held_back(session: Session, *, ended_job_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
-    """When a job of a tenant with a running limit ends: its tenant's next queued job on that queue, and the
-    queue. The messages of held-back jobs may have been spent by claims that had to skip the tenant, so the
-    caller wakes a worker for this one; None for a tenant without a limit or without queued jobs there."""
+    """When a job of a tenant with a running limit, or a sweep's trial, ends: the next queued job it held back
+    (the sweep's next trial first), and its queue. The messages of held-back jobs may have been spent by claims
+    that had to pass them over, so the caller wakes a worker for this one; None when nothing was held back."""
     row = session.execute(text(_NEXT_HELD_BACK), {"job_id": ended_job_id}).first()
     return (row.id, row.queue) if row is not None else None

@@ -6,6 +6,7 @@ import io
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -353,3 +354,57 @@ def test_submit_sends_the_priority_and_show_says_why_a_queued_job_waits(
     shown = capsys.readouterr().out
     assert "priority  high" in shown
     assert "waiting   about #3 in its queue: behind 2 of your jobs" in shown
+
+
+def _sweep_json(state: str = "running", **fields: Any) -> dict[str, Any]:
+    trials = [
+        {"job_id": "job-a", "params": {"lr_g": 0.0002, "seed": 1}, "state": "succeeded", "step": 30, "total": 30,
+         "objective": 0.5, "error": None},
+        {"job_id": "job-b", "params": {"lr_g": 0.002, "seed": 1}, "state": "succeeded", "step": 30, "total": 30,
+         "objective": 0.875, "error": None},
+        {"job_id": "job-c", "params": {"lr_g": 0.02, "seed": 1}, "state": "queued", "step": 0, "total": 30,
+         "objective": None, "error": None},
+    ]  # fmt: skip
+    body: dict[str, Any] = {
+        "id": "sweep-1",
+        "type": "gan.train",
+        "state": state,
+        "objective": {"metric": "hq_share", "mode": "max"},
+        "max_parallel": 2,
+        "counts": {"succeeded": 2, "queued": 1},
+        "trials": trials,
+        "best": trials[1],
+        "spec": {},
+        "created_at": "2025-01-01T00:00:00Z",
+    }
+    return body | fields
+
+
+def test_sweep_starts_from_a_yaml_file_and_show_ranks_the_trials_best_first(
+    env: Path, options: Options, api: FakeAPI, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Given a sweep file
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(
+        "type: gan.train\nbase_params: {dataset: ring8, steps: 30}\ngrid: {lr_g: [0.0002, 0.002, 0.02]}\n"
+        "seeds: [1]\nobjective: {metric: hq_share}\nmax_parallel: 2\n"
+    )
+    api.on("POST", "/v1/sweeps", httpx.Response(201, json=_sweep_json()))
+    # When it is started, Then the body is the file's and the id is printed
+    assert main(["sweep", "-f", str(sweep_file)], options=options) == 0
+    assert capsys.readouterr().out.strip() == "sweep-1"
+    sent = json.loads(api.bodies[0])
+    assert sent["grid"] == {"lr_g": [0.0002, 0.002, 0.02]} and sent["objective"] == {"metric": "hq_share"}
+    # When it is shown, Then the trials come best first (no value last), the best starred and named
+    api.on("GET", "/v1/sweeps/sweep-1", httpx.Response(200, json=_sweep_json()))
+    assert main(["sweep", "show", "sweep-1"], options=options) == 0
+    shown = capsys.readouterr().out
+    order = [shown.index(job) for job in ("job-b", "job-a", "job-c")]
+    assert order == sorted(order), shown
+    assert "job-b *" in shown and "best: job-b" in shown and "hq_share 0.875" in shown
+    assert "running (1 queued, 2 succeeded)" in shown
+    # And cancel says what it did; no file and no command is a usage error
+    api.on("POST", "/v1/sweeps/sweep-1/cancel", httpx.Response(200, json=_sweep_json(state="cancelling")))
+    assert main(["sweep", "cancel", "sweep-1"], options=options) == 0
+    assert "sweep sweep-1: cancelling" in capsys.readouterr().err
+    assert main(["sweep"], options=options) == 2
