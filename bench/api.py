@@ -549,6 +549,16 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
     )
 
 
+def guarded_main(run_fn: Callable[[contextlib.ExitStack[None]], int]) -> int:
+    """``guarded_run`` for a benchmark whose run returns its exit status; prints how long it took."""
+    outcome = guarded_run(run_fn, header="")
+    if isinstance(outcome, int):
+        return outcome
+    status, seconds = outcome
+    print(f"done in {seconds:.0f} s", flush=True)
+    return status
+
+
 def guarded_run(run_fn: Callable[[contextlib.ExitStack[None]], T], *, header: str) -> tuple[T, float] | int:
     """Print ``header``, run ``run_fn`` with an ExitStack that stops everything it started on any
     exit (SIGTERM and Ctrl-C included); returns (its result, seconds) or an exit status."""

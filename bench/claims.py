@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench.api import BenchError, guarded_run, median, percentile
+from bench.api import BenchError, guarded_main, median, percentile
 from shared.config import Settings
 from shared.db import queries
 from shared.db.migrate import upgrade
@@ -260,12 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=600.0, help="per side")
     args = parser.parse_args(argv)
-    outcome = guarded_run(lambda stack: run(args, stack), header="")
-    if isinstance(outcome, int):
-        return outcome
-    status, seconds = outcome
-    print(f"done in {seconds:.0f} s", flush=True)
-    return status
+    return guarded_main(lambda stack: run(args, stack))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench.api import BenchError, guarded_run, percentile
+from bench.api import BenchError, guarded_main, percentile
 from bench.fair_sim import jain_index
 from shared.config import Settings
 from shared.db import queries
@@ -529,12 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fair-bucket-s", type=float, default=3600.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    outcome = guarded_run(lambda stack: run(args, stack), header="")
-    if isinstance(outcome, int):
-        return outcome
-    status, seconds = outcome
-    print(f"done in {seconds:.0f} s", flush=True)
-    return status
+    return guarded_main(lambda stack: run(args, stack))
 
 
 if __name__ == "__main__":

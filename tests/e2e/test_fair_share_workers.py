@@ -114,3 +114,48 @@ def test_each_pool_process_advertises_its_device_and_queues(
         assert (row.queues, row.device) == (["gpu"], "cpu")
         assert row.memory_total_bytes == row.memory_free_bytes == settings.worker_device_memory_bytes
         assert row.fresh
+
+
+SWEEP = {
+    "type": "gan.train",
+    "base_params": {"dataset": "ring8", "steps": 30, "batch_size": 32, "sample_every": 30, "checkpoint_every": 30},
+    "grid": {"lr_g": [0.0002, 0.002], "preset": ["lesson", "stable"]},
+    "seeds": [1, 2, 3],
+    "objective": {"metric": "hq_share"},
+    "max_parallel": 2,
+}
+
+
+def test_a_twelve_trial_grid_sweep_runs_two_at_a_time_to_a_complete_table(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], pair: services.Proc
+) -> None:
+    # Given a 12-trial ring8 sweep (lr_g x preset x 3 seeds) with max_parallel 2, on two workers
+    created = client.post("/v1/sweeps", json=SWEEP, headers=alice.headers)
+    assert created.status_code == 201, created.text
+    sweep_id = created.json()["id"]
+    # When the workers run it to the end
+    deadline = time.monotonic() + DEADLINE_S
+    most_running = 0
+    while True:
+        sweep = client.get(f"/v1/sweeps/{sweep_id}", headers=alice.headers).json()
+        most_running = max(most_running, sweep["counts"].get("running", 0))
+        if sweep["state"] == "done":
+            break
+        assert time.monotonic() < deadline, f"the sweep did not end: {sweep['counts']}"
+        time.sleep(0.3)
+    # Then every trial succeeded with an objective, never more than 2 ran at once (by the poll and the rows)
+    assert sweep["counts"] == {"succeeded": 12}
+    assert all(isinstance(t["objective"], float) for t in sweep["trials"]), sweep["trials"]
+    assert most_running <= 2
+    with sessions() as session:
+        spans = session.execute(
+            text("SELECT claimed_at, finished_at FROM jobs WHERE sweep_id = :s"), {"s": sweep_id}
+        ).all()
+    for claimed, _finished in spans:
+        overlapping = sum(1 for a, b in spans if a <= claimed < b)
+        assert overlapping <= 2, "more than max_parallel trials ran at once"
+    # And the best trial is the one with the highest hq_share, with its params
+    best = max(sweep["trials"], key=lambda t: t["objective"])
+    assert sweep["best"]["job_id"] == best["job_id"]
+    assert sweep["best"]["objective"] == best["objective"]
+    assert set(sweep["best"]["params"]) == {"lr_g", "preset", "seed"}

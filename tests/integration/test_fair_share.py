@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import threading
 import uuid
 from collections import Counter
 
@@ -19,9 +18,10 @@ from bench.fair_sim import FairSim, jain_index
 from shared import cli
 from shared.config import Settings
 from shared.db import queries
-from shared.db.session import make_engine, make_sessionmaker, transaction
+from shared.db.session import transaction
 from tests.conftest import Caller
 from tests.support import services
+from tests.support.racing import race_claims
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -164,32 +164,8 @@ def test_concurrent_claimers_take_every_job_exactly_once(settings: Settings, ses
     sim = FairSim(sessions, workers=1)
     tenants = [sim.add_tenant() for _ in range(4)]
     ids = [j for t in tenants for j in sim.submit(t, [JOB_S] * 50)]
-    engine = make_engine(settings, pool_size=RACERS, call_deadline_s=30.0)
-    racing = make_sessionmaker(engine)
-    claimed: list[uuid.UUID] = []
-    lock = threading.Lock()
-
-    def claimer(worker: int) -> None:
-        while True:
-            with transaction(racing) as session:
-                claim = queries.claim_next(
-                    session, job_id=ids[0], owner=f"racer-{worker}", lease_s=600.0, window_s=3600.0
-                )
-            if claim is None:
-                return
-            with lock:
-                claimed.append(claim.job_id)
-
     # When 16 threads claim at once until nothing is left
-    threads = [threading.Thread(target=claimer, args=(i,), daemon=True) for i in range(RACERS)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-        assert not any(t.is_alive() for t in threads), "a claimer hung"
-    finally:
-        engine.dispose()
+    claimed = [c.job_id for c in race_claims(settings, ids[0], RACERS, until_empty=True)]
     # Then every job was claimed once, by one claim, at attempt 1
     assert sorted(claimed) == sorted(ids)
     with transaction(sessions) as session:

@@ -4,7 +4,6 @@ production claim, cancel cascades, the best trial, and what each bad input gets.
 from __future__ import annotations
 
 import math
-import threading
 import uuid
 from typing import Any
 
@@ -15,9 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
 from shared.db import queries
-from shared.db.session import make_engine, make_sessionmaker, transaction
+from shared.db.session import transaction
 from shared.jobs.states import JobState
 from tests.conftest import Caller
+from tests.support.racing import race_claims
 
 pytestmark = pytest.mark.integration
 
@@ -250,34 +250,6 @@ def test_another_tenants_sweep_is_a_404(client: TestClient, alice: Caller, bob: 
         cancel_all(client, alice, sweep["id"])
 
 
-def _race(settings: Settings, token: uuid.UUID, racers: int) -> list[queries.Claim]:
-    """``racers`` threads claim once each, all at once; the claims that succeeded."""
-    engine = make_engine(settings, pool_size=racers, call_deadline_s=30.0)
-    sessions = make_sessionmaker(engine)
-    start = threading.Barrier(racers)
-    got: list[queries.Claim] = []
-    lock = threading.Lock()
-
-    def racer(index: int) -> None:
-        start.wait(timeout=30)
-        with transaction(sessions) as session:
-            claimed = queries.claim_next(session, job_id=token, owner=f"racer-{index}", lease_s=600.0, window_s=3600.0)
-        if claimed is not None:
-            with lock:
-                got.append(claimed)
-
-    threads = [threading.Thread(target=racer, args=(i,), daemon=True) for i in range(racers)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not any(t.is_alive() for t in threads), "a racer hung"
-    finally:
-        engine.dispose()
-    return got
-
-
 def test_max_parallel_holds_when_sixteen_workers_claim_at_once(
     client: TestClient, alice: Caller, settings: Settings
 ) -> None:
@@ -285,7 +257,7 @@ def test_max_parallel_holds_when_sixteen_workers_claim_at_once(
     sweep = post(client, alice, sweep_body(max_parallel=3)).json()
     try:
         # When 16 workers claim at the same moment
-        got = _race(settings, uuid.UUID(sweep["trials"][0]["job_id"]), 16)
+        got = race_claims(settings, uuid.UUID(sweep["trials"][0]["job_id"]), 16, until_empty=False)
         # Then exactly 3 trials run
         assert len(got) == 3
         shown = client.get(f"/v1/sweeps/{sweep['id']}", headers=alice.headers).json()
@@ -304,7 +276,7 @@ def test_a_tenants_running_limit_holds_when_sixteen_workers_claim_at_once(
     ids = [client.post("/v1/jobs", json=body, headers=alice.headers).json()["id"] for _ in range(10)]
     try:
         # When 16 workers claim at the same moment, Then exactly 2 of her jobs run
-        got = _race(settings, uuid.UUID(ids[0]), 16)
+        got = race_claims(settings, uuid.UUID(ids[0]), 16, until_empty=False)
         assert len(got) == 2
     finally:
         for job_id in ids:
