@@ -27,9 +27,10 @@ from tests.support.sse import Read, Sse, read_events
 
 pytestmark = pytest.mark.e2e
 
-# About 5-10 s of training on this machine's CPU: long enough to disconnect in the middle.
-GAN = {"dataset": "digits", "image_size": 16, "batch_size": 8, "ngf": 8, "ndf": 8, "steps": 400, "seed": 3,
-       "sample_every": 100, "checkpoint_every": 100}  # fmt: skip
+# Long enough to disconnect in the middle on a fast CPU (400 steps trained in about 2 s on a quiet 2-core AMD VM,
+# 4 progress events, too few), and under a minute on a busy one.
+GAN = {"dataset": "digits", "image_size": 16, "batch_size": 8, "ngf": 8, "ndf": 8, "steps": 1200, "seed": 3,
+       "sample_every": 300, "checkpoint_every": 300}  # fmt: skip
 STYLE_64 = {"content": "astronaut", "styles": ["coffee"], "size": 64, "steps": 20, "weights": "random"}
 JOB_DEADLINE_S = 240.0
 
