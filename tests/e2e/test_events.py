@@ -27,10 +27,10 @@ from tests.support.sse import Read, Sse, read_events
 
 pytestmark = pytest.mark.e2e
 
-# Long enough to disconnect in the middle on a fast CPU (400 steps trained in about 2 s on a quiet 2-core AMD VM,
-# 4 progress events, too few), and under a minute on a busy one.
-GAN = {"dataset": "digits", "image_size": 16, "batch_size": 8, "ngf": 8, "ndf": 8, "steps": 1200, "seed": 3,
-       "sample_every": 300, "checkpoint_every": 300}  # fmt: skip
+# Long enough to disconnect in the middle on a fast CPU (CI's clean 2-core VM trains this at 240 steps/s: 400 steps
+# gave 4 progress events, too few; 2,000 take 8 s), and about a minute on a busy machine.
+GAN = {"dataset": "digits", "image_size": 16, "batch_size": 8, "ngf": 8, "ndf": 8, "steps": 2000, "seed": 3,
+       "sample_every": 500, "checkpoint_every": 500}  # fmt: skip
 STYLE_64 = {"content": "astronaut", "styles": ["coffee"], "size": 64, "steps": 20, "weights": "random"}
 JOB_DEADLINE_S = 240.0
 
