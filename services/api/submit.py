@@ -74,7 +74,7 @@ def _require_job(session: Session, *, tenant_id: uuid.UUID, ref: Reference) -> N
         raise InvalidInput(f"{field}: job {source.id} no longer has its {ref.artifact} (deleted)", field=field)
 
 
-def _check_references(
+def check_references(
     session: Session, *, tenant_id: uuid.UUID, spec: JobSpec, params: JobParams, settings: Settings
 ) -> None:
     """This server's limits, then every upload and job the params name (the job type declares them)."""
@@ -119,7 +119,7 @@ def submit_job(
         raise describe_validation_error(exc, prefix="params") from exc
     if webhook is not None:  # public addresses only (SSRF), before anything is written
         check_webhook_url(webhook, allowed_hosts=settings.webhook_allowed_hosts)
-    _check_references(session, tenant_id=tenant_id, spec=spec, params=params, settings=settings)
+    check_references(session, tenant_id=tenant_id, spec=spec, params=params, settings=settings)
     memory = admit(session, tenant_id=tenant_id, params=params, settings=settings)  # memory and artifact caps
     job, created = queries.create_job(
         session,

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.api.admission import admit
-from services.api.submit import _check_references, describe_validation_error, enqueue
+from services.api.submit import check_references, describe_validation_error, enqueue
 from shared.config import Settings
 from shared.db import queries
 from shared.db.models import Sweep
@@ -48,7 +48,7 @@ def submit_sweep(
         except ValidationError as exc:
             bad = describe_validation_error(exc, prefix="params")
             raise InvalidInput(f"trial {index} {varied}: {bad.message}", field=bad.field) from exc
-        _check_references(session, tenant_id=tenant_id, spec=spec, params=params, settings=settings)
+        check_references(session, tenant_id=tenant_id, spec=spec, params=params, settings=settings)
         memory = admit(session, tenant_id=tenant_id, params=params, settings=settings)
         trials.append((varied, params, memory))
     sweep = queries.create_sweep(
