@@ -107,6 +107,7 @@ def reconcile(ctx: WorkerContext, app: Celery) -> dict[str, int]:
     """One pass; returns counts of what it did."""
     with transaction(ctx.sessions) as session:
         expired = queries.expire_leases(session)
+        queries.prune_presence(session)  # killed workers' rows (shared/db/queries/scheduling.py)
     for job_id in expired.failed:
         log.warning("reconciler: job %s failed, attempts exhausted", job_id)
     resent = _send(ctx, app, expired.requeued)

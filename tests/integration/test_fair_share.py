@@ -8,6 +8,7 @@ import itertools
 import random
 import uuid
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -297,3 +298,22 @@ def test_the_admin_cli_sets_a_tenants_weight_and_running_limit(
     assert stored() == (0.5, None)
     # And an unknown tenant is an error, not a crash
     assert cli.main(["set-tenant", f"missing-{tenant}", "--weight", "3"]) == 1
+
+
+def test_a_killed_workers_presence_is_pruned_after_a_day_unseen(sessions: sessionmaker[Session]) -> None:
+    # Given a worker seen now and one last seen two days ago (killed: its exit hook never ran), on a queue of their own
+    queue = f"prune-{uuid.uuid4().hex[:8]}"
+    fresh, stale = f"{queue}-fresh", f"{queue}-stale"
+    with transaction(sessions) as session:
+        for owner, seen in ((fresh, None), (stale, datetime.now(UTC) - timedelta(days=2))):
+            queries.advertise(
+                session, owner=owner, queues=[queue], device="cpu", total_bytes=GIB, free_bytes=GIB, now=seen
+            )
+        assert queries.workers_online(session, queue=queue, within_s=ONLINE_S).count == 1
+    # When the reconciler's pass prunes, Then only the stale row goes
+    with transaction(sessions) as session:
+        assert queries.prune_presence(session) >= 1
+        owners = session.scalars(
+            text("SELECT owner FROM worker_presence WHERE owner IN (:a, :b)"), {"a": fresh, "b": stale}
+        ).all()
+    assert owners == [fresh]

@@ -62,6 +62,7 @@ from shared.db.queries.scheduling import (
     next_held_back,
     pending,
     pick_job,
+    prune_presence,
     shares,
     workers_online,
 )
@@ -140,6 +141,7 @@ __all__ = [
     "next_held_back",
     "pending",
     "pick_job",
+    "prune_presence",
     "queued_needing_send",
     "queued_per_queue",
     "record_artifact",

@@ -322,6 +322,17 @@ def forget_worker(session: Session, *, owner: str) -> None:
     session.execute(text("DELETE FROM worker_presence WHERE owner = :owner"), {"owner": owner})
 
 
+PRESENCE_KEEP_S = 24 * 3600.0  # a killed worker's row (no exit hook ran) is pruned after this long unseen
+
+
+def prune_presence(session: Session, *, older_than_s: float = PRESENCE_KEEP_S) -> int:
+    """Delete the rows of workers unseen for ``older_than_s`` (killed ones never remove their own); how many."""
+    result = session.execute(
+        text("DELETE FROM worker_presence WHERE seen_at < now() - make_interval(secs => :age)"), {"age": older_than_s}
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def priority_name(value: int) -> str:
     """The API's name of a stored priority."""
     return PRIORITY_NAMES.get(value, str(value))
