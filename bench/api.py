@@ -41,6 +41,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.app import BARE_PATH, BARE_SYNC_PATH
+from bench.machine import cpu_model
 from shared.config import Settings
 from shared.db import queries
 from shared.db.migrate import upgrade
@@ -407,15 +408,6 @@ def wait_until_serving(server: services.Proc, port: int, path: str = BARE_PATH) 
                 return
         time.sleep(0.1)
     raise BenchError(f"the API did not answer within {SERVER_READY_TIMEOUT_S}s:\n{server.log()[-LOG_TAIL_CHARS:]}")
-
-
-def cpu_model() -> str:
-    """The CPU model name, as /proc/cpuinfo (and lscpu) give it."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _interrupt(_signum: int, _frame: object) -> NoReturn:

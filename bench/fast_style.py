@@ -62,7 +62,6 @@ whole run over ``--timeout-s``: every loop checks the deadline once per step).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import statistics
@@ -83,6 +82,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from bench.machine import cpu_model
 from bench.style import DEEPEST, _Normalization, _reference_model, _square, _StyleLoss
 from shared.jobs.style_train import JOHNSON_STYLE_LAYERS, StyleTrainParams
 from shared.jobs.style_transfer import StyleTransferParams
@@ -812,16 +812,8 @@ def _losses(metrics: dict[str, float]) -> str:
 # -- Report ---------------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _machine(device: torch.device) -> str:
-    host = f"{_cpu_model()}, nproc {len(os.sched_getaffinity(0))}"
+    host = f"{cpu_model()}, nproc {len(os.sched_getaffinity(0))}"
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), host {host}"
     return host

@@ -69,7 +69,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -101,6 +100,7 @@ from bench.dcgan_reference import (
     run_reference,
     sync,
 )
+from bench.machine import cpu_model
 from shared.config import Settings
 from shared.db import queries
 from shared.db.migrate import upgrade
@@ -271,18 +271,10 @@ def _describe(run: Run) -> str:
     return text + f", last losses D {run.d_loss:.3f} G {run.g_loss:.3f}"
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _machine(device: torch.device) -> str:
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), host {_cpu_model()}"
-    return f"{_cpu_model()}, nproc {len(os.sched_getaffinity(0))} ({os.cpu_count()} CPUs)"
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), host {cpu_model()}"
+    return f"{cpu_model()}, nproc {len(os.sched_getaffinity(0))} ({os.cpu_count()} CPUs)"
 
 
 def _load() -> str:
