@@ -37,6 +37,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.api import BenchError, guarded_main, median, percentile
+from bench.fair_sim import end_run
 from shared.config import Settings
 from shared.db import queries
 from shared.db.migrate import upgrade
@@ -150,13 +151,7 @@ def measure(
                 if got is None:
                     return
                 with transaction(sessions) as session:
-                    session.execute(
-                        text(
-                            "UPDATE jobs SET state = 'succeeded', finished_at = now() "
-                            "WHERE id = :id AND attempt = :attempt AND state = 'running'"
-                        ),
-                        {"id": got.job_id, "attempt": got.attempt},
-                    )
+                    end_run(session, job_id=got.job_id, attempt=got.attempt)
                 with lock:
                     taken.append(got.job_id)
                     latencies.append(took)

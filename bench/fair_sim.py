@@ -190,14 +190,8 @@ class FairSim:
         if busy is None:
             return
         job_id, attempt = busy
-        done = session.execute(
-            text(
-                "UPDATE jobs SET state = 'succeeded', finished_at = :at, updated_at = :at, lease_owner = NULL "
-                "WHERE id = :id AND attempt = :attempt AND state = 'running'"
-            ),
-            {"id": job_id, "attempt": attempt, "at": self.at(self.now)},
-        )
-        assert done.rowcount == 1, f"job {job_id} attempt {attempt} was not running"  # type: ignore[attr-defined]
+        done = end_run(session, job_id=job_id, attempt=attempt, at=self.at(self.now))
+        assert done, f"job {job_id} attempt {attempt} was not running"
 
     def worker_seconds(self, start: float, end: float) -> dict[uuid.UUID, float]:
         """Per tenant, the worker-seconds its jobs held inside [start, end)."""
@@ -207,6 +201,20 @@ class FairSim:
             if overlap > 0:
                 held[run.tenant_id] += overlap
         return dict(held)
+
+
+def end_run(session: Session, *, job_id: uuid.UUID, attempt: int, at: datetime | None = None) -> bool:
+    """A simulated run ends well: its attempt, if still running, succeeds at ``at`` (default: the database's
+    clock), fenced like the runner's own finish. False if it was not running."""
+    ended = session.execute(
+        text(
+            "UPDATE jobs SET state = 'succeeded', finished_at = coalesce(CAST(:at AS timestamptz), now()), "
+            "updated_at = coalesce(CAST(:at AS timestamptz), now()), lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE id = :id AND attempt = :attempt AND state = 'running'"
+        ),
+        {"id": job_id, "attempt": attempt, "at": at},
+    )
+    return int(ended.rowcount or 0) == 1  # type: ignore[attr-defined]
 
 
 def jain_index(values: Sequence[float]) -> float:

@@ -52,7 +52,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.api import BenchError, guarded_main, percentile
-from bench.fair_sim import jain_index
+from bench.fair_sim import end_run, jain_index
 from shared.config import Settings
 from shared.db import queries
 from shared.db.migrate import upgrade
@@ -289,14 +289,8 @@ class ScaleSim:
             return 0  # a stale end: the run was lost or preempted
         del self.running[worker]
         with transaction(self.sessions) as session:
-            ended = session.execute(
-                text(
-                    "UPDATE jobs SET state = 'succeeded', finished_at = :at, lease_owner = NULL, "
-                    "lease_expires_at = NULL WHERE id = :id AND attempt = :attempt AND state = 'running'"
-                ),
-                {"id": run.job.id, "attempt": run.attempt, "at": self.at(self.now)},
-            ).rowcount  # type: ignore[attr-defined]
-        if ended != 1:
+            ended = end_run(session, job_id=run.job.id, attempt=run.attempt, at=self.at(self.now))
+        if not ended:
             raise BenchError(f"job {run.job.id} attempt {run.attempt} was not running at its end")
         self.busy.append((run.start, self.now, run.job.tenant))
         run.job.end = self.now
