@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 STOP_CANCEL = "cancel"
+STOP_EARLY = "stopped_early"  # the sweep's early-stopping rule: checkpoint, then end as stopped_early
 STOP_LEASE_LOST = "lease_lost"
 STOP_SHUTDOWN = "shutdown"
 
@@ -37,7 +38,7 @@ class TrainHooks(Protocol):
         """Attach a user-visible warning to the job."""
 
     def should_stop(self) -> str | None:
-        """None to go on; otherwise why to stop (STOP_CANCEL, STOP_LEASE_LOST, STOP_SHUTDOWN)."""
+        """None to go on; otherwise why to stop (STOP_CANCEL, STOP_EARLY, STOP_LEASE_LOST, STOP_SHUTDOWN)."""
 
 
 class StopRequested(Exception):

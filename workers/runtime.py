@@ -28,9 +28,10 @@ from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.errors import JobFailed, StorageUnavailable, TransientError
 from shared.events import EventPublisher
 from shared.jobs.states import JobState
+from shared.jobs.sweeps import Verdict, judge
 from shared.queue import send_webhook_deliveries
 from shared.storage import ObjectStore, job_key, make_store, retry_storage
-from workers.hooks import STOP_CANCEL, STOP_LEASE_LOST, STOP_SHUTDOWN, StopRequested
+from workers.hooks import STOP_CANCEL, STOP_EARLY, STOP_LEASE_LOST, STOP_SHUTDOWN, StopRequested
 from workers.limits import JobLimits
 from workers.metrics import JobMeter
 from workers.watchdog import Watchdog, count_event
@@ -139,6 +140,12 @@ class JobRunner:
         self._sent_latest_at = 0.0
         self._lost = threading.Event()
         self._cancel = threading.Event()
+        # Early stopping (a sweep trial): its rule, read at the first sync; the ticks judged; the verdict.
+        self._trial: queries.TrialRule | None = None
+        self._trial_read = False
+        self._judged_upto = claim.checkpoint_step or 0  # a resumed trial was judged up to its checkpoint
+        self._reached = 0  # the last step at which the objective was flushed
+        self.early: Verdict | None = None
         self._handback = threading.Event()
         self._stop_sync = threading.Event()
         self._main_mark = time.monotonic()  # the main thread's last stop check or progress report
@@ -269,9 +276,50 @@ class JobRunner:
             self._lost.set()
         else:
             self.meter.rate(self._rate)
+            try:
+                self._judge(batch)
+            except Exception as exc:  # a read failed: judge the tick at the next sync; never fail the job for it
+                log.warning("job %s: early-stopping check failed: %s", self.claim.job_id, exc)
         return alive
 
-    def finish(self, state: JobState, *, error_code: str | None = None, error_message: str | None = None) -> bool:
+    def _judge(self, flushed: list[tuple[str, int, float]]) -> None:
+        """A sweep trial: judge it at each early-stopping tick its flushed objective has reached.
+
+        Runs on the heartbeat thread after the flush, so the trial's own rows are in the table; a verdict
+        makes ``should_stop`` say STOP_EARLY, and the loop checkpoints and leaves.
+        """
+        if self.early is not None:
+            return
+        if not self._trial_read:
+            with transaction(self.ctx.sessions) as session:
+                self._trial = queries.trial_rule(session, job_id=self.claim.job_id)
+            self._trial_read = True
+        trial = self._trial
+        if trial is None:
+            return
+        self._reached = max([self._reached, *(step for name, step, _ in flushed if name == trial.metric)])
+        for tick in trial.rule.ticks(self._reached + 1):
+            if tick <= self._judged_upto:
+                continue
+            with transaction(self.ctx.sessions) as session:
+                own, others = queries.standings(session, rule=trial, job_id=self.claim.job_id, step=tick)
+            self._judged_upto = tick
+            if own is None:
+                continue
+            verdict = judge(trial.rule, metric=trial.metric, mode=trial.mode, step=tick, own=own, others=others)
+            if verdict is not None:
+                log.info("job %s: %s", self.claim.job_id, verdict.message)
+                self.early = verdict
+                return
+
+    def finish(
+        self,
+        state: JobState,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        early_stop: Verdict | None = None,
+    ) -> bool:
         """Flush what is buffered and move the job to ``state``, fenced."""
         self.close()
         batch = self._drain()
@@ -288,6 +336,7 @@ class JobRunner:
                     state=state,
                     error_code=error_code,
                     error_message=clean_error_text(error_message) if error_message else None,
+                    early_stop=early_stop.as_json() if early_stop is not None else None,
                 )
 
         done = db_retry(write, what="finishing the job")
@@ -442,12 +491,14 @@ class JobRunner:
             self._lost.set()
 
     def should_stop(self) -> str | None:
-        """Lease lost beats cancel beats shutdown (a SIGTERM, or the watchdog's hand-back)."""
+        """Lease lost beats cancel beats early stopping beats shutdown (a SIGTERM, or the watchdog's hand-back)."""
         self._main_mark = time.monotonic()
         if self._lost.is_set():
             return STOP_LEASE_LOST
         if self._cancel.is_set():
             return STOP_CANCEL
+        if self.early is not None:
+            return STOP_EARLY
         self.limits.check_runtime()  # past max_runtime_s: JobFailed
         if self.ctx.shutdown.is_set() or self._handback.is_set():
             return STOP_SHUTDOWN
@@ -470,7 +521,7 @@ def run_job(
     run it through ``execute`` with heartbeats, and record the outcome.
 
     Returns what happened: skipped (nothing claimable: a duplicate delivery, or every tenant with queued work
-    at its running limit), succeeded, failed, cancelled, released (handed back on shutdown) or lost (fenced
+    at its running limit), succeeded, failed, cancelled, stopped_early (a sweep's rule), released (handed back on shutdown) or lost (fenced
     out). ``on_ended`` gets the id of the job that ran, once its attempt is over (a running-limited tenant's
     next job then needs a wake-up). ``exact`` claims ``job_id`` itself or nothing: for callers that run one
     given job in process (tests of the execution path), never for messages. ``capacity``: the device memory
@@ -574,5 +625,8 @@ def _stopped(runner: JobRunner, stop: StopRequested) -> str:
     if stop.reason == STOP_CANCEL:
         runner.finish(JobState.CANCELLED)
         return "cancelled"
+    if stop.reason == STOP_EARLY and runner.early is not None:  # the checkpoint of the stopping step is kept
+        runner.finish(JobState.STOPPED_EARLY, early_stop=runner.early)
+        return "stopped_early"
     runner.finish(JobState.QUEUED)  # shutdown: hand the job back now; it resumes from its checkpoint
     return "released"

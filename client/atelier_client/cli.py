@@ -224,6 +224,8 @@ def _finish(job: Job, *, quiet_success: bool = False) -> int:
         _say(f"error: {error_line(job.error)}")
     elif job.state == "cancelled":
         _say(f"job {job.id} was cancelled")
+    elif job.state == "stopped_early":
+        _say(f"job {job.id} was stopped early by its sweep's rule: {job.early_stop or 'no reason recorded'}")
     elif not quiet_success:
         elapsed = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
         _say(f"job {job.id} {job.state}" + (f" in {duration(elapsed)}" if elapsed is not None else ""))
@@ -331,7 +333,7 @@ def watch_command(
     job_id: Annotated[str, typer.Argument(metavar="JOB")],
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds")] = None,
 ) -> None:
-    """Follow a job live until it ends: exit 0 if it succeeded, 1 if it failed, 2 if it was cancelled."""
+    """Follow a job live until it ends: exit 0 if it succeeded, 1 if it failed, 2 if cancelled, 3 if stopped early."""
     with _client(ctx) as client:
         raise typer.Exit(_watch(client.get_job(job_id), timeout=timeout))
 
@@ -339,7 +341,9 @@ def watch_command(
 @app.command("ls")
 def list_jobs(
     ctx: typer.Context,
-    state: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed or cancelled")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="queued, running, succeeded, failed, cancelled or stopped_early")
+    ] = None,
     job_type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type")] = None,
     limit: Annotated[int, typer.Option(min=1, help="How many jobs to show")] = DEFAULT_LIST_LIMIT,
     show_all: Annotated[bool, typer.Option("--all", help="Show every job, page after page")] = False,
@@ -722,6 +726,9 @@ def _print_sweep(sweep: Sweep) -> None:
         f"max_parallel {sweep.max_parallel}"
     )
     _console().print(sweep_table(sweep))
+    for trial in sweep.trials:
+        if trial.early_stop:
+            print(f"stopped early: {trial.job_id} {trial.early_stop}")
     if sweep.best is not None:
         print(
             f"best: {sweep.best.job_id} {json.dumps(sweep.best.params, sort_keys=True)} "

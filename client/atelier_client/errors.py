@@ -163,6 +163,8 @@ class JobFailed(AtelierError):
         error = job.error
         if job.state == "cancelled":
             code, message = "cancelled", f"job {job.id} was cancelled"
+        elif job.state == "stopped_early":
+            code, message = "stopped_early", job.early_stop or f"job {job.id} was stopped early by its sweep"
         else:
             code = error.code if error else self.default_code
             message = error.message if error else f"job {job.id} ended {job.state}"

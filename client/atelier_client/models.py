@@ -10,9 +10,15 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "stopped_early"})
 
 # --- tolerant readers ------------------------------------------------------------------------
+
+
+def _early_stop(data: Mapping[str, Any]) -> str | None:
+    """The message of a stopped_early job's ``early_stop`` object."""
+    value = data.get("early_stop")
+    return _opt_str(value, "message") if isinstance(value, Mapping) else None
 
 
 def _str(data: Mapping[str, Any], key: str, default: str = "") -> str:
@@ -126,6 +132,8 @@ class Job:
     latest_metrics: dict[str, float] = field(default_factory=dict)  # the API's ``metrics``: last value of each
     warnings: list[str] = field(default_factory=list)
     error: JobError | None = None
+    early_stop: str | None = None  # a stopped_early sweep trial: why its sweep's rule stopped it
+    sweep_id: str | None = None  # the sweep this job is a trial of
     checkpoint_step: int | None = None
     resumed_from_step: int | None = None
     worker: str | None = None
@@ -157,6 +165,8 @@ class Job:
             latest_metrics=_floats(data.get("metrics")),
             warnings=[w for w in _list(data, "warnings") if isinstance(w, str)],
             error=JobError.from_dict(data.get("error")),
+            early_stop=_early_stop(data),
+            sweep_id=_opt_str(data, "sweep_id"),
             checkpoint_step=_opt_int(checkpoint, "step") if isinstance(checkpoint, Mapping) else None,
             resumed_from_step=_opt_int(data, "resumed_from_step"),
             worker=_opt_str(data, "worker"),
@@ -173,7 +183,7 @@ class Job:
 
     @property
     def done(self) -> bool:
-        """Whether the job has ended (succeeded, failed or cancelled)."""
+        """Whether the job has ended (succeeded, failed, cancelled or stopped_early)."""
         return self.state in TERMINAL_STATES
 
     @property
@@ -589,6 +599,7 @@ class Trial:
     total: int = 0
     objective: float | None = None
     error: str | None = None
+    early_stop: str | None = None  # stopped_early: why the rule stopped it
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Trial:
@@ -601,6 +612,7 @@ class Trial:
             total=_int(data, "total"),
             objective=_opt_float(data, "objective"),
             error=_opt_str(data, "error"),
+            early_stop=_early_stop(data),
         )
 
 

@@ -30,7 +30,13 @@ from atelier_client.models import Progress as JobProgress
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
 EXIT_CANCELLED = 2
-EXIT_CODES = {"succeeded": EXIT_SUCCEEDED, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+EXIT_STOPPED_EARLY = 3
+EXIT_CODES = {
+    "succeeded": EXIT_SUCCEEDED,
+    "failed": EXIT_FAILED,
+    "cancelled": EXIT_CANCELLED,
+    "stopped_early": EXIT_STOPPED_EARLY,
+}
 # What the GAN loop calls D's mean output on real and on generated images.
 METRIC_LABELS = {"d_real": "D(x)", "d_fake": "D(G(z))"}
 FIRST_METRICS = ("d_real", "d_fake")
@@ -43,7 +49,7 @@ SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
 def exit_code(state: str) -> int:
-    """The process exit status for a job's final state: 0 succeeded, 1 failed, 2 cancelled."""
+    """The process exit status for a job's final state: 0 succeeded, 1 failed, 2 cancelled, 3 stopped early."""
     return EXIT_CODES.get(state, EXIT_FAILED)
 
 

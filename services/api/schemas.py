@@ -85,6 +85,23 @@ class JobLinks(BaseModel):
     cancel: str
 
 
+class EarlyStopOut(BaseModel):
+    """Why a sweep's early-stopping rule stopped this trial (state stopped_early)."""
+
+    rule: Literal["median", "asha"]
+    step: int = Field(description="The tick (median) or rung (asha) at which it was judged")
+    metric: str
+    value: float = Field(description="The trial's objective as the rule read it: its best (median) or last (asha)")
+    threshold: float = Field(description="What it had to match: the others' median, or the rung's cutoff")
+    compared: int = Field(description="How many other trials had reached that step")
+    message: str
+
+    @classmethod
+    def of(cls, stored: dict[str, Any] | None) -> EarlyStopOut | None:
+        """Render jobs.early_stop."""
+        return cls.model_validate(stored) if stored else None
+
+
 class JobOut(BaseModel):
     """A job's status."""
 
@@ -108,6 +125,10 @@ class JobOut(BaseModel):
     metrics: dict[str, float] = Field(description="The latest value of each metric")
     warnings: list[str]
     error: ErrorInfo | None
+    early_stop: EarlyStopOut | None = Field(
+        default=None, description="For a stopped_early sweep trial: which rule stopped it, where, and why"
+    )
+    sweep_id: uuid.UUID | None = Field(default=None, description="The sweep this job is a trial of, if any")
     checkpoint: CheckpointInfo | None
     resumed_from_step: int | None
     worker: str | None
@@ -148,6 +169,8 @@ class JobOut(BaseModel):
             metrics=job.latest_metrics,
             warnings=job.warnings,
             error=ErrorInfo(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+            early_stop=EarlyStopOut.of(job.early_stop),
+            sweep_id=job.sweep_id,
             checkpoint=CheckpointInfo(step=job.checkpoint_step) if job.checkpoint_step is not None else None,
             resumed_from_step=job.resumed_from_step,
             worker=job.lease_owner,
@@ -422,6 +445,7 @@ class TrialOut(BaseModel):
     total: int
     objective: float | None = Field(description="The objective metric's latest value (final once it ended)")
     error: str | None = Field(default=None, description="The error code of a failed trial")
+    early_stop: EarlyStopOut | None = Field(default=None, description="Why the rule stopped it (stopped_early)")
 
     @classmethod
     def of(cls, job: Job, metric: str) -> TrialOut:
@@ -435,6 +459,7 @@ class TrialOut(BaseModel):
             total=job.progress_total,
             objective=float(value) if isinstance(value, int | float) else None,
             error=job.error_code,
+            early_stop=EarlyStopOut.of(job.early_stop),
         )
 
 
@@ -455,6 +480,7 @@ class SweepOut(BaseModel):
     )
     objective: ObjectiveOut
     max_parallel: int
+    early_stopping: dict[str, Any] | None = Field(description="The early-stopping rule, if the sweep has one")
     counts: dict[str, int] = Field(description="Trials per state")
     trials: list[TrialOut]
     best: TrialOut | None = Field(description="The succeeded trial with the best objective (None before one ends)")
@@ -484,6 +510,7 @@ class SweepOut(BaseModel):
                 metric=sweep.objective_metric, mode=cast(Literal["min", "max"], sweep.objective_mode)
             ),
             max_parallel=sweep.max_parallel,
+            early_stopping=sweep.spec.get("early_stopping"),
             counts=counts,
             trials=trials,
             best=best,
@@ -499,6 +526,7 @@ class SweepSummary(BaseModel):
     type: str
     objective: ObjectiveOut
     max_parallel: int
+    early_stopping: dict[str, Any] | None = Field(description="The early-stopping rule, if the sweep has one")
     created_at: datetime
 
     @classmethod
@@ -511,6 +539,7 @@ class SweepSummary(BaseModel):
                 metric=sweep.objective_metric, mode=cast(Literal["min", "max"], sweep.objective_mode)
             ),
             max_parallel=sweep.max_parallel,
+            early_stopping=sweep.spec.get("early_stopping"),
             created_at=sweep.created_at,
         )
 

@@ -51,6 +51,14 @@ def submit_sweep(
         check_references(session, tenant_id=tenant_id, spec=spec, params=params, settings=settings)
         memory = admit(session, tenant_id=tenant_id, params=params, settings=settings)
         trials.append((varied, params, memory))
+    if body.early_stopping is not None:
+        longest = max(spec.total_units(params) for _, params, _ in trials)
+        if body.early_stopping.min_steps >= longest:
+            raise InvalidInput(
+                f"early_stopping.min_steps: the first tick ({body.early_stopping.min_steps}) must come before the "
+                f"trials end; the longest runs {longest} steps",
+                field="early_stopping.min_steps",
+            )
     sweep = queries.create_sweep(
         session,
         tenant_id=tenant_id,

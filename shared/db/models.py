@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "stopped_early")
 
 
 class Base(DeclarativeBase):
@@ -148,6 +148,8 @@ class Job(Base):
     # A sweep's trial: its sweep, and the params the sweep varies for it (seed included).
     sweep_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
     sweep_params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Why the sweep's early-stopping rule stopped this trial (state stopped_early): shared/jobs/sweeps.py Verdict.
+    early_stop: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()

@@ -1,4 +1,7 @@
-"""The job state machine: queued → running → succeeded | failed | cancelled."""
+"""The job state machine: queued → running → succeeded | failed | cancelled | stopped_early.
+
+stopped_early: a sweep trial its early-stopping rule ended (shared/jobs/sweeps.py), its checkpoint kept.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ class JobState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    STOPPED_EARLY = "stopped_early"
 
     @property
     def terminal(self) -> bool:
@@ -20,15 +24,18 @@ class JobState(StrEnum):
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.STOPPED_EARLY})
 
 # running → queued happens when a lease is lost while attempts remain.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
-    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.QUEUED}),
+    JobState.RUNNING: frozenset(
+        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.STOPPED_EARLY, JobState.QUEUED}
+    ),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
+    JobState.STOPPED_EARLY: frozenset(),
 }
 
 

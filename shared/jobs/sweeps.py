@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import statistics
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -84,6 +86,97 @@ class Objective(BaseModel):
     mode: Literal["min", "max"] | None = Field(default=None, description="Default: the metric's natural way")
 
 
+class EarlyStopping(BaseModel):
+    """Stop trials that are behind at evaluation ticks; they end as stopped_early with their checkpoint kept.
+
+    median: at every tick (min_steps, then every ``interval`` steps), stop a trial whose best objective so far
+    is worse than the median of the other trials' running means up to that step (the Median Stopping Rule of
+    Google Vizier). asha: ticks are rungs at min_steps x reduction_factor^k; a trial reaching a rung goes on
+    only while it is in the best 1/reduction_factor of the trials that reached that rung so far (ASHA's
+    stopping variant: Li et al. 2020). Either way only trials that reached the tick count, a trial is never
+    stopped before ``min_steps``, and never while fewer than ``min_trials`` others reached the tick.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: Literal["median", "asha"] = Field(default="median", description="median stopping, or ASHA rungs")
+    min_steps: int = Field(ge=1, description="The first tick: no trial is stopped before this step")
+    interval: int | None = Field(
+        default=None, ge=1, description="median: ticks every this many steps after min_steps (default min_steps)"
+    )
+    reduction_factor: int = Field(default=3, ge=2, le=8, description="asha: the best 1/this of a rung go on")
+    min_trials: int = Field(default=3, ge=1, le=MAX_TRIALS, description="Others that must reach a tick first")
+
+    @model_validator(mode="after")
+    def _interval_is_median(self) -> EarlyStopping:
+        if self.interval is not None and self.rule != "median":
+            raise ValueError("interval is for the median rule; asha's rungs grow by reduction_factor")
+        return self
+
+    def ticks(self, total: int) -> list[int]:
+        """The steps below ``total`` at which a trial of ``total`` steps is judged."""
+        out, step = [], self.min_steps
+        while step < total:
+            out.append(step)
+            step = step + (self.interval or self.min_steps) if self.rule == "median" else step * self.reduction_factor
+        return out
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One trial's objective at a tick, as the rule reads it."""
+
+    best: float  # the best value reported up to the tick
+    mean: float  # the running mean up to the tick
+    last: float  # the last value reported up to the tick
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a trial was stopped: stored in jobs.early_stop and shown with the trial."""
+
+    rule: str
+    step: int
+    metric: str
+    value: float
+    threshold: float
+    compared: int
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return asdict(self)
+
+
+def judge(
+    rule: EarlyStopping, *, metric: str, mode: str, step: int, own: Standing, others: list[Standing]
+) -> Verdict | None:
+    """Whether the trial ``own`` stops at tick ``step``, judged against the ``others`` that reached it."""
+    if step < rule.min_steps or len(others) < rule.min_trials:
+        return None
+    sign = 1.0 if mode == "min" else -1.0  # lower signed values are better
+    worse = "above" if mode == "min" else "below"
+    if rule.rule == "median":
+        median = statistics.median(o.mean for o in others)
+        if sign * own.best <= sign * median:
+            return None
+        message = (
+            f"stopped at step {step}: its best {metric} so far, {own.best:.4g}, is {worse} the median {median:.4g} "
+            f"of {len(others)} other trials' running means at that step"
+        )
+        return Verdict("median", step, metric, own.best, median, len(others), message)
+    pool = sorted([sign * own.last] + [sign * o.last for o in others])
+    keep = max(1, len(pool) // rule.reduction_factor)
+    cutoff = sign * pool[keep - 1]
+    if sign * own.last <= sign * cutoff:
+        return None
+    message = (
+        f"stopped at rung {step}: its {metric}, {own.last:.4g}, is not in the best 1/{rule.reduction_factor} "
+        f"of the {len(pool)} trials that reached the rung (cutoff {cutoff:.4g})"
+    )
+    return Verdict("asha", step, metric, own.last, cutoff, len(others), message)
+
+
 class SweepCreate(BaseModel):
     """POST /v1/sweeps: a job type, base params, a grid or a random search, seeds, an objective."""
 
@@ -106,6 +199,9 @@ class SweepCreate(BaseModel):
     objective: Objective
     max_parallel: int = Field(default=2, ge=1, le=MAX_PARALLEL, description="Trials running at once, at most")
     priority: Literal["low", "normal", "high"] = Field(default="normal", description="The trials' priority")
+    early_stopping: EarlyStopping | None = Field(
+        default=None, description="Stop trials that are behind at evaluation ticks (median or asha); none: run all"
+    )
 
     @model_validator(mode="after")
     def _one_search(self) -> SweepCreate:

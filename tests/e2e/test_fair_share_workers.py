@@ -159,3 +159,66 @@ def test_a_twelve_trial_grid_sweep_runs_two_at_a_time_to_a_complete_table(
     assert sweep["best"]["job_id"] == best["job_id"]
     assert sweep["best"]["objective"] == best["objective"]
     assert set(sweep["best"]["params"]) == {"lr_g", "preset", "seed"}
+
+
+GOOD_RATES, HOPELESS_RATES = (1e-3, 5e-3), (1e-6, 1e-7)
+EARLY_SWEEP = {
+    "type": "gan.train",
+    "base_params": {
+        "dataset": "ring8",
+        "preset": "stable",
+        "steps": 1000,
+        "batch_size": 64,
+        "lr_d": 1e-3,
+        "eval_every": 100,
+        "sample_every": 500,
+        "checkpoint_every": 500,
+    },
+    # Combination-major: three good trials run first, then hopeless, good, hopeless
+    "grid": {"lr_g": [GOOD_RATES[0], HOPELESS_RATES[0], GOOD_RATES[1], HOPELESS_RATES[1]]},
+    "seeds": [1, 2, 3],
+    "objective": {"metric": "modes"},
+    "max_parallel": 2,
+    # By step 400 a good rate covers 7 or 8 of ring8's modes and a hopeless one none (measured: the trials'
+    # running means there are 4.5-5, so the median the rule uses is far from both)
+    "early_stopping": {"rule": "median", "min_steps": 400, "interval": 100, "min_trials": 2},
+}
+
+
+def test_early_stopping_stops_the_hopeless_rates_of_a_real_sweep_and_never_the_best(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], pair: services.Proc
+) -> None:
+    # Given a 12-trial ring8 sweep, half of it with generator rates too small to learn anything, and the
+    # median rule from step 400
+    created = client.post("/v1/sweeps", json=EARLY_SWEEP, headers=alice.headers)
+    assert created.status_code == 201, created.text
+    sweep_id = created.json()["id"]
+    # When two real workers run it to the end
+    deadline = time.monotonic() + DEADLINE_S
+    while (sweep := client.get(f"/v1/sweeps/{sweep_id}", headers=alice.headers).json())["state"] != "done":
+        assert time.monotonic() < deadline, f"the sweep did not end: {sweep['counts']}"
+        time.sleep(0.3)
+    # Then at least a third of the trials were stopped early, every one of them a hopeless rate
+    trials = sweep["trials"]
+    stopped = [t for t in trials if t["state"] == "stopped_early"]
+    assert len(stopped) >= len(trials) / 3, sweep["counts"]
+    assert {t["params"]["lr_g"] for t in stopped} <= set(HOPELESS_RATES), stopped
+    # And every good trial ran to the end, so the eventual best (a good rate) was never stopped
+    good = [t for t in trials if t["params"]["lr_g"] in GOOD_RATES]
+    assert {t["state"] for t in good} == {"succeeded"}, good
+    assert sweep["best"]["params"]["lr_g"] in GOOD_RATES
+    assert sweep["best"]["objective"] == max(t["objective"] for t in good) >= 7.0
+    # And each stopped trial stopped at a tick from 400 on, behind the median, with its checkpoint kept there
+    for trial in stopped:
+        verdict = trial["early_stop"]
+        assert verdict["rule"] == "median" and verdict["step"] >= 400 and verdict["compared"] >= 2
+        assert verdict["value"] < verdict["threshold"] < sweep["best"]["objective"]
+        assert verdict["step"] <= trial["step"] < EARLY_SWEEP["base_params"]["steps"]  # type: ignore[index]
+    with sessions() as session:
+        kept = session.execute(
+            text(
+                "SELECT count(*) FROM jobs WHERE sweep_id = :s AND state = 'stopped_early' AND checkpoint_key IS NOT NULL"
+            ),
+            {"s": sweep_id},
+        ).scalar_one()
+    assert kept == len(stopped)

@@ -200,6 +200,11 @@ def test_a_random_search_draws_log_uniform_rates_reproducibly(client: TestClient
         ({"max_parallel": 0}, "max_parallel", "greater than or equal to 1"),
         ({"grid": None, "random": {"lr_g": {"low": 0, "high": 1, "log": True}}, "trials": 2}, "random.lr_g", "low > 0"),
         ({"seeds": [1, 1]}, "body", "each seed once"),
+        ({"early_stopping": {"rule": "median", "min_steps": 20}}, "early_stopping.min_steps", "longest runs 20 steps"),
+        ({"early_stopping": {"rule": "bandit", "min_steps": 5}}, "early_stopping.rule", "'median' or 'asha'"),
+        ({"early_stopping": {"min_steps": 0}}, "early_stopping.min_steps", "greater than or equal to 1"),
+        ({"early_stopping": {"rule": "asha", "min_steps": 5, "interval": 5}}, "early_stopping", "interval is for"),
+        ({"early_stopping": {"min_steps": 5, "reduction_factor": 1}}, "early_stopping.reduction_factor", ">= 2"),
     ],
 )
 def test_bad_sweeps_get_a_422_naming_the_field_and_store_nothing(

@@ -4,6 +4,7 @@
 - ``runner``: the claim and the writes fenced by ``attempt`` (the lease's fencing token), nothing else;
 - ``scheduling``: fair share: the claim's pick of the next job, and why a queued job waits;
 - ``sweeps``: the reconciler's sweeps, and the enqueue bookkeeping submit shares with it;
+- ``trials``: a sweep trial's early-stopping reads (its rule; the trials' standings at a tick);
 - ``webhooks``: webhook deliveries (claim, attempts, the due sweep, the API's listing) and signing secrets.
 
 Callers use ``from shared.db import queries`` and ``queries.<name>``.
@@ -73,6 +74,7 @@ from shared.db.queries.sweeps import (
     queued_needing_send,
     queued_per_queue,
 )
+from shared.db.queries.trials import TrialRule, standings, trial_rule
 from shared.db.queries.webhooks import (
     ClaimedDelivery,
     DeliveryRecord,
@@ -100,6 +102,7 @@ __all__ = [
     "Share",
     "StyleModel",
     "SyncResult",
+    "TrialRule",
     "WebhookSecret",
     "add_warning",
     "advertise",
@@ -149,8 +152,10 @@ __all__ = [
     "revoke_api_key",
     "rotate_webhook_secret",
     "shares",
+    "standings",
     "sweep_trials",
     "sync_runner",
+    "trial_rule",
     "upsert_metrics",
     "workers_online",
 ]

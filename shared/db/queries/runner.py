@@ -265,8 +265,12 @@ def finish_job(
     state: JobState,
     error_code: str | None = None,
     error_message: str | None = None,
+    early_stop: dict[str, Any] | None = None,
 ) -> bool:
-    """Move a running job to a terminal state (or back to queued); False if fenced out."""
+    """Move a running job to a terminal state (or back to queued); False if fenced out.
+
+    ``early_stop``: why a sweep's rule stopped the trial (state stopped_early).
+    """
     terminal = state in TERMINAL_STATES
     values: dict[str, Any] = {
         "state": state.value,
@@ -275,6 +279,8 @@ def finish_job(
         "error_code": error_code,
         "error_message": error_message,
     }
+    if early_stop is not None:
+        values["early_stop"] = early_stop
     if terminal:
         values["finished_at"] = func.now()
     if state == JobState.SUCCEEDED:
