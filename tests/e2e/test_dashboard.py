@@ -86,7 +86,7 @@ def wait_done(url: str, caller: Caller, job_id: str, timeout_s: float = TRAIN_TI
     deadline = time.monotonic() + timeout_s
     while True:
         job = api(url, caller, "GET", f"/v1/jobs/{job_id}")
-        if job["state"] in ("succeeded", "failed", "cancelled"):
+        if job["state"] in ("succeeded", "failed", "cancelled", "stopped_early"):
             return job
         assert time.monotonic() < deadline, f"job {job_id} still {job['state']} after {timeout_s} s"
         time.sleep(0.5)
@@ -463,6 +463,76 @@ def test_compare_two_runs_overlays_curves_grids_and_what_differs(
     browser.assert_clean()
 
 
+# Three good generator rates, then three too small to learn: by step 400 the median rule stops the latter.
+RULED_SWEEP: dict[str, Any] = {
+    "type": "gan.train",
+    "base_params": {
+        "dataset": "ring8", "preset": "stable", "steps": 600, "batch_size": 64, "lr_d": 1e-3, "eval_every": 100,
+        "sample_every": 600, "checkpoint_every": 600,
+    },
+    "grid": {"lr_g": [1e-3, 1e-6]},
+    "seeds": [1, 2, 3],
+    "objective": {"metric": "modes"},
+    "max_parallel": 1,
+    "early_stopping": {"rule": "median", "min_steps": 400, "interval": 100, "min_trials": 2},
+}  # fmt: skip
+
+
+def test_a_sweep_page_ranks_its_trials_says_why_some_stopped_and_opens_them_in_compare(
+    browser: BrowserSession, alice: Caller, worker: services.Proc, api_url: str
+) -> None:
+    # Given a finished 6-trial sweep whose three hopeless trials its rule stopped early
+    sweep_id = api(api_url, alice, "POST", "/v1/sweeps", json=RULED_SWEEP)["id"]
+    deadline = time.monotonic() + TRAIN_TIMEOUT_MS / 1000
+    while (sweep := api(api_url, alice, "GET", f"/v1/sweeps/{sweep_id}"))["state"] != "done":
+        assert time.monotonic() < deadline, f"the sweep did not end: {sweep['counts']}"
+        time.sleep(0.5)
+    assert sweep["counts"] == {"succeeded": 3, "stopped_early": 3}, sweep["counts"]
+    best = sweep["best"]["job_id"]
+    page = browser.page
+    # When the sweeps page is opened, and the sweep from it
+    sign_in(page, alice.key, "#/sweeps")
+    row = page.locator(f'#sweeps-table tr[data-sweep-id="{sweep_id}"]')
+    expect(row).to_contain_text("modes (max)")
+    expect(row).to_contain_text("median from step 400")
+    row.get_by_role("link").click()
+    expect(page).to_have_url(re.compile(rf"#/sweeps/{sweep_id}$"))
+    # Then the table has every trial, ranked by the objective, the best starred on top
+    rows = page.locator("#sweep-trials tbody tr")
+    expect(rows).to_have_count(6)
+    expect(rows.first).to_have_attribute("data-job-id", best)
+    expect(rows.first).to_have_class("best")
+    expect(rows.first).to_contain_text("★")
+    expect(page.locator('#sweep-trials tbody tr[data-state="stopped_early"]')).to_have_count(3)
+    expect(page.locator("#sweep-trials tbody tr").nth(5)).to_have_attribute("data-state", "stopped_early")
+    expect(page.locator('#sweep-summary dd[data-field="early stopping"]')).to_contain_text("median: every 100 steps")
+    # And each stopped trial says why, with the step and the median it fell below
+    notes = page.locator("#sweep-stops li")
+    expect(notes).to_have_count(3)
+    expect(notes.first).to_contain_text("stopped at step 400: its best modes so far, 0, is below the median")
+    # And the curves overlay the started trials' objective by step
+    curve = page.locator('#sweep-curves figure.chart[data-chart="modes"]')
+    expect(curve).to_be_visible()
+    wait_for(lambda: int(curve.get_attribute("data-points") or 0) >= 6, 15, "the trials' modes curves")
+    # And sorting by the rate puts the hopeless rate first
+    page.locator('#sweep-trials button[data-sort="param:lr_g"]').click()
+    expect(page.locator("#sweep-trials tbody tr").first).to_contain_text("1.00e-6")
+    screenshot(page, "sweep")
+    # And two picked trials open in the Compare view
+    page.get_by_label(f"Select trial {best[:8]} to compare").check()
+    stopped_id = page.locator('#sweep-trials tbody tr[data-state="stopped_early"]').first.get_attribute("data-job-id")
+    assert stopped_id is not None
+    page.get_by_label(f"Select trial {stopped_id[:8]} to compare").check()
+    page.locator("#sweep-compare").click()
+    expect(page).to_have_url(re.compile(r"#/compare\?ids="))
+    expect(page.locator("#compare-charts figure.chart").first).to_be_visible()
+    # And the stopped trial's own page says why it stopped, and links back to its sweep
+    page.goto(f"/#/jobs/{stopped_id}")
+    expect(page.locator("#job-early-stop")).to_contain_text("Stopped early: stopped at step 400")
+    expect(page.get_by_role("link", name=sweep_id[:8])).to_have_attribute("href", f"#/sweeps/{sweep_id}")
+    browser.assert_clean()
+
+
 def test_hostile_job_fields_and_upload_names_render_as_text(
     browser: BrowserSession, alice: Caller, sessions: sessionmaker[Session]
 ) -> None:
@@ -520,6 +590,7 @@ def test_pages_fit_a_phone_and_every_control_has_a_label(browser: BrowserSession
         ("#/new/gan", "#field-steps"),
         ("#/new/style", "#field-size"),
         ("#/compare", "#compare-go"),
+        ("#/sweeps", "#sweeps-table"),
         ("#/models", "#models-table"),
         ("#/apply", "#field-size"),
         ("#/new/style-model", "#field-steps"),

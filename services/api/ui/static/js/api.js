@@ -108,6 +108,9 @@ export const api = {
   models: (query, signal) => json("/v1/models", { query, signal }),
   model: (id, signal) => json(`/v1/models/${encodeURIComponent(id)}`, { signal }),
   deleteModel: (id) => request(`/v1/models/${encodeURIComponent(id)}`, { method: "DELETE" }),
+  sweeps: (query, signal) => json("/v1/sweeps", { query, signal }),
+  sweep: (id, signal) => json(`/v1/sweeps/${encodeURIComponent(id)}`, { signal }),
+  cancelSweep: (id) => json(`/v1/sweeps/${encodeURIComponent(id)}/cancel`, { method: "POST" }),
 };
 
 /** Every artifact of a job (the list is paginated by the API). */

@@ -11,6 +11,7 @@ import { jobsView } from "./views/jobs.js";
 import { modelsView } from "./views/models.js";
 import { styleView } from "./views/style.js";
 import { styleTrainView } from "./views/style_train.js";
+import { sweepView, sweepsView } from "./views/sweeps.js";
 
 const main = $("#main");
 const banner = $("#banner");
@@ -28,6 +29,8 @@ const ROUTES = [
   [/^\/models$/, () => modelsView, "models"],
   [/^\/apply$/, () => applyView, "apply"],
   [/^\/compare$/, () => compareView, "compare"],
+  [/^\/sweeps$/, () => sweepsView, "sweeps"],
+  [/^\/sweeps\/([0-9a-f-]{36})$/, () => sweepView, "sweeps"],
 ];
 
 export function parseHash() {

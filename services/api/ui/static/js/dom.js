@@ -116,7 +116,7 @@ export function progressText(job) {
   return parts.join(" · ");
 }
 
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "stopped_early"]);
 
 export function stateBadge(state, cancelRequested = false) {
   const text = cancelRequested && !TERMINAL.has(state) ? `${state} (cancelling)` : state;

@@ -106,7 +106,9 @@ export function jobView(main, route) {
     fill(progressSlot, progressBar(job.progress, "Progress"), h("span", { class: "progress-text" }, progressText(job)));
     fill(errorSlot, job.error
       ? h("div", { class: "error-box", role: "alert" }, h("strong", {}, job.error.code), ": ", job.error.message)
-      : "");
+      : job.early_stop
+        ? h("div", { class: "note-box", id: "job-early-stop" }, h("strong", {}, "Stopped early"), ": ", job.early_stop.message)
+        : "");
     fill(warningsSlot, job.warnings.length
       ? h("ul", { class: "warnings", "aria-label": "Warnings" }, job.warnings.map((w) => h("li", {}, w)))
       : "");
@@ -120,6 +122,7 @@ export function jobView(main, route) {
       ["Finished", fmtTime(job.finished_at) || "—"],
     ];
     if (job.queueing) items.splice(1, 0, ["Waiting", `about #${job.queueing.position} in its queue: ${job.queueing.reason}`]);
+    if (job.sweep_id) items.splice(1, 0, ["Sweep", h("a", { href: `#/sweeps/${job.sweep_id}`, class: "mono" }, shortId(job.sweep_id))]);
     if (job.resumed_from_step !== null) items.push(["Resumed from step", fmtNumber(job.resumed_from_step)]);
     if (job.checkpoint) items.push(["Checkpoint", `step ${fmtNumber(job.checkpoint.step)}`]);
     fill(summary, items.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));

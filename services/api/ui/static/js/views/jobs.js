@@ -9,7 +9,7 @@ import {
 
 const PAGE_SIZE = 25;
 const POLL_MS = 2000;
-const STATES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
+const STATES = ["", "queued", "running", "succeeded", "failed", "cancelled", "stopped_early"];
 const TYPES = ["", "gan.train", "style.transfer", "style.train", "style.apply", "gan.sample"];
 const SHOWN_METRICS = ["d_loss", "g_loss", "loss", "total_loss", "fd", "modes"];
 const COMPARE_MAX = 8;
