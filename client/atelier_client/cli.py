@@ -388,6 +388,10 @@ def show(
     ]
     if job.pending_reason is not None:
         rows.insert(4, ("waiting", f"about #{job.queue_position} in its queue: {job.pending_reason}"))
+    if job.sweep_id:
+        rows.insert(4, ("sweep", job.sweep_id))
+    if job.early_stop:
+        rows.insert(rows.index(("error", "-")) if ("error", "-") in rows else 5, ("stopped", job.early_stop))
     if job.webhook:
         rows.append(("webhook", f"{job.webhook} ({', '.join(job.webhook_events_filter) or 'no events'})"))
     rows += [("warning", w) for w in job.warnings]

@@ -212,6 +212,7 @@ def _watch_stream(api: FakeAPI, done: dict[str, object]) -> None:
         ("succeeded", None, 0),
         ("failed", {"code": "diverged", "message": "NaN loss at step 7"}, 1),
         ("cancelled", None, 2),
+        ("stopped_early", None, 3),
     ],
 )
 def test_watch_prints_progress_metrics_warnings_and_artifacts_then_exits_by_outcome(
@@ -354,6 +355,14 @@ def test_submit_sends_the_priority_and_show_says_why_a_queued_job_waits(
     shown = capsys.readouterr().out
     assert "priority  high" in shown
     assert "waiting   about #3 in its queue: behind 2 of your jobs" in shown
+    # And a trial its sweep's rule stopped names the sweep and why
+    why = "stopped at step 400: its best modes so far, 0, is below the median 5 of 3 other trials"
+    stopped = job_json(state="stopped_early", sweep_id="sweep-1", early_stop={"rule": "median", "message": why})
+    api.on("GET", f"/v1/jobs/{JOB_ID}", httpx.Response(200, json=stopped))
+    assert main(["show", JOB_ID], options=options) == 0
+    shown = capsys.readouterr().out
+    assert "sweep     sweep-1" in shown
+    assert f"stopped   {why}" in shown
 
 
 def _sweep_json(state: str = "running", **fields: Any) -> dict[str, Any]:
@@ -364,6 +373,8 @@ def _sweep_json(state: str = "running", **fields: Any) -> dict[str, Any]:
          "objective": 0.875, "error": None},
         {"job_id": "job-c", "params": {"lr_g": 0.02, "seed": 1}, "state": "queued", "step": 0, "total": 30,
          "objective": None, "error": None},
+        {"job_id": "job-d", "params": {"lr_g": 2e-7, "seed": 1}, "state": "stopped_early", "step": 12, "total": 30,
+         "objective": 0.0, "error": None, "early_stop": {"rule": "median", "message": "stopped at step 10: behind"}},
     ]  # fmt: skip
     body: dict[str, Any] = {
         "id": "sweep-1",
@@ -403,6 +414,7 @@ def test_sweep_starts_from_a_yaml_file_and_show_ranks_the_trials_best_first(
     assert order == sorted(order), shown
     assert "job-b *" in shown and "best: job-b" in shown and "hq_share 0.875" in shown
     assert "running (1 queued, 2 succeeded)" in shown
+    assert "stopped early: job-d stopped at step 10: behind" in shown
     # And cancel says what it did; no file and no command is a usage error
     api.on("POST", "/v1/sweeps/sweep-1/cancel", httpx.Response(200, json=_sweep_json(state="cancelling")))
     assert main(["sweep", "cancel", "sweep-1"], options=options) == 0
