@@ -125,6 +125,10 @@ def test_the_median_rule_stops_the_hopeless_rates_at_the_first_tick_and_keeps_th
             {"j": stopped[0]["job_id"]},
         ).all()
     assert [tuple(e) for e in events] == [("done", "stopped_early"), ("state", "stopped_early")]
+    # And it has ended: a cancel is refused like a succeeded job's
+    refused = client.post(f"/v1/jobs/{stopped[0]['job_id']}/cancel", headers=alice.headers)
+    assert refused.status_code == 409, refused.text
+    assert "already stopped_early; nothing to cancel" in refused.json()["error"]["message"]
 
 
 def test_asha_stops_a_trial_outside_the_best_half_of_its_rung_and_lets_a_better_one_climb(

@@ -233,7 +233,7 @@ def request_cancel(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID)
         append_events(session, job_id=job_id, items=terminal_events(JobState.CANCELLED.value, attempt=job.attempt))
     elif job.state == JobState.RUNNING:
         job.cancel_requested = True
-    elif job.state in (JobState.SUCCEEDED, JobState.FAILED):
+    elif job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED_EARLY):
         raise Conflict(f"job {job_id} already {job.state}; nothing to cancel", field="state")
     session.flush()
     session.refresh(job)
