@@ -105,6 +105,10 @@ def test_the_claim_runs_at_most_max_parallel_trials_and_then_the_next(
         assert third is not None
         assert str(third.job_id) == sweep["trials"][2]["job_id"]
         assert claim(sessions, token) is None
+        # And a message naming a held-back trial itself does not start it either (the claim's fallback takes
+        # over only a lost worker's job, never a queued one the pick passed over)
+        for held_back in sweep["trials"][3:6]:
+            assert claim(sessions, uuid.UUID(held_back["job_id"])) is None
         got = client.get(f"/v1/sweeps/{sweep['id']}", headers=alice.headers).json()
         assert got["counts"] == {"succeeded": 1, "running": 2, "queued": 9}
         # And the ended trial's job names the next held-back trial to wake a worker for
@@ -204,7 +208,11 @@ def test_a_random_search_draws_log_uniform_rates_reproducibly(client: TestClient
         ({"early_stopping": {"rule": "bandit", "min_steps": 5}}, "early_stopping.rule", "'median' or 'asha'"),
         ({"early_stopping": {"min_steps": 0}}, "early_stopping.min_steps", "greater than or equal to 1"),
         ({"early_stopping": {"rule": "asha", "min_steps": 5, "interval": 5}}, "early_stopping", "interval is for"),
-        ({"early_stopping": {"min_steps": 5, "reduction_factor": 1}}, "early_stopping.reduction_factor", ">= 2"),
+        (
+            {"early_stopping": {"min_steps": 5, "reduction_factor": 1}},
+            "early_stopping.reduction_factor",
+            "greater than or equal to 2",
+        ),
     ],
 )
 def test_bad_sweeps_get_a_422_naming_the_field_and_store_nothing(

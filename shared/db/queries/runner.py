@@ -35,13 +35,20 @@ class Claim:
 
 
 def claim_job(
-    session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float, now: datetime | None = None
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    owner: str,
+    lease_s: float,
+    now: datetime | None = None,
+    expired_only: bool = False,
 ) -> Claim | None:
     """Atomically take the lease of a queued job (or one whose lease expired).
 
     Increments ``attempt``, the fencing token. None if the job is running elsewhere,
     finished, cancelled, out of attempts (handed-back attempts don't count), or unknown: the
     caller must then not train. ``now``: the database's clock unless a simulation drives it.
+    ``expired_only``: take it only over a lost worker (running, lease expired), never from the queue.
     """
     row = session.execute(
         text(
@@ -53,11 +60,11 @@ def claim_job(
             FROM (SELECT started_at IS NULL AS first FROM jobs WHERE id = :job_id) AS before,
                  (SELECT coalesce(CAST(:now AS timestamptz), now()) AS now) AS clock
             WHERE id = :job_id AND attempt - handbacks < max_attempts AND NOT cancel_requested
-              AND (state = 'queued' OR (state = 'running' AND lease_expires_at < clock.now))
+              AND ((state = 'queued' AND NOT :expired_only) OR (state = 'running' AND lease_expires_at < clock.now))
             RETURNING tenant_id, attempt, type, params, checkpoint_key, checkpoint_step, before.first
             """
         ),
-        {"job_id": job_id, "owner": owner, "lease": lease_s, "now": now},
+        {"job_id": job_id, "owner": owner, "lease": lease_s, "now": now, "expired_only": expired_only},
     ).first()
     if row is None:
         return None
@@ -86,9 +93,10 @@ def claim_next(
     """A message is a wake-up for its job's queue: claim the fairest job there that fits ``capacity`` bytes of
     free device memory (shared/db/queries/scheduling.py; None: no memory check).
 
-    When no queued job may start, the message's own job is tried as before: a running job whose lease
-    expired is taken over, if it fits. None: nothing to run (a duplicate message, every tenant with queued
-    work at its running limit, or nothing that fits).
+    When no queued job may start, the message's own job is tried as before, but only if it is running with
+    an expired lease (a lost worker's job is taken over, if it fits): a queued job the pick passed over is held
+    back by a limit (its tenant's running limit, its sweep's max_parallel) and must not start. None: nothing to
+    run (a duplicate message, every tenant with queued work at its running limit, or nothing that fits).
     """
     named = scheduling.named_job(session, job_id, now=now)
     if named is None:
@@ -97,8 +105,16 @@ def claim_next(
     if picked is None and not named.fits(capacity):
         return None
     target = picked if picked is not None else job_id
-    claim = claim_job(session, job_id=target, owner=owner, lease_s=lease_s, now=now)
+    claim = claim_job(session, job_id=target, owner=owner, lease_s=lease_s, now=now, expired_only=picked is None)
     return replace(claim, named_claimable=named.claimable) if claim is not None else None
+
+
+def holds(session: Session, *, job_id: uuid.UUID, attempt: int) -> bool:
+    """Whether this attempt still holds the job (running under its attempt): checked before each upload."""
+    row = session.execute(
+        select(Job.id).where(Job.id == job_id, Job.attempt == attempt, Job.state == JobState.RUNNING.value)
+    ).first()
+    return row is not None
 
 
 @dataclass(frozen=True)
