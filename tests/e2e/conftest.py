@@ -14,7 +14,7 @@ from shared.config import Settings
 from tests.conftest import Caller
 from tests.support import services
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+TERMINAL = {"succeeded", "failed", "cancelled", "stopped_early"}
 
 
 @pytest.fixture(scope="module")
