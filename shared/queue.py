@@ -18,6 +18,7 @@ from shared.jobs.params import QUEUE_CPU, QUEUE_GPU
 RUN_JOB_TASK = "atelier.run_job"
 RECONCILE_TASK = "atelier.reconcile"
 DELIVER_WEBHOOK_TASK = "atelier.deliver_webhook"
+PURGE_TASK = "atelier.purge_deleted"
 WORKER_BOOT_TIMEOUT_S = 120.0
 
 
@@ -49,6 +50,7 @@ def make_celery(settings: Settings) -> Celery:
             RUN_JOB_TASK: {"queue": QUEUE_GPU},
             RECONCILE_TASK: {"queue": QUEUE_CPU},
             DELIVER_WEBHOOK_TASK: {"queue": QUEUE_CPU},
+            PURGE_TASK: {"queue": QUEUE_CPU},
         },
         task_ignore_result=True,
         task_serializer="json",
@@ -88,3 +90,8 @@ def send_webhook_deliveries(app: Celery, delivery_ids: Sequence[uuid.UUID]) -> N
     """Hand webhook deliveries (by id) to the ``cpu`` queue. Raises kombu/redis errors if Redis is down."""
     for delivery_id in delivery_ids:
         app.send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)], queue=QUEUE_CPU)
+
+
+def send_purge(app: Celery) -> None:
+    """Ask a ``cpu`` worker to purge the deleted jobs no runner holds. Raises kombu/redis errors if Redis is down."""
+    app.send_task(PURGE_TASK, queue=QUEUE_CPU)

@@ -69,12 +69,22 @@ class ObjectStore(Protocol):
 
 def job_key(job_id: object, section: str, name: str) -> str:
     """Key of a job's object: section is checkpoints, samples or outputs."""
-    return f"jobs/{job_id}/{section}/{name}"
+    return f"{job_prefix(job_id)}{section}/{name}"
+
+
+def job_prefix(job_id: object) -> str:
+    """The prefix under which every object of a job lives (checkpoints of every attempt, samples, outputs)."""
+    return f"jobs/{job_id}/"
+
+
+def upload_prefix(tenant_id: object, upload_id: object) -> str:
+    """The prefix under which every file of an upload lives."""
+    return f"uploads/{tenant_id}/{upload_id}/"
 
 
 def upload_key(tenant_id: object, upload_id: object, path: str) -> str:
     """Key of one file of an upload."""
-    return f"uploads/{tenant_id}/{upload_id}/{path}"
+    return f"{upload_prefix(tenant_id, upload_id)}{path}"
 
 
 def _check_key(key: str) -> str:

@@ -6,7 +6,8 @@
    takes the queue's fairest job): the shortfall is re-sent for queued jobs past their grace without a
    message of their own, so a Redis flush or restart loses no job. Duplicate messages are harmless: a
    claim succeeds once, and a claim with nothing to take is skipped.
-3. Webhook deliveries that are due (a retry whose time came, a claim refused by the tenant's cap,
+3. Deleted jobs no runner holds are purged (workers/lifecycle.py), finishing any purge that died half way.
+4. Webhook deliveries that are due (a retry whose time came, a claim refused by the tenant's cap,
    or a message that never arrived) are sent to the ``cpu`` queue; an attempt's claim succeeds once.
 """
 
@@ -24,6 +25,7 @@ from shared.db import queries
 from shared.db.session import transaction
 from shared.jobs.params import QUEUE_CPU, QUEUE_GPU
 from shared.queue import job_id_from_task_id, send_run_job, send_webhook_deliveries
+from workers.lifecycle import purge_deleted
 from workers.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,7 @@ def reconcile(ctx: WorkerContext, app: Celery) -> dict[str, int]:
         "cancelled": len(expired.cancelled),
         "resent": resent,
         "webhooks_sent": _send_due_webhooks(ctx, app),
+        "purged": purge_deleted(ctx),
     }
     if any(counts.values()):
         log.info("reconciler: %s", counts)

@@ -367,7 +367,24 @@ class JobRunner:
                 self._rate_mark = (now, step)
             self._progress = (step, total)
 
+    def _hold_before_upload(self, what: str) -> None:
+        """Check the lease before an upload: a worker that lost its job (a zombie whose job was then deleted and
+        purged) must not put objects back under the job's prefix. Uploads come before their fenced commit, so
+        without this a zombie would leave orphans behind a purge."""
+
+        def read() -> bool:
+            with transaction(self.ctx.sessions) as session:
+                return queries.holds(session, job_id=self.claim.job_id, attempt=self.claim.attempt)
+
+        if not db_retry(read, what=f"checking the lease before {what}", before_retry=self._give_up_if_lost):
+            log.warning(
+                "job %s attempt %d: lease gone before %s; not uploading", self.claim.job_id, self.claim.attempt, what
+            )
+            self._lost.set()
+            raise StopRequested(STOP_LEASE_LOST, self._progress[0] if self._progress else 0)
+
     def _put(self, key: str, data: bytes, content_type: str, what: str) -> None:
+        self._hold_before_upload(what)
         retry_storage(
             lambda: self.ctx.store.put(key, data, content_type=content_type),
             deadline_s=self.settings.storage_retry_deadline_s,
@@ -428,6 +445,7 @@ class JobRunner:
             while chunk := handle.read(FILE_CHUNK_BYTES):
                 digest.update(chunk)
         key = self._artifact_key(name, kind)
+        self._hold_before_upload(f"artifact {name}")
         retry_storage(
             lambda: self.ctx.store.put_file(key, path, content_type=content_type),
             deadline_s=self.settings.storage_retry_deadline_s,

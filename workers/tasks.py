@@ -12,7 +12,7 @@ from shared.config import Settings
 from shared.db import queries
 from shared.db.session import transaction
 from shared.errors import TransientError
-from shared.queue import DELIVER_WEBHOOK_TASK, RECONCILE_TASK, RUN_JOB_TASK, send_run_job
+from shared.queue import DELIVER_WEBHOOK_TASK, PURGE_TASK, RECONCILE_TASK, RUN_JOB_TASK, send_purge, send_run_job
 from workers.runtime import WorkerContext
 from workers.threads import apply_worker_threads
 
@@ -30,7 +30,7 @@ class _Context:
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
-    """Define run_job, reconcile and deliver_webhook on ``app``."""
+    """Define run_job, reconcile, purge_deleted and deliver_webhook on ``app``."""
     _Context.settings = settings
 
     @app.task(
@@ -57,7 +57,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         from workers.presence import probe
 
         capacity = probe(ctx.settings).free_bytes  # the claim takes only a job that fits
-        return run(ctx, parsed, execute, on_ended=lambda ran: _wake_held_back(ctx, app, ran), capacity=capacity)
+        return run(ctx, parsed, execute, on_ended=lambda ran: _after_attempt(ctx, app, ran), capacity=capacity)
 
     @app.task(name=RECONCILE_TASK)
     def reconcile() -> dict[str, int]:
@@ -65,6 +65,13 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         from workers.reconciler import reconcile as run_reconcile
 
         return run_reconcile(worker_context(), app)
+
+    @app.task(name=PURGE_TASK)
+    def purge_deleted() -> int:
+        """Purge deleted jobs: their objects, metric rows and rows (workers/lifecycle.py)."""
+        from workers.lifecycle import purge_deleted as purge
+
+        return purge(worker_context())
 
     @app.task(name=DELIVER_WEBHOOK_TASK)
     def deliver_webhook(delivery_id: str) -> str:
@@ -77,6 +84,18 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             log.error("dropping message with a malformed delivery id %r", delivery_id)
             return "malformed"
         return deliver(worker_context(), parsed)
+
+
+def _after_attempt(ctx: WorkerContext, app: Celery, job_id: uuid.UUID) -> None:
+    """An attempt ended: wake a worker for a held-back job; if the job was deleted meanwhile, have it purged."""
+    _wake_held_back(ctx, app, job_id)
+    try:
+        with transaction(ctx.sessions) as session:
+            deleted = queries.is_deleted(session, job_id=job_id)
+        if deleted:
+            send_purge(app)
+    except Exception as exc:  # the reconciler purges it on its next pass
+        log.warning("could not ask for the purge of deleted job %s: %s", job_id, exc)
 
 
 def _wake_held_back(ctx: WorkerContext, app: Celery, job_id: uuid.UUID) -> None:

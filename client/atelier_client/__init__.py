@@ -35,6 +35,7 @@ from atelier_client.errors import (
 from atelier_client.models import (
     Artifact,
     ArtifactSaved,
+    Deletion,
     Done,
     Event,
     Job,
@@ -69,6 +70,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ConnectionFailed",
+    "Deletion",
     "Done",
     "DownloadError",
     "Event",

@@ -15,6 +15,7 @@ import httpx
 
 from atelier_client.models import (
     Artifact,
+    Deletion,
     Job,
     MetricSeries,
     Model,
@@ -97,6 +98,10 @@ def _page(parse_item: Callable[[Mapping[str, Any]], Item]) -> Callable[[httpx.Re
         )
 
     return parse
+
+
+def _deletion(response: httpx.Response) -> Deletion:
+    return Deletion.from_dict(_json(response))
 
 
 def _model(response: httpx.Response) -> Model:
@@ -183,6 +188,11 @@ def cancel(job_id: str) -> Call[Job]:
     return Call(method="POST", path=f"{JOBS}/{segment(job_id)}/cancel", parse=_job)
 
 
+def delete_job(job_id: str) -> Call[Deletion]:
+    """``DELETE /v1/jobs/{id}``: 202 while its data is removed (again 202 until then), then 404."""
+    return Call(method="DELETE", path=f"{JOBS}/{segment(job_id)}", parse=_deletion)
+
+
 def metrics(
     job_id: str,
     *,
@@ -262,6 +272,11 @@ def upload(content_type: str, body: BodyFactory) -> Call[Upload]:
 def get_upload(upload_id: str) -> Call[Upload]:
     """``GET /v1/uploads/{id}``."""
     return Call(method="GET", path=f"{UPLOADS}/{segment(upload_id)}", parse=lambda r: Upload.from_dict(_json(r)))
+
+
+def delete_upload(upload_id: str) -> Call[Deletion]:
+    """``DELETE /v1/uploads/{id}``: 202 while its files are removed, then 404; 409 while live jobs use it."""
+    return Call(method="DELETE", path=f"{UPLOADS}/{segment(upload_id)}", parse=_deletion)
 
 
 def list_uploads(*, limit: int | None = None, cursor: str | None = None) -> Call[Page[Upload]]:

@@ -31,7 +31,7 @@ from rich.table import Table
 from atelier_client import config
 from atelier_client.calls import MAX_PREFER_WAIT_S, PRIORITIES, WEBHOOK_EVENTS
 from atelier_client.client import STYLE_APPLY, Atelier, JobHandle, apply_params, local_picture, picture_refs
-from atelier_client.errors import AtelierError, NotFound
+from atelier_client.errors import AtelierError, Conflict, NotFound
 from atelier_client.models import Job, MetricSeries, Model, Sweep, Upload, WebhookAttempt, WebhookDelivery
 from atelier_client.retry import RetryPolicy
 from atelier_client.uploads import plan_folder
@@ -398,6 +398,66 @@ def show(
     width = max(len(name) for name, _value in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+@app.command("rm")
+def rm_jobs(ctx: typer.Context, job_ids: Annotated[list[str], typer.Argument(metavar="JOB...")]) -> None:
+    """Delete jobs with their loss history, artifacts and checkpoints (a running one is stopped first); exits 1
+    if one is unknown (or already gone)."""
+    status = EXIT_SUCCEEDED
+    with _client(ctx) as client:
+        for job_id in job_ids:
+            try:
+                deleted = client.delete_job(job_id)
+            except NotFound:
+                _say(f"error: not_found: no job {job_id} (see `{PROG} ls`)")
+                status = EXIT_FAILED
+                continue
+            _say(f"job {deleted.id} deleted" + (": stopping it, then removing its data" if deleted.stopping else ""))
+    raise typer.Exit(status)
+
+
+uploads_app = typer.Typer(
+    name="uploads", help="Your uploads (image sets, pictures, weights): ls, rm.", no_args_is_help=True
+)
+app.add_typer(uploads_app, name="uploads")
+
+
+@uploads_app.command("ls")
+def uploads_ls(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, help="How many uploads to show")] = DEFAULT_LIST_LIMIT,
+) -> None:
+    """List your uploads, newest first."""
+    with _client(ctx) as client:
+        found = list(islice(client.uploads(), limit))
+    table = Table("ID", "KIND", "NAME", "FILES", "BYTES", "CLASSES", "CREATED", box=None, pad_edge=False)
+    for item in found:
+        table.add_row(
+            item.id, item.kind, item.filename or "-", str(item.file_count), size(item.total_bytes),
+            ", ".join(item.classes) or "-", _local(item.created_at),
+        )  # fmt: skip
+    _console().print(table)
+
+
+@uploads_app.command("rm")
+def uploads_rm(ctx: typer.Context, upload_ids: Annotated[list[str], typer.Argument(metavar="UPLOAD...")]) -> None:
+    """Delete uploads with their files; exits 1 if one is unknown or still used by a queued or running job."""
+    status = EXIT_SUCCEEDED
+    with _client(ctx) as client:
+        for upload_id in upload_ids:
+            try:
+                client.delete_upload(upload_id)
+            except NotFound:
+                _say(f"error: not_found: no upload {upload_id} (see `{PROG} uploads ls`)")
+                status = EXIT_FAILED
+                continue
+            except Conflict as exc:
+                _say(f"error: conflict: {exc.message}")
+                status = EXIT_FAILED
+                continue
+            _say(f"upload {upload_id} deleted")
+    raise typer.Exit(status)
 
 
 @app.command()

@@ -24,6 +24,7 @@ from atelier_client.errors import APIError, AtelierError, Unauthorized, WaitTime
 from atelier_client.follow import DONE_EVENT, EventFollower, snapshot_events
 from atelier_client.models import (
     Artifact,
+    Deletion,
     Event,
     Job,
     MetricSeries,
@@ -292,6 +293,13 @@ class Atelier(_Base):
         """Ask a job to stop: a queued one never runs, a running one checkpoints and stops within a step."""
         return self._bind(self._send(calls.cancel(job_id)))
 
+    def delete_job(self, job_id: str) -> Deletion:
+        """Delete a job with its loss history, artifacts and checkpoints (a running one is stopped first).
+
+        The job is a NotFound for every read at once; its data goes in the background. Deleting again is
+        fine until then; after it, NotFound."""
+        return self._send(calls.delete_job(job_id))
+
     def metrics(
         self,
         job_id: str,
@@ -533,6 +541,11 @@ class Atelier(_Base):
         """Every upload of this key's tenant, newest first."""
         yield from self._pages(lambda c: calls.list_uploads(cursor=c))
 
+    def delete_upload(self, upload_id: str) -> Deletion:
+        """Delete an upload and its files; Conflict (naming them) while queued or running jobs use it, NotFound
+        once it is gone. Jobs that used it and ended keep their outputs."""
+        return self._send(calls.delete_upload(upload_id))
+
     # --- webhooks ------------------------------------------------------------------------------
 
     def webhook_deliveries(self, job_id: str, *, page_size: int | None = None) -> Iterator[WebhookDelivery]:
@@ -715,6 +728,10 @@ class AsyncAtelier(_Base):
             idempotency_key=idempotency_key,
         )
         return self._bind(await self._send(call))
+
+    async def delete_job(self, job_id: str) -> Deletion:
+        """Delete a job with its data (a running one is stopped first); NotFound once it is gone."""
+        return await self._send(calls.delete_job(job_id))
 
     async def cancel(self, job_id: str) -> AsyncJobHandle:
         """Ask a job to stop."""
@@ -943,6 +960,10 @@ class AsyncAtelier(_Base):
     async def _upload(self, parts: list[Part]) -> Upload:
         content_type, body = multipart(parts)
         return await self._send(calls.upload(content_type, body))
+
+    async def delete_upload(self, upload_id: str) -> Deletion:
+        """Delete an upload and its files; Conflict while queued or running jobs use it."""
+        return await self._send(calls.delete_upload(upload_id))
 
     async def get_upload(self, upload_id: str) -> Upload:
         """One upload."""

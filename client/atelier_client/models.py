@@ -655,3 +655,17 @@ class Sweep:
     def done(self) -> bool:
         """Whether every trial has ended."""
         return self.state in ("done", "cancelled")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deletion:
+    """What ``DELETE /v1/jobs/{id}`` answered: the job is gone for every read; its data goes in the background."""
+
+    id: str
+    stopping: bool = False  # it was running: it stops within a step, then its data goes
+    detail: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Deletion:
+        """Parse a deletion answer."""
+        return cls(id=_str(data, "id"), stopping=data.get("stopping") is True, detail=_str(data, "detail"))

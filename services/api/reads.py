@@ -43,11 +43,12 @@ CONNECTION_ERRORS = (
 )
 
 # One round trip: a live key's tenant, and that tenant's job if it has one with this id.
-# No key row -> 401; a key row without a job -> 404 (never a 403 that confirms the id exists).
+# No key row -> 401; a key row without a job (or with one being deleted) -> 404 (never a 403 that confirms the
+# id exists).
 JOB_FOR_KEY = """
 SELECT k.tenant_id AS key_tenant, j.*
 FROM api_keys AS k
-LEFT JOIN jobs AS j ON j.id = $2 AND j.tenant_id = k.tenant_id
+LEFT JOIN jobs AS j ON j.id = $2 AND j.tenant_id = k.tenant_id AND j.deleted_at IS NULL
 WHERE k.key_hash = $1 AND k.revoked_at IS NULL
 """
 

@@ -192,6 +192,23 @@ class JobOut(BaseModel):
         )
 
 
+class JobDeletion(BaseModel):
+    """DELETE /v1/jobs/{id}: accepted; the job is gone for every read now, its data goes in the background."""
+
+    id: uuid.UUID
+    state: Literal["deleting"] = "deleting"
+    stopping: bool = Field(description="It was running: it stops within a step, then its data goes")
+    detail: str
+
+
+class UploadDeletion(BaseModel):
+    """DELETE /v1/uploads/{id}: accepted; the upload is gone for every read now, its files go in the background."""
+
+    id: uuid.UUID
+    state: Literal["deleting"] = "deleting"
+    detail: str
+
+
 class JobPage(BaseModel):
     """A page of jobs, newest first."""
 

@@ -96,6 +96,17 @@ def check_references(
                 )
 
 
+def recheck_uploads(session: Session, *, tenant_id: uuid.UUID, spec: JobSpec, params: JobParams) -> None:
+    """After create_job locked the tenant row: the uploads the job names are still there. A DELETE of an upload
+    takes the same lock before it looks for jobs that use it, so it either saw this job (its 409) or marked the
+    upload before this check (this 422, and the insert is rolled back with the request)."""
+    for ref in spec.references(params):
+        if ref.job_type is None:
+            _require_upload(
+                session, tenant_id=tenant_id, ref=ref.ref, field=ref.field, kind=ref.upload_kind or "images"
+            )
+
+
 def submit_job(
     session: Session,
     *,
@@ -135,6 +146,8 @@ def submit_job(
         priority=PRIORITIES[priority],
         memory_bytes=memory,
     )
+    if created:
+        recheck_uploads(session, tenant_id=tenant_id, spec=spec, params=params)
     session.commit()  # the row is durable before any message names it
     if created:
         enqueue(session, celery=celery, job_id=job.id, queue=job.queue)

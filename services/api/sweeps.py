@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.api.admission import admit
-from services.api.submit import check_references, describe_validation_error, enqueue
+from services.api.submit import check_references, describe_validation_error, enqueue, recheck_uploads
 from shared.config import Settings
 from shared.db import queries
 from shared.db.models import Sweep
@@ -85,6 +85,8 @@ def submit_sweep(
         )[0]
         for varied, params, memory in trials
     ]
+    for _varied, params, _memory in trials:  # the uploads they name are still there, under the tenant lock
+        recheck_uploads(session, tenant_id=tenant_id, spec=spec, params=params)
     session.commit()  # the rows are durable before any message names them
     for job in jobs:
         enqueue(session, celery=celery, job_id=job.id, queue=job.queue)

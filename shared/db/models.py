@@ -95,6 +95,8 @@ class Upload(Base):
     manifest: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
     classes: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
     created_at: Mapped[datetime] = _created()
+    # DELETE /v1/uploads/{id}: gone for the API from then on; workers/lifecycle.py purges its objects and row.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_uploads_tenant_created", "tenant_id", "created_at"),
@@ -151,6 +153,8 @@ class Job(Base):
     # Why the sweep's early-stopping rule stopped this trial (state stopped_early): shared/jobs/sweeps.py Verdict.
     early_stop: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # DELETE /v1/jobs/{id}: gone for the API from then on; workers/lifecycle.py purges objects and rows.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
@@ -173,6 +177,7 @@ class Job(Base):
             "ix_jobs_queue_usage", "queue", "tenant_id", "finished_at", postgresql_where=text("claimed_at IS NOT NULL")
         ),
         Index("ix_jobs_sweep", "sweep_id", "state", postgresql_where=text("sweep_id IS NOT NULL")),
+        Index("ix_jobs_deleted", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL")),
     )
 
 

@@ -182,6 +182,49 @@ def test_cancel_running_job_checkpoints_and_stops(client: TestClient, alice: Cal
     assert done["progress"]["step"] < 5000
 
 
+def test_deleting_a_running_job_stops_it_then_removes_every_object_and_row(
+    client: TestClient, alice: Caller, worker: services.Proc, sessions: sessionmaker[Session], store: S3ObjectStore
+) -> None:
+    # Given a long job running on a real worker, with a checkpoint and sample grids in the bucket
+    params = {**SMALL_GAN, "steps": 5000, "checkpoint_every": 10, "sample_every": 10}
+    job_id = client.post("/v1/jobs", json={"type": "gan.train", "params": params}, headers=alice.headers).json()["id"]
+    wait_job(client, alice, job_id, until=lambda j: (j["checkpoint"] or {}).get("step", 0) >= 10, timeout=120)
+    prefix = f"jobs/{job_id}/"
+
+    def objects() -> list[str]:
+        return [o.object_name or "" for o in store.client.list_objects(store.bucket, prefix=prefix, recursive=True)]
+
+    assert objects()
+    # When it is deleted
+    response = client.delete(f"/v1/jobs/{job_id}", headers=alice.headers)
+    # Then the answer is 202 saying it stops first, and the job is a 404 at once
+    assert response.status_code == 202, response.text
+    assert response.json()["stopping"] is True
+    assert client.get(f"/v1/jobs/{job_id}", headers=alice.headers).status_code == 404
+    # And once the worker has stopped it and the purge has run, DELETE is a 404 too
+    deadline = time.monotonic() + 60
+    while client.delete(f"/v1/jobs/{job_id}", headers=alice.headers).status_code == 202:
+        assert time.monotonic() < deadline, "the deleted job was not purged"
+        time.sleep(0.3)
+    # And nothing of it is left, nor comes back (the purge waits for its runner to have finished: state not running)
+    time.sleep(2.0)
+    assert objects() == []
+    with sessions() as session:
+        left = session.execute(
+            text(
+                "SELECT (SELECT count(*) FROM jobs WHERE id = :j) + (SELECT count(*) FROM metrics WHERE job_id = :j)"
+                " + (SELECT count(*) FROM artifacts WHERE job_id = :j)"
+            ),
+            {"j": job_id},
+        ).scalar_one()
+    assert left == 0
+    # And the worker trains the next job as usual
+    nxt = client.post(
+        "/v1/jobs", json={"type": "gan.train", "params": {**SMALL_GAN, "steps": 5}}, headers=alice.headers
+    )
+    assert wait_job(client, alice, nxt.json()["id"], timeout=120)["state"] == "succeeded"
+
+
 def test_cancelled_queued_job_never_runs_and_duplicates_train_once(
     client: TestClient,
     alice: Caller,

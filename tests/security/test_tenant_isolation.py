@@ -185,6 +185,11 @@ def upload_by_id(client: TestClient, bob: Caller, a: AlicesThings) -> None:
     assert_404(client.get(f"/v1/uploads/{a.upload}", headers=bob.headers))
 
 
+def upload_delete_by_id(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """DELETE /v1/uploads/{id}: 404 for bob (and alice's upload stays: checked after every route ran)."""
+    assert_404(client.delete(f"/v1/uploads/{a.upload}", headers=bob.headers))
+
+
 def check_list_models(client: TestClient, bob: Caller, a: AlicesThings) -> None:
     """GET /v1/models: none of alice's models for bob; alice still sees hers."""
     response = client.get("/v1/models", params={"limit": 200}, headers=bob.headers)
@@ -239,6 +244,7 @@ ROUTE_CHECKS: dict[tuple[str, str], Check] = {
     ("GET", "/v1/jobs"): check_list_jobs,
     ("GET", "/v1/jobs/{job_id}"): by_id("GET", "/v1/jobs/{job_id}"),
     ("POST", "/v1/jobs/{job_id}/cancel"): by_id("POST", "/v1/jobs/{job_id}/cancel"),
+    ("DELETE", "/v1/jobs/{job_id}"): by_id("DELETE", "/v1/jobs/{job_id}"),
     ("GET", "/v1/jobs/{job_id}/metrics"): by_id("GET", "/v1/jobs/{job_id}/metrics"),
     ("GET", "/v1/jobs/{job_id}/artifacts"): by_id("GET", "/v1/jobs/{job_id}/artifacts"),
     ("GET", "/v1/jobs/{job_id}/artifacts/{name}"): by_id("GET", "/v1/jobs/{job_id}/artifacts/{name}"),
@@ -249,6 +255,7 @@ ROUTE_CHECKS: dict[tuple[str, str], Check] = {
     ("POST", "/v1/uploads"): check_create_upload,
     ("GET", "/v1/uploads"): check_list_uploads,
     ("GET", "/v1/uploads/{upload_id}"): upload_by_id,
+    ("DELETE", "/v1/uploads/{upload_id}"): upload_delete_by_id,
     ("GET", "/v1/models"): check_list_models,
     ("GET", "/v1/models/{model_id}"): model_by_id,
     ("DELETE", "/v1/models/{model_id}"): model_by_id,

@@ -1,9 +1,10 @@
-"""/v1/jobs: submit, list, poll, cancel, metrics, artifacts."""
+"""/v1/jobs: submit, list, poll, cancel, delete, metrics, artifacts."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from functools import partial
 from typing import Annotated, Any
@@ -29,6 +30,7 @@ from services.api.schemas import (
     ArtifactOut,
     ErrorOut,
     JobCreate,
+    JobDeletion,
     JobOut,
     JobPage,
     MetricPointOut,
@@ -40,6 +42,9 @@ from shared.db import queries
 from shared.errors import InvalidInput
 from shared.jobs.specs import JOB_TYPES
 from shared.jobs.states import JobState
+from shared.queue import send_purge
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -214,6 +219,24 @@ def cancel_job(job_id: uuid.UUID, state: StateDep, session: SessionDep, tenant_i
     session.commit()
     state.reader.forget(job_id)
     return JobOut.of(job)
+
+
+@router.delete("/{job_id}", status_code=202, response_model=JobDeletion, responses=ERRORS)
+def delete_job(job_id: uuid.UUID, state: StateDep, session: SessionDep, tenant_id: TenantDep) -> JobDeletion:
+    """Delete a job: its row, loss history, artifacts and every checkpoint of every attempt.
+
+    202 at once: from then on the job is a 404 everywhere else, and a running one stops within a step. Its
+    objects and rows are removed in the background (workers/lifecycle.py); DELETE again answers 202 until
+    they are gone, then 404. Jobs that used it (a gan.sample of its generator) keep their own outputs."""
+    marked = queries.mark_job_deleted(session, tenant_id=tenant_id, job_id=job_id)
+    session.commit()
+    state.reader.forget(job_id)
+    try:
+        send_purge(state.celery)
+    except Exception as exc:  # Redis away: the reconciler's pass purges it
+        log.warning("job %s: could not ask for its purge now (%s); the reconciler will", job_id, exc)
+    detail = "it stops within a step, then its data is removed" if marked.was_running else "its data is being removed"
+    return JobDeletion(id=marked.job_id, stopping=marked.was_running, detail=detail)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsOut, responses=ERRORS)

@@ -4,6 +4,7 @@ content/style images."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 import uuid
@@ -12,16 +13,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from services.api.deps import SessionDep, SettingsDep, StoreDep, TenantDep, check_page_limit
-from services.api.schemas import ErrorOut, UploadOut, UploadPage
+from services.api.deps import SessionDep, SettingsDep, StateDep, StoreDep, TenantDep, check_page_limit
+from services.api.schemas import ErrorOut, UploadDeletion, UploadOut, UploadPage
 from services.api.unpackgate import UnpackGate
 from shared.archives import file_size
 from shared.config import Settings
 from shared.db import queries
-from shared.errors import InvalidInput, PayloadTooLarge
+from shared.errors import Conflict, InvalidInput, PayloadTooLarge
+from shared.jobs.specs import JOB_TYPES
+from shared.queue import send_purge
 from shared.storage import ObjectStore, upload_key
 from shared.uploads import CheckedWeights, SentFile, UploadLimits, check_weights, is_weights_upload, unpack
 
@@ -33,6 +37,7 @@ DEFAULT_PAGE = 20
 WEIGHTS_CONTENT_TYPE = "application/octet-stream"
 WORKDIR_PREFIX = "atelier-upload-"
 GATE_STATE = "upload_gate"  # the app.state attribute holding this process's UnpackGate
+MAX_USERS_NAMED = 10  # jobs a 409 names before "and N more"
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut},
@@ -190,6 +195,61 @@ def list_uploads(
     check_page_limit(limit, settings)
     page = queries.list_uploads(session, tenant_id=tenant_id, limit=limit, cursor=cursor)
     return UploadPage(items=[UploadOut.of(u) for u in page.items], next_cursor=page.next_cursor)
+
+
+@router.delete(
+    "/{upload_id}",
+    status_code=202,
+    response_model=UploadDeletion,
+    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+)
+def delete_upload(upload_id: uuid.UUID, state: StateDep, session: SessionDep, tenant_id: TenantDep) -> UploadDeletion:
+    """Delete an upload and every file of it. 409, naming them, while queued or running jobs use it (cancel or
+    delete those first); jobs that used it and ended keep their outputs. 202 at once, after which it is a 404
+    everywhere; its files go in the background (DELETE again is a 202 until then, then a 404)."""
+    upload = queries.lock_upload(session, tenant_id=tenant_id, upload_id=upload_id)
+    if upload.deleted_at is None:
+        users = _jobs_using(session, tenant_id, str(upload_id))
+        if users:
+            shown = ", ".join(str(j) for j in users[:MAX_USERS_NAMED])
+            more = f" and {len(users) - MAX_USERS_NAMED} more" if len(users) > MAX_USERS_NAMED else ""
+            raise Conflict(
+                f"upload {upload_id} is used by {len(users)} queued or running job(s): {shown}{more}; "
+                "cancel or delete them first",
+                field="upload_id",
+            )
+    queries.mark_upload_deleted(session, upload=upload)
+    session.commit()
+    try:
+        send_purge(state.celery)
+    except Exception as exc:  # Redis away: the reconciler's pass purges it
+        log.warning("upload %s: could not ask for its purge now (%s); the reconciler will", upload_id, exc)
+    return UploadDeletion(id=upload_id, detail="its files are being removed")
+
+
+def _jobs_using(session: Session, tenant_id: uuid.UUID, upload_id: str) -> list[uuid.UUID]:
+    """The tenant's queued and running jobs whose params name the upload (each job type declares what it names)."""
+    users = []
+    for job_id, job_type, raw in queries.active_jobs(session, tenant_id=tenant_id):
+        spec = JOB_TYPES.get(job_type)
+        if spec is None:
+            continue
+        try:
+            params = spec.params.from_stored(raw)
+        except ValidationError:  # stored by another version: look for the id anywhere in its params
+            if upload_id in json.dumps(raw):
+                users.append(job_id)
+            continue
+        if any(ref.job_type is None and _same_id(ref.ref, upload_id) for ref in spec.references(params)):
+            users.append(job_id)
+    return users
+
+
+def _same_id(ref: str, upload_id: str) -> bool:
+    try:
+        return str(uuid.UUID(ref)) == upload_id
+    except ValueError:  # a built-in dataset or picture name
+        return False
 
 
 @router.get("/{upload_id}", response_model=UploadOut, responses=ERRORS)

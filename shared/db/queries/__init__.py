@@ -4,6 +4,7 @@
 - ``runner``: the claim and the writes fenced by ``attempt`` (the lease's fencing token), nothing else;
 - ``scheduling``: fair share: the claim's pick of the next job, and why a queued job waits;
 - ``sweeps``: the reconciler's sweeps, and the enqueue bookkeeping submit shares with it;
+- ``lifecycle``: deletion: marking a job deleted, and the purge's statements;
 - ``trials``: a sweep trial's early-stopping reads (its rule; the trials' standings at a tick);
 - ``webhooks``: webhook deliveries (claim, attempts, the due sweep, the API's listing) and signing secrets.
 
@@ -41,6 +42,19 @@ from shared.db.queries.api import (
     revoke_api_key,
     sweep_trials,
 )
+from shared.db.queries.lifecycle import (
+    Marked,
+    active_jobs,
+    delete_job_row,
+    delete_metric_batch,
+    delete_upload_row,
+    is_deleted,
+    jobs_to_purge,
+    lock_upload,
+    mark_job_deleted,
+    mark_upload_deleted,
+    uploads_to_purge,
+)
 from shared.db.queries.runner import (
     Claim,
     SyncResult,
@@ -50,6 +64,7 @@ from shared.db.queries.runner import (
     commit_checkpoint,
     finish_job,
     flush_metrics,
+    holds,
     record_artifact,
     sync_runner,
     upsert_metrics,
@@ -93,6 +108,7 @@ __all__ = [
     "Claim",
     "ClaimedDelivery",
     "DeliveryRecord",
+    "Marked",
     "MetricPoint",
     "Online",
     "Page",
@@ -104,6 +120,7 @@ __all__ = [
     "SyncResult",
     "TrialRule",
     "WebhookSecret",
+    "active_jobs",
     "add_warning",
     "advertise",
     "authenticate",
@@ -117,7 +134,10 @@ __all__ = [
     "create_sweep",
     "create_tenant",
     "create_upload",
+    "delete_job_row",
+    "delete_metric_batch",
     "delete_model",
+    "delete_upload_row",
     "deliveries_due",
     "ensure_webhook_secret",
     "expire_leases",
@@ -132,13 +152,19 @@ __all__ = [
     "get_tenant_by_name",
     "get_upload",
     "has_artifact",
+    "holds",
+    "is_deleted",
+    "jobs_to_purge",
     "list_artifacts",
     "list_deliveries",
     "list_jobs",
     "list_models",
     "list_sweeps",
     "list_uploads",
+    "lock_upload",
     "mark_enqueued",
+    "mark_job_deleted",
+    "mark_upload_deleted",
     "metric_names",
     "metric_series",
     "next_held_back",
@@ -156,6 +182,7 @@ __all__ = [
     "sweep_trials",
     "sync_runner",
     "trial_rule",
+    "uploads_to_purge",
     "upsert_metrics",
     "workers_online",
 ]

@@ -111,6 +111,11 @@ def create_job(
     if idempotency_key is not None:
         existing = session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == idempotency_key))
         if existing is not None:  # a repeat creates nothing, so it is answered even at the quota
+            if existing.deleted_at is not None:
+                raise Conflict(
+                    f"Idempotency-Key: job {existing.id} with this key is being deleted; retry in a minute",
+                    field="Idempotency-Key",
+                )
             return _repeat(existing, job_type=job_type, params=params), False
     active = session.scalar(
         select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.state.in_(ACTIVE_STATES))
@@ -156,8 +161,8 @@ def _repeat(existing: Job, *, job_type: str, params: dict[str, Any]) -> Job:
 
 
 def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    """The caller's job; NotFound for anyone else's."""
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    """The caller's job; NotFound for anyone else's, or one being deleted."""
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id, Job.deleted_at.is_(None)))
     if job is None:
         raise NotFound(f"job {job_id} not found")
     return job
@@ -212,7 +217,7 @@ def list_jobs(
     cursor: str | None,
 ) -> Page:
     """Newest first; the cursor is the (created_at, id) of the last row seen."""
-    query = select(Job).where(Job.tenant_id == tenant_id)
+    query = select(Job).where(Job.tenant_id == tenant_id, Job.deleted_at.is_(None))
     if state is not None:
         query = query.where(Job.state == state)
     if job_type is not None:
@@ -222,7 +227,9 @@ def list_jobs(
 
 def request_cancel(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     """Cancel a queued job at once; ask a running one to stop at its next step."""
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id).with_for_update())
+    job = session.scalar(
+        select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id, Job.deleted_at.is_(None)).with_for_update()
+    )
     if job is None:
         raise NotFound(f"job {job_id} not found")
     if job.state == JobState.QUEUED:
@@ -382,7 +389,11 @@ class StyleModel:
 def _models_query(tenant_id: uuid.UUID) -> Select[Any]:
     has_model = select(Artifact.id).where(Artifact.job_id == Job.id, Artifact.name == MODEL_FILE).exists()
     return select(Job).where(
-        Job.tenant_id == tenant_id, Job.type == MODEL_JOB_TYPE, Job.state == JobState.SUCCEEDED.value, has_model
+        Job.tenant_id == tenant_id,
+        Job.type == MODEL_JOB_TYPE,
+        Job.state == JobState.SUCCEEDED.value,
+        Job.deleted_at.is_(None),
+        has_model,
     )
 
 
@@ -429,7 +440,7 @@ def delete_model(session: Session, *, tenant_id: uuid.UUID, model_id: uuid.UUID)
     job = session.scalar(
         select(Job)
         .where(Job.id == model_id, Job.tenant_id == tenant_id, Job.type == MODEL_JOB_TYPE)
-        .where(Job.state == JobState.SUCCEEDED.value)
+        .where(Job.state == JobState.SUCCEEDED.value, Job.deleted_at.is_(None))
         .with_for_update()
     )
     if job is None:
@@ -474,8 +485,10 @@ def create_upload(
 
 
 def get_upload(session: Session, *, tenant_id: uuid.UUID, upload_id: uuid.UUID) -> Upload:
-    """The caller's upload; NotFound for anyone else's."""
-    upload = session.scalar(select(Upload).where(Upload.id == upload_id, Upload.tenant_id == tenant_id))
+    """The caller's upload; NotFound for anyone else's, or one being deleted."""
+    upload = session.scalar(
+        select(Upload).where(Upload.id == upload_id, Upload.tenant_id == tenant_id, Upload.deleted_at.is_(None))
+    )
     if upload is None:
         raise NotFound(f"upload {upload_id} not found")
     return upload
@@ -483,7 +496,7 @@ def get_upload(session: Session, *, tenant_id: uuid.UUID, upload_id: uuid.UUID) 
 
 def list_uploads(session: Session, *, tenant_id: uuid.UUID, limit: int, cursor: str | None) -> Page:
     """Newest first, cursor-paginated like jobs."""
-    query = select(Upload).where(Upload.tenant_id == tenant_id)
+    query = select(Upload).where(Upload.tenant_id == tenant_id, Upload.deleted_at.is_(None))
     return _paginate(session, query, Upload, limit=limit, cursor=cursor)
 
 
@@ -527,7 +540,11 @@ def get_sweep(session: Session, *, tenant_id: uuid.UUID, sweep_id: uuid.UUID) ->
 
 def sweep_trials(session: Session, *, sweep_id: uuid.UUID) -> list[Job]:
     """A sweep's trials in the order they were made."""
-    return list(session.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.created_at, Job.id)))
+    return list(
+        session.scalars(
+            select(Job).where(Job.sweep_id == sweep_id, Job.deleted_at.is_(None)).order_by(Job.created_at, Job.id)
+        )
+    )
 
 
 def list_sweeps(session: Session, *, tenant_id: uuid.UUID, limit: int, cursor: str | None) -> Page:

@@ -420,3 +420,41 @@ def test_sweep_starts_from_a_yaml_file_and_show_ranks_the_trials_best_first(
     assert main(["sweep", "cancel", "sweep-1"], options=options) == 0
     assert "sweep sweep-1: cancelling" in capsys.readouterr().err
     assert main(["sweep"], options=options) == 2
+
+
+def test_rm_deletes_jobs_says_when_one_is_stopped_first_and_an_unknown_one_exits_1(
+    env: Path, options: Options, api: FakeAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = f"/v1/jobs/{JOB_ID}"
+    running = {"id": JOB_ID, "state": "deleting", "stopping": True, "detail": "it stops within a step"}
+    api.on("DELETE", path, httpx.Response(202, json=running))
+    api.on("DELETE", "/v1/jobs/nope", error_reply(404, "not_found", "job nope not found"))
+    # When a running job is removed, Then it says the job stops first, and the status is 0
+    assert main(["rm", JOB_ID], options=options) == 0
+    assert capsys.readouterr().err.strip() == f"job {JOB_ID} deleted: stopping it, then removing its data"
+    # When an unknown job is removed beside it, Then the known one is still deleted and the status is 1
+    assert main(["rm", "nope", JOB_ID], options=options) == 1
+    err = capsys.readouterr().err
+    assert "error: not_found: no job nope (see `atelier ls`)" in err and f"job {JOB_ID} deleted" in err
+    assert [r.method for r in api.to("DELETE", path)] == ["DELETE", "DELETE"]
+
+
+def test_uploads_rm_deletes_and_says_which_jobs_hold_one_that_is_in_use(
+    env: Path, options: Options, api: FakeAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    free, used = "up-free", "up-used"
+    api.on("DELETE", f"/v1/uploads/{free}", httpx.Response(202, json={"id": free, "state": "deleting", "detail": ""}))
+    message = f"upload {used} is used by 1 queued or running job(s): job-9; cancel or delete them first"
+    api.on("DELETE", f"/v1/uploads/{used}", error_reply(409, "conflict", message, "upload_id"))
+    # When a free upload and one in use are removed, Then the free one goes, the other's jobs are named, status 1
+    assert main(["uploads", "rm", used, free], options=options) == 1
+    err = capsys.readouterr().err
+    assert f"error: conflict: {message}" in err
+    assert f"upload {free} deleted" in err
+    # And the listing shows what is left
+    listing = {"items": [{"id": used, "kind": "images", "filename": "cats.zip", "file_count": 3, "total_bytes": 2048,
+                          "classes": ["a", "b"], "created_at": "2025-01-01T00:00:00Z"}], "next_cursor": None}  # fmt: skip
+    api.on("GET", "/v1/uploads", httpx.Response(200, json=listing))
+    assert main(["uploads", "ls"], options=options) == 0
+    out = capsys.readouterr().out
+    assert used in out and "cats.zip" in out and "2.0 KiB" in out and "a, b" in out
