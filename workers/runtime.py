@@ -378,7 +378,7 @@ class JobRunner:
 
         if not db_retry(read, what=f"checking the lease before {what}", before_retry=self._give_up_if_lost):
             log.warning(
-                "job %s attempt %d: lease gone before %s; not uploading", self.claim.job_id, self.claim.attempt, what
+                "job %s attempt %d: lease lost before %s; not uploading", self.claim.job_id, self.claim.attempt, what
             )
             self._lost.set()
             raise StopRequested(STOP_LEASE_LOST, self._progress[0] if self._progress else 0)
