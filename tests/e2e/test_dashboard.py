@@ -170,8 +170,8 @@ def test_a_wrong_key_gets_a_clear_message_and_the_key_stays_out_of_urls_and_cook
     browser.assert_clean()
 
 
-def test_train_from_the_form_watch_curves_and_grids_move_then_cancel(
-    browser: BrowserSession, alice: Caller, worker: services.Proc
+def test_train_from_the_form_watch_curves_and_grids_move_then_cancel_then_delete(
+    browser: BrowserSession, alice: Caller, worker: services.Proc, api_url: str
 ) -> None:
     page = browser.page
     sign_in(page, alice.key, "#/new/gan")
@@ -242,6 +242,16 @@ def test_train_from_the_form_watch_curves_and_grids_move_then_cancel(
     assert jobs_page.evaluate("() => performance.getEntriesByType('navigation').length") == 1
     screenshot(page, "job-cancelled")
     screenshot(jobs_page, "jobs")
+    # And deleting it from its page (asked twice) lands on the jobs list without it, and the API says 404
+    job_id = page.url.rsplit("/", 1)[-1]
+    page.locator("#delete-job").click()
+    expect(page.locator("#confirm-delete")).to_be_focused()
+    page.locator("#confirm-delete").click()
+    expect(page).to_have_url(re.compile(r"#/jobs$"))
+    expect(page.locator("#jobs-table tbody tr").first).to_be_visible()
+    expect(page.locator(f'tr[data-job-id="{job_id}"]')).to_have_count(0)
+    expect(row).to_have_count(0, timeout=30_000)  # the other tab's list drops it on its next poll
+    assert httpx.get(f"{api_url}/v1/jobs/{job_id}", headers=alice.headers, timeout=API_TIMEOUT_S).status_code == 404
     browser.assert_clean()
 
 

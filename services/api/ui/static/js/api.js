@@ -101,6 +101,7 @@ export const api = {
     timeoutMs: wait ? (wait + 30) * 1000 : undefined,
   }),
   cancel: (id) => json(`/v1/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST" }),
+  deleteJob: (id) => json(`/v1/jobs/${encodeURIComponent(id)}`, { method: "DELETE" }),
   metrics: (id, query, signal) => json(`/v1/jobs/${encodeURIComponent(id)}/metrics`, { query, signal }),
   artifacts: (id, query, signal) => json(`/v1/jobs/${encodeURIComponent(id)}/artifacts`, { query, signal }),
   uploads: (query, signal) => json("/v1/uploads", { query, signal }),

@@ -154,7 +154,26 @@ export function jobView(main, route) {
       buttons.push(h("a", { class: "button", href: `#/apply?model=${job.params.model}` }, "Apply the model again"));
     }
     if (job.type === "gan.train") buttons.push(h("a", { class: "button", href: `#/compare?ids=${job.id}` }, "Compare with…"));
+    const sure = h("span", { class: "confirm", hidden: true },
+      TERMINAL.has(job.state) ? "Delete this job and everything it made? " : "Stop this job and delete everything it made? ",
+      h("button", { type: "button", class: "danger", id: "confirm-delete", onclick: doDelete }, "Yes, delete it"),
+      h("button", { type: "button", onclick: () => { sure.hidden = true; del.hidden = false; del.focus(); } }, "Keep it"));
+    const del = h("button", { type: "button", class: "danger", id: "delete-job", onclick: () => {
+      del.hidden = true;
+      sure.hidden = false;
+      sure.querySelector("button").focus();
+    } }, "Delete job");
+    buttons.push(del, sure);
     fill(actions, buttons);
+  }
+
+  async function doDelete() {
+    try {
+      await api.deleteJob(jobId);
+      location.hash = "#/jobs";
+    } catch (error) {
+      fill(errorSlot, h("div", { class: "error-box", role: "alert" }, `Could not delete: ${error.message}`));
+    }
   }
 
   async function doCancel() {
