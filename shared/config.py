@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # Fair share (shared/db/queries/scheduling.py): a tenant's usage counts worker-seconds inside this window.
     fair_share_window_s: float = Field(default=3600.0, gt=0)
     metrics_flush_s: float = Field(default=2.0, gt=0)
+    # The orphan collector (workers/lifecycle.py): objects no row points to, older than the grace, go; the grace
+    # must be longer than any upload or checkpoint in flight (its object is written before its row).
+    orphan_grace_s: float = Field(default=24 * 3600.0, ge=60)
+    orphan_gc_period_s: float = Field(default=3600.0, gt=0)
     visibility_timeout_s: int = Field(default=48 * 3600, ge=60)
     beat_schedule_file: Path | None = None  # defaults to <data_dir>/celerybeat-schedule
 

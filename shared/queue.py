@@ -19,6 +19,7 @@ RUN_JOB_TASK = "atelier.run_job"
 RECONCILE_TASK = "atelier.reconcile"
 DELIVER_WEBHOOK_TASK = "atelier.deliver_webhook"
 PURGE_TASK = "atelier.purge_deleted"
+COLLECT_ORPHANS_TASK = "atelier.collect_orphans"
 WORKER_BOOT_TIMEOUT_S = 120.0
 
 
@@ -51,6 +52,7 @@ def make_celery(settings: Settings) -> Celery:
             RECONCILE_TASK: {"queue": QUEUE_CPU},
             DELIVER_WEBHOOK_TASK: {"queue": QUEUE_CPU},
             PURGE_TASK: {"queue": QUEUE_CPU},
+            COLLECT_ORPHANS_TASK: {"queue": QUEUE_CPU},
         },
         task_ignore_result=True,
         task_serializer="json",
@@ -73,7 +75,12 @@ def make_celery(settings: Settings) -> Celery:
                 "task": RECONCILE_TASK,
                 "schedule": timedelta(seconds=settings.reconcile_period_s),
                 "options": {"queue": QUEUE_CPU, "expires": settings.reconcile_period_s * 2},
-            }
+            },
+            "collect-orphans": {
+                "task": COLLECT_ORPHANS_TASK,
+                "schedule": timedelta(seconds=settings.orphan_gc_period_s),
+                "options": {"queue": QUEUE_CPU, "expires": settings.orphan_gc_period_s},
+            },
         },
         beat_schedule_filename=str(settings.beat_schedule_path),
         timezone="UTC",

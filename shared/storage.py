@@ -18,7 +18,8 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -37,6 +38,15 @@ RETRY_MAX_DELAY_S = 5.0
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchBucket"})
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as a listing shows it."""
+
+    key: str
+    size: int
+    modified: datetime  # timezone-aware
 
 
 class ObjectStore(Protocol):
@@ -60,6 +70,12 @@ class ObjectStore(Protocol):
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix``; returns how many."""
 
+    def listing(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object under ``prefix``: key, size and when it was last written (the orphan collector's view)."""
+
+    def delete(self, key: str) -> None:
+        """Delete one object (no error if it is already gone)."""
+
     def presigned_get(self, key: str, *, expires_s: int) -> str | None:
         """A short-lived GET URL, or None where the backend has none."""
 
@@ -80,6 +96,11 @@ def job_prefix(job_id: object) -> str:
 def upload_prefix(tenant_id: object, upload_id: object) -> str:
     """The prefix under which every file of an upload lives."""
     return f"uploads/{tenant_id}/{upload_id}/"
+
+
+def prepared_prefix(tenant_id: object, upload_id: object) -> str:
+    """The prefix of the decoded copies workers keep of an upload (workers/engines.py prepared_key)."""
+    return f"prepared/{tenant_id}/{upload_id}/"
 
 
 def upload_key(tenant_id: object, upload_id: object, path: str) -> str:
@@ -165,6 +186,20 @@ class LocalObjectStore:
         count = sum(1 for p in path.rglob("*") if p.is_file())
         shutil.rmtree(path)
         return count
+
+    def listing(self, prefix: str) -> Iterator[StoredObject]:
+        """Every file under ``prefix`` (temp files of writes in flight excluded)."""
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        paths = [base] if base.is_file() else sorted(base.rglob("*")) if base.is_dir() else []
+        for path in paths:
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                stat = path.stat()
+                key = path.relative_to(self.root).as_posix()
+                yield StoredObject(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, tz=UTC))
+
+    def delete(self, key: str) -> None:
+        """Remove the file, if it is there."""
+        self._path(key).unlink(missing_ok=True)
 
     def presigned_get(self, key: str, *, expires_s: int) -> str | None:
         """Local files have no URL of their own; the API streams them."""
@@ -278,6 +313,28 @@ class S3ObjectStore:
         except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"object store unreachable: {exc}") from exc
         return len(names)
+
+    def listing(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object under ``prefix``, page by page as the server lists them."""
+        import urllib3
+        from minio.error import S3Error
+
+        try:
+            for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                if item.object_name is not None and item.last_modified is not None:
+                    yield StoredObject(item.object_name, int(item.size or 0), item.last_modified)
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"object store unreachable: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        """Delete one object (S3 answers a missing key with success too)."""
+        import urllib3
+        from minio.error import S3Error
+
+        try:
+            self.client.remove_object(self.bucket, _check_key(key))
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"object store unreachable: {exc}") from exc
 
     def presigned_get(self, key: str, *, expires_s: int) -> str | None:
         """A presigned GET URL valid for ``expires_s`` seconds."""

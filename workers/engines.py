@@ -34,7 +34,7 @@ from shared.jobs.params import BUILTIN_DATASETS, MIN_CLASSES, TORCHVISION_DATASE
 from shared.jobs.style_apply import BATCH_OUTPUT, SINGLE_OUTPUT, StyleApplyParams
 from shared.jobs.style_train import CONTENT_BUILTIN, MODEL_ARTIFACT, StyleTrainParams
 from shared.jobs.style_transfer import StyleTransferParams
-from shared.storage import retry_storage
+from shared.storage import prepared_prefix, retry_storage
 from workers.gan import data as gan_data
 from workers.gan.evaluation import EVAL_IMAGES
 from workers.gan.features import (
@@ -221,7 +221,7 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
 
 def prepared_key(tenant_id: uuid.UUID, upload_id: str, *, image_size: int, channels: int) -> str:
     """Where an upload decoded at one size and channel count is kept for later jobs."""
-    return f"prepared/{tenant_id}/{upload_id}/{image_size}px-{channels}ch-v{gan_data.PACKED_VERSION}.pt"
+    return f"{prepared_prefix(tenant_id, upload_id)}{image_size}px-{channels}ch-v{gan_data.PACKED_VERSION}.pt"
 
 
 def _prepared_upload(

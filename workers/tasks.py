@@ -12,7 +12,15 @@ from shared.config import Settings
 from shared.db import queries
 from shared.db.session import transaction
 from shared.errors import TransientError
-from shared.queue import DELIVER_WEBHOOK_TASK, PURGE_TASK, RECONCILE_TASK, RUN_JOB_TASK, send_purge, send_run_job
+from shared.queue import (
+    COLLECT_ORPHANS_TASK,
+    DELIVER_WEBHOOK_TASK,
+    PURGE_TASK,
+    RECONCILE_TASK,
+    RUN_JOB_TASK,
+    send_purge,
+    send_run_job,
+)
 from workers.runtime import WorkerContext
 from workers.threads import apply_worker_threads
 
@@ -30,7 +38,7 @@ class _Context:
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
-    """Define run_job, reconcile, purge_deleted and deliver_webhook on ``app``."""
+    """Define run_job, reconcile, purge_deleted, collect_orphans and deliver_webhook on ``app``."""
     _Context.settings = settings
 
     @app.task(
@@ -72,6 +80,14 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         from workers.lifecycle import purge_deleted as purge
 
         return purge(worker_context())
+
+    @app.task(name=COLLECT_ORPHANS_TASK)
+    def collect_orphans() -> dict[str, int]:
+        """Delete objects no row points to, older than the grace (workers/lifecycle.py)."""
+        from workers.lifecycle import collect_orphans as collect
+
+        ctx = worker_context()
+        return collect(ctx, grace_s=ctx.settings.orphan_grace_s).report()
 
     @app.task(name=DELIVER_WEBHOOK_TASK)
     def deliver_webhook(delivery_id: str) -> str:

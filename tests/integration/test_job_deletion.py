@@ -22,7 +22,7 @@ from shared.config import Settings
 from shared.db import queries
 from shared.db.session import transaction
 from shared.queue import make_celery
-from shared.storage import S3ObjectStore, job_prefix, upload_prefix
+from shared.storage import S3ObjectStore, job_prefix, prepared_prefix, upload_prefix
 from tests.conftest import Caller
 from tests.support.images import png
 
@@ -230,6 +230,8 @@ def test_an_upload_in_use_is_a_409_naming_the_jobs_and_once_free_is_deleted_with
         "/v1/jobs", json={"type": "gan.train", "params": TINY | {"dataset": upload_id}}, headers=alice.headers
     ).json()["id"]
     assert len(upload_keys(store, alice, upload_id)) == 4
+    prepared = prepared_prefix(alice.tenant_id, upload_id)
+    assert list(store.listing(prepared)), "the worker kept no decoded copy of the upload"
     # When it is deleted while the queued job uses it, Then a 409 names that job (not the finished one)
     refused = client.delete(f"/v1/uploads/{upload_id}", headers=alice.headers)
     assert refused.status_code == 409, refused.text
@@ -254,6 +256,7 @@ def test_an_upload_in_use_is_a_409_naming_the_jobs_and_once_free_is_deleted_with
     # When the purge runs, Then every file and the row are gone, and DELETE is a 404
     assert lifecycle.purge_deleted(worker) == 1
     assert upload_keys(store, alice, upload_id) == set()
+    assert list(store.listing(prepared)) == []  # nor the decoded copies workers kept of it
     with transaction(sessions) as session:
         assert session.scalar(text("SELECT count(*) FROM uploads WHERE id = :u"), {"u": upload_id}) == 0
     assert client.delete(f"/v1/uploads/{upload_id}", headers=alice.headers).status_code == 404

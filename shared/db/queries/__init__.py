@@ -43,6 +43,7 @@ from shared.db.queries.api import (
     sweep_trials,
 )
 from shared.db.queries.lifecycle import (
+    LiveKeys,
     Marked,
     active_jobs,
     delete_job_row,
@@ -50,6 +51,7 @@ from shared.db.queries.lifecycle import (
     delete_upload_row,
     is_deleted,
     jobs_to_purge,
+    live_keys,
     lock_upload,
     mark_job_deleted,
     mark_upload_deleted,
@@ -108,6 +110,7 @@ __all__ = [
     "Claim",
     "ClaimedDelivery",
     "DeliveryRecord",
+    "LiveKeys",
     "Marked",
     "MetricPoint",
     "Online",
@@ -161,6 +164,7 @@ __all__ = [
     "list_models",
     "list_sweeps",
     "list_uploads",
+    "live_keys",
     "lock_upload",
     "mark_enqueued",
     "mark_job_deleted",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from shared.db.models import Job, Tenant, Upload
+from shared.db.models import Artifact, Job, Tenant, Upload
 from shared.db.queries.events import append_events, terminal_events
 from shared.errors import NotFound
 from shared.jobs.states import JobState
@@ -141,3 +141,36 @@ def delete_job_row(session: Session, *, job_id: uuid.UUID) -> bool:
         {"job_id": job_id},
     ).first()
     return removed is not None
+
+
+# --- the orphan collector's reads ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveKeys:
+    """For the jobs and uploads a batch of objects names: which exist, and which object keys their rows point to."""
+
+    jobs: set[uuid.UUID]  # job rows that exist (marked deleted or not: the purge owns those)
+    uploads: set[uuid.UUID]  # upload rows that exist and are not marked deleted
+    keys: set[str]  # every key a row points to: checkpoint pointers, artifacts, upload manifests
+
+
+def live_keys(session: Session, *, job_ids: set[uuid.UUID], upload_ids: set[uuid.UUID]) -> LiveKeys:
+    """What the rows say about these jobs and uploads (three indexed reads)."""
+    jobs: set[uuid.UUID] = set()
+    keys: set[str] = set()
+    if job_ids:
+        for row in session.execute(select(Job.id, Job.checkpoint_key).where(Job.id.in_(job_ids))):
+            jobs.add(row.id)
+            if row.checkpoint_key:
+                keys.add(row.checkpoint_key)
+        keys.update(session.scalars(select(Artifact.key).where(Artifact.job_id.in_(job_ids))))
+    uploads: set[uuid.UUID] = set()
+    if upload_ids:
+        rows = session.execute(
+            select(Upload.id, Upload.manifest).where(Upload.id.in_(upload_ids), Upload.deleted_at.is_(None))
+        )
+        for row in rows:
+            uploads.add(row.id)
+            keys.update(str(f["key"]) for f in row.manifest if isinstance(f, dict) and f.get("key"))
+    return LiveKeys(jobs=jobs, uploads=uploads, keys=keys)
