@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,25 @@ def _running_limit(value: str) -> int | None:
     return limit
 
 
+BYTE_UNITS = {"": 1, "B": 1, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+QUOTA = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]iB|B)?", re.IGNORECASE)
+
+
+def _storage_quota(value: str) -> int | None:
+    """``none``, a byte count, or one with a binary unit: ``500MiB``, ``20GiB``."""
+    text = value.strip()
+    if text.lower() == "none":
+        return None
+    if text.startswith("-"):
+        raise argparse.ArgumentTypeError(f"a storage quota cannot be negative; got {value}")
+    match = QUOTA.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"a storage quota is a number of bytes, or one with KiB, MiB, GiB or TiB (e.g. 20GiB), or none; got {value}"
+        )
+    return int(float(match["number"]) * BYTE_UNITS[(match["unit"] or "").upper()])
+
+
 def _tenant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-active-jobs", type=int, default=None, help="quota of queued + running jobs")
     parser.add_argument(
@@ -75,6 +95,12 @@ def _tenant_options(parser: argparse.ArgumentParser) -> None:
         default=UNSET,
         help="at most this many of its jobs run at once on each queue; none: no limit (the default)",
     )
+    parser.add_argument(
+        "--max-storage",
+        type=_storage_quota,
+        default=UNSET,
+        help="bytes its artifacts, checkpoints and uploads may hold (e.g. 20GiB); none: no quota (the default)",
+    )
 
 
 def _apply_tenant_options(tenant: Tenant, args: argparse.Namespace) -> None:
@@ -84,13 +110,15 @@ def _apply_tenant_options(tenant: Tenant, args: argparse.Namespace) -> None:
         tenant.share_weight = args.weight
     if args.max_running_jobs is not UNSET:
         tenant.max_running_jobs = args.max_running_jobs
+    if args.max_storage is not UNSET:
+        tenant.max_storage_bytes = args.max_storage
 
 
 def _describe_tenant(tenant: Tenant) -> str:
     running = "none" if tenant.max_running_jobs is None else str(tenant.max_running_jobs)
     return (
         f"tenant {tenant.name} {tenant.id} max_active_jobs={tenant.max_active_jobs} weight={tenant.share_weight:g} "
-        f"max_running_jobs={running}"
+        f"max_running_jobs={running} max_storage_bytes={'none' if tenant.max_storage_bytes is None else tenant.max_storage_bytes}"
     )
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
 from shared.db import queries
+from shared.db.queries.usage import describe_bytes
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.errors import JobFailed, StorageUnavailable, TransientError
 from shared.events import EventPublisher
@@ -59,6 +60,12 @@ def clean_error_text(message: str) -> str:
 ARTIFACT_SECTIONS = {"sample": "samples", "checkpoint": "checkpoints"}
 OUTCOME_REQUEUED = "requeued"  # a transient failure handed the job back; Celery retries the message
 OUTCOME_ERROR = "error"
+STORAGE_QUOTA = "storage_quota_exceeded"
+
+
+def len_text(count: int) -> str:
+    """A byte count for people (the quota messages)."""
+    return describe_bytes(count)
 
 
 @dataclass
@@ -391,9 +398,26 @@ class JobRunner:
             what=what,
         )
 
+    def _check_storage(self, adding: int, what: str, *, replacing: int = 0) -> None:
+        """A tenant with a storage quota: fail the job, clearly and before anything is written, if storing
+        ``adding`` bytes (in place of ``replacing``) would pass it. No quota: one primary-key read."""
+
+        def read() -> queries.Stored | None:
+            with transaction(self.ctx.sessions) as session:
+                if queries.storage_quota(session, tenant_id=self.claim.tenant_id) is None:
+                    return None
+                return queries.stored(session, tenant_id=self.claim.tenant_id)
+
+        use = db_retry(read, what=f"checking the storage quota before {what}", before_retry=self._give_up_if_lost)
+        if use is not None and use.over(adding - replacing):
+            raise JobFailed(f"{what} ({len_text(adding)}): {use.advice(adding - replacing)}", code=STORAGE_QUOTA)
+
     def save_checkpoint(self, step: int, data: bytes) -> None:
-        """Upload first, then commit the pointer together with the metrics up to ``step``."""
+        """Upload first, then commit the pointer together with the metrics up to ``step``; then delete the
+        checkpoint it replaces (nothing resumes from an older one), so a job keeps one."""
         key = job_key(self.claim.job_id, "checkpoints", f"a{self.claim.attempt}-step-{step:08d}.pt")
+        previous = db_retry(self._pointer, what="reading the checkpoint pointer", before_retry=self._give_up_if_lost)
+        self._check_storage(len(data), f"the checkpoint at step {step}", replacing=previous[1])
         upload_started = time.monotonic()
         self._put(key, data, "application/octet-stream", f"checkpoint upload at step {step}")
         self.meter.checkpoint_uploaded(time.monotonic() - upload_started)
@@ -402,7 +426,13 @@ class JobRunner:
         def commit() -> bool:
             with transaction(self.ctx.sessions) as session:
                 ok = queries.commit_checkpoint(
-                    session, job_id=self.claim.job_id, attempt=self.claim.attempt, key=key, step=step, metrics=batch
+                    session,
+                    job_id=self.claim.job_id,
+                    attempt=self.claim.attempt,
+                    key=key,
+                    step=step,
+                    metrics=batch,
+                    size=len(data),
                 )
                 if not ok:
                     session.rollback()
@@ -416,6 +446,16 @@ class JobRunner:
         if not ok:
             self._lost.set()
             raise StopRequested(STOP_LEASE_LOST, step)
+        old_key = previous[0]
+        if old_key is not None and old_key != key:
+            try:
+                self.ctx.store.delete(old_key)
+            except Exception as exc:  # the orphan collector removes it later: no row points to it
+                log.warning("job %s: could not delete the replaced checkpoint %s: %s", self.claim.job_id, old_key, exc)
+
+    def _pointer(self) -> tuple[str | None, int]:
+        with transaction(self.ctx.sessions) as session:
+            return queries.checkpoint_pointer(session, job_id=self.claim.job_id)
 
     def load_checkpoint(self) -> bytes | None:
         """The checkpoint this attempt resumes from (committed by an earlier attempt)."""
@@ -432,6 +472,7 @@ class JobRunner:
     def save_artifact(self, name: str, data: bytes, *, kind: str, content_type: str) -> None:
         """Upload an output under this attempt's prefix, then record it (fenced); within the per-job caps."""
         self.limits.admit_artifact(name, len(data))
+        self._check_storage(len(data), f"the artifact {name}")
         key = self._artifact_key(name, kind)
         self._put(key, data, content_type, f"artifact {name}")
         self._record_artifact(name, kind, key, len(data), hashlib.sha256(data).hexdigest(), content_type)
@@ -440,6 +481,7 @@ class JobRunner:
         """save_artifact for an output written to a file (a batch's zip): streamed, never read whole."""
         size = path.stat().st_size
         self.limits.admit_artifact(name, size)
+        self._check_storage(size, f"the artifact {name}")
         digest = hashlib.sha256()
         with path.open("rb") as handle:
             while chunk := handle.read(FILE_CHUNK_BYTES):

@@ -22,6 +22,7 @@ from atelier_client.models import (
     Page,
     Sweep,
     Upload,
+    Usage,
     WebhookDelivery,
     WebhookSecret,
 )
@@ -186,6 +187,11 @@ def submit(
 def cancel(job_id: str) -> Call[Job]:
     """``POST /v1/jobs/{id}/cancel``."""
     return Call(method="POST", path=f"{JOBS}/{segment(job_id)}/cancel", parse=_job)
+
+
+def usage() -> Call[Usage]:
+    """``GET /v1/usage``."""
+    return Call(method="GET", path="/v1/usage", parse=lambda r: Usage.from_dict(_json(r)))
 
 
 def delete_job(job_id: str) -> Call[Deletion]:

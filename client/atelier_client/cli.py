@@ -417,6 +417,25 @@ def rm_jobs(ctx: typer.Context, job_ids: Annotated[list[str], typer.Argument(met
     raise typer.Exit(status)
 
 
+@app.command("usage")
+def usage_command(ctx: typer.Context) -> None:
+    """What your tenant stores (against its storage quota) and uses this month."""
+    with _client(ctx) as client:
+        use = client.usage()
+    quota = "none" if use.quota_bytes is None else f"{size(use.quota_bytes)} ({size(use.left_bytes or 0)} left)"
+    rows = [
+        ("stored", f"{size(use.total_bytes)} (artifacts {size(use.artifacts_bytes)}, checkpoints "
+                   f"{size(use.checkpoints_bytes)}, uploads {size(use.uploads_bytes)})"),
+        ("quota", quota),
+        ("jobs", str(use.jobs)),
+        ("metric rows", f"{use.metric_rows:,}"),
+        ("gpu time", f"{duration(use.gpu_seconds_this_month)} this month"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
 uploads_app = typer.Typer(
     name="uploads", help="Your uploads (image sets, pictures, weights): ls, rm.", no_args_is_help=True
 )

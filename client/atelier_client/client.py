@@ -32,6 +32,7 @@ from atelier_client.models import (
     Page,
     Sweep,
     Upload,
+    Usage,
     WebhookDelivery,
     WebhookSecret,
 )
@@ -292,6 +293,10 @@ class Atelier(_Base):
     def cancel(self, job_id: str) -> JobHandle:
         """Ask a job to stop: a queued one never runs, a running one checkpoints and stops within a step."""
         return self._bind(self._send(calls.cancel(job_id)))
+
+    def usage(self) -> Usage:
+        """What this key's tenant stores (against its quota) and uses."""
+        return self._send(calls.usage())
 
     def delete_job(self, job_id: str) -> Deletion:
         """Delete a job with its loss history, artifacts and checkpoints (a running one is stopped first).
@@ -728,6 +733,10 @@ class AsyncAtelier(_Base):
             idempotency_key=idempotency_key,
         )
         return self._bind(await self._send(call))
+
+    async def usage(self) -> Usage:
+        """What this key's tenant stores (against its quota) and uses."""
+        return await self._send(calls.usage())
 
     async def delete_job(self, job_id: str) -> Deletion:
         """Delete a job with its data (a running one is stopped first); NotFound once it is gone."""

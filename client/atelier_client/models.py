@@ -669,3 +669,37 @@ class Deletion:
     def from_dict(cls, data: Mapping[str, Any]) -> Deletion:
         """Parse a deletion answer."""
         return cls(id=_str(data, "id"), stopping=data.get("stopping") is True, detail=_str(data, "detail"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    """What ``GET /v1/usage`` answers: stored bytes by kind against the quota, metric rows, GPU time this month."""
+
+    artifacts_bytes: int = 0
+    checkpoints_bytes: int = 0
+    uploads_bytes: int = 0
+    total_bytes: int = 0
+    quota_bytes: int | None = None
+    left_bytes: int | None = None
+    metric_rows: int = 0
+    jobs: int = 0
+    gpu_seconds_this_month: float = 0.0
+    month_start: datetime | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Usage:
+        """Parse a usage answer."""
+        stored = data.get("stored")
+        stored = stored if isinstance(stored, Mapping) else {}
+        return cls(
+            artifacts_bytes=_int(stored, "artifacts"),
+            checkpoints_bytes=_int(stored, "checkpoints"),
+            uploads_bytes=_int(stored, "uploads"),
+            total_bytes=_int(stored, "total"),
+            quota_bytes=_opt_int(data, "storage_quota_bytes"),
+            left_bytes=_opt_int(data, "storage_left_bytes"),
+            metric_rows=_int(data, "metric_rows"),
+            jobs=_int(data, "jobs"),
+            gpu_seconds_this_month=_opt_float(data, "gpu_seconds_this_month") or 0.0,
+            month_start=_time(data, "month_start"),
+        )

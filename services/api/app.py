@@ -22,7 +22,7 @@ from services.api.events import EventHub
 from services.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from services.api.ratelimit import RateLimiter
 from services.api.reads import JobReader
-from services.api.routes import events, health, jobs, metrics, models, sweeps, ui, uploads, webhooks
+from services.api.routes import events, health, jobs, metrics, models, sweeps, ui, uploads, usage, webhooks
 from shared.config import Settings
 from shared.db.session import make_engine, make_sessionmaker
 from shared.errors import AtelierError
@@ -196,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(sweeps.router)
     app.include_router(webhooks.router)
+    app.include_router(usage.router)
     app.include_router(metrics.router)
     app.include_router(ui.router)
     openapi.install(app)  # each job type's params schema, for clients that validate before submitting

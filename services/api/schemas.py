@@ -209,6 +209,29 @@ class UploadDeletion(BaseModel):
     detail: str
 
 
+class StoredBytes(BaseModel):
+    """Bytes the tenant stores, by kind."""
+
+    artifacts: int = Field(description="Sample grids, weights, outputs and plots of its jobs")
+    checkpoints: int = Field(description="The one checkpoint each job keeps")
+    uploads: int = Field(description="Its uploaded image sets, pictures and weights files")
+    total: int
+
+
+class UsageOut(BaseModel):
+    """GET /v1/usage: what the tenant stores and uses."""
+
+    stored: StoredBytes
+    storage_quota_bytes: int | None = Field(description="The most it may store (null: no quota)")
+    storage_left_bytes: int | None = Field(description="What it may still store (null: no quota)")
+    metric_rows: int = Field(description="Rows of loss history its jobs keep")
+    jobs: int = Field(description="Jobs it has (deleted ones excluded)")
+    gpu_seconds_this_month: float = Field(
+        description="Worker time of its gpu-queue jobs since month_start: from each job's first start to its end"
+    )
+    month_start: datetime
+
+
 class JobPage(BaseModel):
     """A page of jobs, newest first."""
 

@@ -17,7 +17,7 @@ from shared.config import Settings
 from shared.db import queries
 from shared.db.models import Job
 from shared.db.queries.events import DEFAULT_WEBHOOK_EVENTS
-from shared.errors import InvalidInput, NotFound
+from shared.errors import InvalidInput, NotFound, TooManyRequests
 from shared.jobs.params import JobParams, Reference, is_upload_ref
 from shared.jobs.specs import JOB_TYPES, JobSpec
 from shared.jobs.states import DEFAULT_PRIORITY, PRIORITIES, JobState
@@ -96,6 +96,15 @@ def check_references(
                 )
 
 
+def check_storage_room(session: Session, *, tenant_id: uuid.UUID) -> None:
+    """A tenant at or over its storage quota may start nothing that stores more: a 429 saying what to delete."""
+    if queries.storage_quota(session, tenant_id=tenant_id) is None:
+        return
+    use = queries.stored(session, tenant_id=tenant_id)
+    if use.quota is not None and use.total >= use.quota:
+        raise TooManyRequests(f"storage quota: {use.advice()}")
+
+
 def recheck_uploads(session: Session, *, tenant_id: uuid.UUID, spec: JobSpec, params: JobParams) -> None:
     """After create_job locked the tenant row: the uploads the job names are still there. A DELETE of an upload
     takes the same lock before it looks for jobs that use it, so it either saw this job (its 409) or marked the
@@ -131,6 +140,7 @@ def submit_job(
     if webhook is not None:  # public addresses only (SSRF), before anything is written
         check_webhook_url(webhook, allowed_hosts=settings.webhook_allowed_hosts)
     check_references(session, tenant_id=tenant_id, spec=spec, params=params, settings=settings)
+    check_storage_room(session, tenant_id=tenant_id)
     memory = admit(session, tenant_id=tenant_id, params=params, settings=settings)  # memory and artifact caps
     job, created = queries.create_job(
         session,

@@ -10,7 +10,13 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.api.admission import admit
-from services.api.submit import check_references, describe_validation_error, enqueue, recheck_uploads
+from services.api.submit import (
+    check_references,
+    check_storage_room,
+    describe_validation_error,
+    enqueue,
+    recheck_uploads,
+)
 from shared.config import Settings
 from shared.db import queries
 from shared.db.models import Sweep
@@ -35,6 +41,7 @@ def submit_sweep(
             f"known: {known}",
             field="objective.metric",
         )
+    check_storage_room(session, tenant_id=tenant_id)
     count = body.trial_count()
     if count > MAX_TRIALS:
         field = "grid" if body.grid is not None else "trials"

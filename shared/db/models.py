@@ -53,6 +53,8 @@ class Tenant(Base):
     share_weight: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("1"))
     # At most this many of its jobs run at once on each queue (None: no limit but fair share).
     max_running_jobs: Mapped[int | None] = mapped_column(Integer)
+    # Bytes its artifacts, checkpoints and uploads may hold (None: no quota): shared/db/queries/usage.py.
+    max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # Standard Webhooks signing secret ("whsec_" + base64); the previous one also signs for a day after a rotation.
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
     webhook_secret_previous: Mapped[str | None] = mapped_column(String(100))
@@ -62,6 +64,7 @@ class Tenant(Base):
     __table_args__ = (
         CheckConstraint("share_weight > 0", name="ck_tenants_share_weight"),
         CheckConstraint("max_running_jobs IS NULL OR max_running_jobs >= 1", name="ck_tenants_max_running_jobs"),
+        CheckConstraint("max_storage_bytes IS NULL OR max_storage_bytes >= 0", name="ck_tenants_max_storage_bytes"),
     )
 
 
@@ -134,6 +137,8 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default=text("1"))
     checkpoint_key: Mapped[str | None] = mapped_column(String(1000))
     checkpoint_step: Mapped[int | None] = mapped_column(Integer)
+    # The size of the object checkpoint_key names (the runner deletes the one it replaces).
+    checkpoint_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
     resumed_from_step: Mapped[int | None] = mapped_column(Integer)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     # The last event's id in job_events (ids are dense per job: 1, 2, 3, ...).

@@ -65,7 +65,8 @@ def test_exactly_the_orphans_older_than_the_grace_are_removed(
             f["key"] for f in session.scalar(text("SELECT manifest FROM uploads WHERE id = :u"), {"u": upload_id})
         }
     superseded = f"jobs/{job_id}/checkpoints/a1-step-00000003.pt"
-    assert pointer == f"jobs/{job_id}/checkpoints/a1-step-00000006.pt" and superseded in everything(store)
+    assert pointer == f"jobs/{job_id}/checkpoints/a1-step-00000006.pt"
+    assert superseded not in everything(store)  # the runner deleted the checkpoint its pointer replaced
     tenant, gone = alice.tenant_id, uuid.uuid4()
     # And planted objects of every other shape the code writes, live and orphaned
     live = {
@@ -76,7 +77,7 @@ def test_exactly_the_orphans_older_than_the_grace_are_removed(
         "uploads/readme.txt",
     }
     orphans = {
-        superseded: "superseded_checkpoint",
+        superseded: "superseded_checkpoint",  # as if the runner's delete of it had failed
         f"jobs/{job_id}/checkpoints/a0-step-00000002.pt": "superseded_checkpoint",  # a fenced-out attempt's
         f"jobs/{job_id}/samples/a0/step-1.png": "unrecorded_artifact",  # uploaded, never recorded
         f"jobs/{job_id}/outputs/a2/generator.pt": "unrecorded_artifact",

@@ -185,6 +185,13 @@ def upload_by_id(client: TestClient, bob: Caller, a: AlicesThings) -> None:
     assert_404(client.get(f"/v1/uploads/{a.upload}", headers=bob.headers))
 
 
+def usage_is_own(client: TestClient, bob: Caller, a: AlicesThings) -> None:
+    """GET /v1/usage: bob's numbers are his (nothing), never alice's."""
+    usage = client.get("/v1/usage", headers=bob.headers)
+    assert usage.status_code == 200, usage.text
+    assert usage.json()["stored"]["total"] == 0 and usage.json()["jobs"] == 0 and usage.json()["metric_rows"] == 0
+
+
 def upload_delete_by_id(client: TestClient, bob: Caller, a: AlicesThings) -> None:
     """DELETE /v1/uploads/{id}: 404 for bob (and alice's upload stays: checked after every route ran)."""
     assert_404(client.delete(f"/v1/uploads/{a.upload}", headers=bob.headers))
@@ -256,6 +263,7 @@ ROUTE_CHECKS: dict[tuple[str, str], Check] = {
     ("GET", "/v1/uploads"): check_list_uploads,
     ("GET", "/v1/uploads/{upload_id}"): upload_by_id,
     ("DELETE", "/v1/uploads/{upload_id}"): upload_delete_by_id,
+    ("GET", "/v1/usage"): usage_is_own,
     ("GET", "/v1/models"): check_list_models,
     ("GET", "/v1/models/{model_id}"): model_by_id,
     ("DELETE", "/v1/models/{model_id}"): model_by_id,

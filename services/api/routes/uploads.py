@@ -121,6 +121,7 @@ async def create_upload(
     sent = await run_in_threadpool(_received, files, settings.max_upload_bytes)
     if not sent:
         raise InvalidInput("files: no file was sent", field="files")
+    _check_storage(session, tenant_id, sum(file_size(s.file) for s in sent))  # before anything is stored
     limits = _limits(settings)
     upload_id = uuid.uuid4()
     with gate.slot(tenant_id):
@@ -134,11 +135,21 @@ async def create_upload(
         )
     filename = sent[0].name if len(sent) == 1 else f"{len(sent)} files"
     with _removed_on_failure(store, tenant_id, upload_id):
+        _check_storage(session, tenant_id, sum(int(f["bytes"]) for f in manifest))  # unpacked: maybe more
         upload = queries.create_upload(
             session, upload_id=upload_id, tenant_id=tenant_id, filename=filename, manifest=manifest, classes=classes
         )
         session.commit()
     return UploadOut.of(upload)
+
+
+def _check_storage(session: Session, tenant_id: uuid.UUID, adding: int) -> None:
+    """A tenant with a storage quota: a 413 saying what to delete if ``adding`` bytes would pass it."""
+    if queries.storage_quota(session, tenant_id=tenant_id) is None:
+        return
+    use = queries.stored(session, tenant_id=tenant_id)
+    if use.over(adding):
+        raise PayloadTooLarge(f"storage quota: {use.advice(adding)}", field="files")
 
 
 @contextlib.contextmanager

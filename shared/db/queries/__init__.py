@@ -6,6 +6,7 @@
 - ``sweeps``: the reconciler's sweeps, and the enqueue bookkeeping submit shares with it;
 - ``lifecycle``: deletion: marking a job deleted, and the purge's statements;
 - ``trials``: a sweep trial's early-stopping reads (its rule; the trials' standings at a tick);
+- ``usage``: what a tenant stores and uses, and its storage quota;
 - ``webhooks``: webhook deliveries (claim, attempts, the due sweep, the API's listing) and signing secrets.
 
 Callers use ``from shared.db import queries`` and ``queries.<name>``.
@@ -61,6 +62,7 @@ from shared.db.queries.runner import (
     Claim,
     SyncResult,
     add_warning,
+    checkpoint_pointer,
     claim_job,
     claim_next,
     commit_checkpoint,
@@ -92,6 +94,7 @@ from shared.db.queries.sweeps import (
     queued_per_queue,
 )
 from shared.db.queries.trials import TrialRule, standings, trial_rule
+from shared.db.queries.usage import Activity, Stored, activity, storage_quota, stored
 from shared.db.queries.webhooks import (
     ClaimedDelivery,
     DeliveryRecord,
@@ -107,6 +110,7 @@ from shared.db.queries.webhooks import (
 
 __all__ = [
     "ACTIVE_STATES",
+    "Activity",
     "Claim",
     "ClaimedDelivery",
     "DeliveryRecord",
@@ -119,15 +123,18 @@ __all__ = [
     "Reconciled",
     "Refusal",
     "Share",
+    "Stored",
     "StyleModel",
     "SyncResult",
     "TrialRule",
     "WebhookSecret",
     "active_jobs",
+    "activity",
     "add_warning",
     "advertise",
     "authenticate",
     "cancel_sweep",
+    "checkpoint_pointer",
     "claim_delivery",
     "claim_job",
     "claim_next",
@@ -183,6 +190,8 @@ __all__ = [
     "rotate_webhook_secret",
     "shares",
     "standings",
+    "storage_quota",
+    "stored",
     "sweep_trials",
     "sync_runner",
     "trial_rule",

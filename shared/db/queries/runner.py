@@ -109,6 +109,12 @@ def claim_next(
     return replace(claim, named_claimable=named.claimable) if claim is not None else None
 
 
+def checkpoint_pointer(session: Session, *, job_id: uuid.UUID) -> tuple[str | None, int]:
+    """The job's checkpoint key and its size (None, 0 before the first, or for a job that is gone)."""
+    row = session.execute(select(Job.checkpoint_key, Job.checkpoint_bytes).where(Job.id == job_id)).first()
+    return (row.checkpoint_key, int(row.checkpoint_bytes)) if row is not None else (None, 0)
+
+
 def holds(session: Session, *, job_id: uuid.UUID, attempt: int) -> bool:
     """Whether this attempt still holds the job (running under its attempt): checked before each upload."""
     row = session.execute(
@@ -212,9 +218,10 @@ def commit_checkpoint(
     key: str,
     step: int,
     metrics: Sequence[tuple[str, int, float]],
+    size: int = 0,
 ) -> bool:
-    """Point the job at an uploaded checkpoint, with the metrics up to it; False if fenced out."""
-    row = _fenced_update(session, job_id, attempt, checkpoint_key=key, checkpoint_step=step)
+    """Point the job at an uploaded checkpoint of ``size`` bytes, with the metrics up to it; False if fenced out."""
+    row = _fenced_update(session, job_id, attempt, checkpoint_key=key, checkpoint_step=step, checkpoint_bytes=size)
     if row is None:
         return False
     upsert_metrics(session, job_id=job_id, attempt=attempt, metrics=metrics)

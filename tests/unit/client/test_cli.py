@@ -458,3 +458,20 @@ def test_uploads_rm_deletes_and_says_which_jobs_hold_one_that_is_in_use(
     assert main(["uploads", "ls"], options=options) == 0
     out = capsys.readouterr().out
     assert used in out and "cats.zip" in out and "2.0 KiB" in out and "a, b" in out
+
+
+def test_usage_prints_stored_bytes_against_the_quota_and_this_months_gpu_time(
+    env: Path, options: Options, api: FakeAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = {
+        "stored": {"artifacts": 3 * 1024**2, "checkpoints": 1024**2, "uploads": 2048, "total": 4 * 1024**2 + 2048},
+        "storage_quota_bytes": 10 * 1024**3, "storage_left_bytes": 10 * 1024**3 - 4 * 1024**2 - 2048,
+        "metric_rows": 123456, "jobs": 7, "gpu_seconds_this_month": 3725.0, "month_start": "2026-11-01T00:00:00Z",
+    }  # fmt: skip
+    api.on("GET", "/v1/usage", httpx.Response(200, json=body))
+    assert main(["usage"], options=options) == 0
+    out = capsys.readouterr().out
+    assert "stored       4.0 MiB (artifacts 3.0 MiB, checkpoints 1.0 MiB, uploads 2.0 KiB)" in out
+    assert "quota        10.0 GiB (10.0 GiB left)" in out
+    assert "metric rows  123,456" in out and "jobs         7" in out
+    assert "gpu time     1h02m this month" in out
