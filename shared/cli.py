@@ -81,6 +81,35 @@ def _storage_quota(value: str) -> int | None:
     return int(float(match["number"]) * BYTE_UNITS[(match["unit"] or "").upper()])
 
 
+def _days(value: str) -> int | None:
+    """``none`` (keep for ever) or a number of days, 0 or more."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        days = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"days are a whole number, or none; got {value}") from exc
+    if days < 0:
+        raise argparse.ArgumentTypeError(f"days cannot be negative; got {value}")
+    return days
+
+
+def _points(value: str) -> int:
+    points = int(value)
+    if points < MIN_POINTS_KEPT:
+        raise argparse.ArgumentTypeError(f"retention keeps at least {MIN_POINTS_KEPT} points a series; got {value}")
+    return points
+
+
+MIN_POINTS_KEPT = 10
+RETENTION_OPTIONS = (
+    ("--keep-checkpoints-days", "keep_checkpoints_days", "days an ended job keeps its checkpoint (outputs stay)"),
+    ("--keep-full-metrics-days", "keep_full_metrics_days", "days an ended job keeps every metric row, then "
+     "each series is downsampled to --metrics-points"),
+    ("--keep-jobs-days", "keep_jobs_days", "days an ended job is kept at all, then it is deleted"),
+)  # fmt: skip
+
+
 def _tenant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-active-jobs", type=int, default=None, help="quota of queued + running jobs")
     parser.add_argument(
@@ -94,6 +123,11 @@ def _tenant_options(parser: argparse.ArgumentParser) -> None:
         type=_running_limit,
         default=UNSET,
         help="at most this many of its jobs run at once on each queue; none: no limit (the default)",
+    )
+    for flag, _column, text in RETENTION_OPTIONS:
+        parser.add_argument(flag, type=_days, default=UNSET, help=f"{text}; none: for ever (the default)")
+    parser.add_argument(
+        "--metrics-points", type=_points, default=None, help="points per series retention keeps (10 or more; 1000)"
     )
     parser.add_argument(
         "--max-storage",
@@ -112,6 +146,11 @@ def _apply_tenant_options(tenant: Tenant, args: argparse.Namespace) -> None:
         tenant.max_running_jobs = args.max_running_jobs
     if args.max_storage is not UNSET:
         tenant.max_storage_bytes = args.max_storage
+    for _flag, column, _text in RETENTION_OPTIONS:
+        if getattr(args, column) is not UNSET:
+            setattr(tenant, column, getattr(args, column))
+    if args.metrics_points is not None:
+        tenant.metrics_points_kept = args.metrics_points
 
 
 def _describe_tenant(tenant: Tenant) -> str:

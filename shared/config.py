@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     # must be longer than any upload or checkpoint in flight (its object is written before its row).
     orphan_grace_s: float = Field(default=24 * 3600.0, ge=60)
     orphan_gc_period_s: float = Field(default=3600.0, gt=0)
+    retention_period_s: float = Field(default=3600.0, gt=0)  # how often tenants' retention settings are applied
     visibility_timeout_s: int = Field(default=48 * 3600, ge=60)
     beat_schedule_file: Path | None = None  # defaults to <data_dir>/celerybeat-schedule
 

@@ -20,6 +20,7 @@ RECONCILE_TASK = "atelier.reconcile"
 DELIVER_WEBHOOK_TASK = "atelier.deliver_webhook"
 PURGE_TASK = "atelier.purge_deleted"
 COLLECT_ORPHANS_TASK = "atelier.collect_orphans"
+RETENTION_TASK = "atelier.apply_retention"
 WORKER_BOOT_TIMEOUT_S = 120.0
 
 
@@ -53,6 +54,7 @@ def make_celery(settings: Settings) -> Celery:
             DELIVER_WEBHOOK_TASK: {"queue": QUEUE_CPU},
             PURGE_TASK: {"queue": QUEUE_CPU},
             COLLECT_ORPHANS_TASK: {"queue": QUEUE_CPU},
+            RETENTION_TASK: {"queue": QUEUE_CPU},
         },
         task_ignore_result=True,
         task_serializer="json",
@@ -80,6 +82,11 @@ def make_celery(settings: Settings) -> Celery:
                 "task": COLLECT_ORPHANS_TASK,
                 "schedule": timedelta(seconds=settings.orphan_gc_period_s),
                 "options": {"queue": QUEUE_CPU, "expires": settings.orphan_gc_period_s},
+            },
+            "apply-retention": {
+                "task": RETENTION_TASK,
+                "schedule": timedelta(seconds=settings.retention_period_s),
+                "options": {"queue": QUEUE_CPU, "expires": settings.retention_period_s},
             },
         },
         beat_schedule_filename=str(settings.beat_schedule_path),

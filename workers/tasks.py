@@ -17,6 +17,7 @@ from shared.queue import (
     DELIVER_WEBHOOK_TASK,
     PURGE_TASK,
     RECONCILE_TASK,
+    RETENTION_TASK,
     RUN_JOB_TASK,
     send_purge,
     send_run_job,
@@ -88,6 +89,13 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
         ctx = worker_context()
         return collect(ctx, grace_s=ctx.settings.orphan_grace_s).report()
+
+    @app.task(name=RETENTION_TASK)
+    def apply_retention() -> dict[str, int]:
+        """Apply tenants' retention settings to their ended jobs (workers/retention.py)."""
+        from workers.retention import apply_retention as apply
+
+        return apply(worker_context())
 
     @app.task(name=DELIVER_WEBHOOK_TASK)
     def deliver_webhook(delivery_id: str) -> str:

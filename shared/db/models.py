@@ -55,6 +55,11 @@ class Tenant(Base):
     max_running_jobs: Mapped[int | None] = mapped_column(Integer)
     # Bytes its artifacts, checkpoints and uploads may hold (None: no quota): shared/db/queries/usage.py.
     max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Retention (workers/retention.py), for jobs that ended: None keeps for ever.
+    keep_checkpoints_days: Mapped[int | None] = mapped_column(Integer)  # then the checkpoint goes (outputs stay)
+    keep_full_metrics_days: Mapped[int | None] = mapped_column(Integer)  # then each series is downsampled...
+    metrics_points_kept: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1000"))  # ...to this
+    keep_jobs_days: Mapped[int | None] = mapped_column(Integer)  # then the whole job is deleted
     # Standard Webhooks signing secret ("whsec_" + base64); the previous one also signs for a day after a rotation.
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
     webhook_secret_previous: Mapped[str | None] = mapped_column(String(100))
@@ -65,6 +70,11 @@ class Tenant(Base):
         CheckConstraint("share_weight > 0", name="ck_tenants_share_weight"),
         CheckConstraint("max_running_jobs IS NULL OR max_running_jobs >= 1", name="ck_tenants_max_running_jobs"),
         CheckConstraint("max_storage_bytes IS NULL OR max_storage_bytes >= 0", name="ck_tenants_max_storage_bytes"),
+        CheckConstraint(
+            "coalesce(keep_checkpoints_days, 0) >= 0 AND coalesce(keep_full_metrics_days, 0) >= 0 "
+            "AND coalesce(keep_jobs_days, 1) >= 1 AND metrics_points_kept >= 10",
+            name="ck_tenants_retention",
+        ),
     )
 
 
@@ -160,6 +170,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # DELETE /v1/jobs/{id}: gone for the API from then on; workers/lifecycle.py purges objects and rows.
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When retention last downsampled its metrics (workers/retention.py): done once per job.
+    retained_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
@@ -230,6 +242,11 @@ class Metric(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[float] = mapped_column(Double, nullable=False)
+    # A row that stands for a downsampled bucket (retention): value is the bucket's mean over ``samples`` points,
+    # value_min and value_max its extremes. NULL on a point as the runner wrote it.
+    value_min: Mapped[float | None] = mapped_column(Double)
+    value_max: Mapped[float | None] = mapped_column(Double)
+    samples: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
 

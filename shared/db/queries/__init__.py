@@ -5,6 +5,7 @@
 - ``scheduling``: fair share: the claim's pick of the next job, and why a queued job waits;
 - ``sweeps``: the reconciler's sweeps, and the enqueue bookkeeping submit shares with it;
 - ``lifecycle``: deletion: marking a job deleted, and the purge's statements;
+- ``retention``: which ended jobs a tenant's retention settings have come due for, and in-place downsampling;
 - ``trials``: a sweep trial's early-stopping reads (its rule; the trials' standings at a tick);
 - ``usage``: what a tenant stores and uses, and its storage quota;
 - ``webhooks``: webhook deliveries (claim, attempts, the due sweep, the API's listing) and signing secrets.
@@ -57,6 +58,15 @@ from shared.db.queries.lifecycle import (
     mark_job_deleted,
     mark_upload_deleted,
     uploads_to_purge,
+)
+from shared.db.queries.retention import (
+    Downsampled,
+    checkpoints_due,
+    downsample_job,
+    drop_checkpoint,
+    jobs_due,
+    mark_expired,
+    metrics_due,
 )
 from shared.db.queries.runner import (
     Claim,
@@ -114,6 +124,7 @@ __all__ = [
     "Claim",
     "ClaimedDelivery",
     "DeliveryRecord",
+    "Downsampled",
     "LiveKeys",
     "Marked",
     "MetricPoint",
@@ -135,6 +146,7 @@ __all__ = [
     "authenticate",
     "cancel_sweep",
     "checkpoint_pointer",
+    "checkpoints_due",
     "claim_delivery",
     "claim_job",
     "claim_next",
@@ -149,6 +161,8 @@ __all__ = [
     "delete_model",
     "delete_upload_row",
     "deliveries_due",
+    "downsample_job",
+    "drop_checkpoint",
     "ensure_webhook_secret",
     "expire_leases",
     "finish_attempt",
@@ -164,6 +178,7 @@ __all__ = [
     "has_artifact",
     "holds",
     "is_deleted",
+    "jobs_due",
     "jobs_to_purge",
     "list_artifacts",
     "list_deliveries",
@@ -174,10 +189,12 @@ __all__ = [
     "live_keys",
     "lock_upload",
     "mark_enqueued",
+    "mark_expired",
     "mark_job_deleted",
     "mark_upload_deleted",
     "metric_names",
     "metric_series",
+    "metrics_due",
     "next_held_back",
     "pending",
     "pick_job",

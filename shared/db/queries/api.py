@@ -297,7 +297,9 @@ def metric_series(
     ``max_points`` equal step ranges between a series' first and last step in the range asked for,
     so a client that zooms into a range gets finer buckets there, and a series logged every step
     with no more points than ``max_points`` comes back point by point. The ends of each series are
-    two index probes; then one pass groups the rows (no window over the whole history).
+    two index probes; then one pass groups the rows (no window over the whole history). A row retention
+    downsampled stands for its ``samples`` points: it weighs that much in the mean, and brings their min and max
+    (workers/retention.py), so a series downsampled to K points answers any ``max_points`` dividing K as before.
     """
     rows = session.execute(
         text(
@@ -313,8 +315,10 @@ def metric_series(
                       AND step > :since AND step <= :until ORDER BY step DESC LIMIT 1) AS hi
             )
             SELECT m.name, (m.step - b.lo)::bigint * :max_points / (b.hi - b.lo + 1) AS bucket,
-                   max(m.step) AS step, avg(m.value) AS value, min(m.value) AS vmin, max(m.value) AS vmax,
-                   count(*) AS cnt
+                   max(m.step) AS step,
+                   sum(m.value * coalesce(m.samples, 1)) / sum(coalesce(m.samples, 1)) AS value,
+                   min(coalesce(m.value_min, m.value)) AS vmin, max(coalesce(m.value_max, m.value)) AS vmax,
+                   sum(coalesce(m.samples, 1)) AS cnt
             FROM b JOIN metrics AS m
               ON m.job_id = :job_id AND m.name = b.name AND m.step > :since AND m.step <= :until
             GROUP BY m.name, bucket ORDER BY m.name, bucket
