@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
@@ -404,16 +404,13 @@ def show(
 def rm_jobs(ctx: typer.Context, job_ids: Annotated[list[str], typer.Argument(metavar="JOB...")]) -> None:
     """Delete jobs with their loss history, artifacts and checkpoints (a running one is stopped first); exits 1
     if one is unknown (or already gone)."""
-    status = EXIT_SUCCEEDED
+
+    def delete(job_id: str) -> str:
+        deleted = client.delete_job(job_id)
+        return f"job {deleted.id} deleted" + (": stopping it, then removing its data" if deleted.stopping else "")
+
     with _client(ctx) as client:
-        for job_id in job_ids:
-            try:
-                deleted = client.delete_job(job_id)
-            except NotFound:
-                _say(f"error: not_found: no job {job_id} (see `{PROG} ls`)")
-                status = EXIT_FAILED
-                continue
-            _say(f"job {deleted.id} deleted" + (": stopping it, then removing its data" if deleted.stopping else ""))
+        status = _remove_each(job_ids, delete, lambda job_id: f"error: not_found: no job {job_id} (see `{PROG} ls`)")
     raise typer.Exit(status)
 
 
@@ -462,21 +459,31 @@ def uploads_ls(
 @uploads_app.command("rm")
 def uploads_rm(ctx: typer.Context, upload_ids: Annotated[list[str], typer.Argument(metavar="UPLOAD...")]) -> None:
     """Delete uploads with their files; exits 1 if one is unknown or still used by a queued or running job."""
-    status = EXIT_SUCCEEDED
+
+    def delete(upload_id: str) -> str:
+        client.delete_upload(upload_id)
+        return f"upload {upload_id} deleted"
+
     with _client(ctx) as client:
-        for upload_id in upload_ids:
-            try:
-                client.delete_upload(upload_id)
-            except NotFound:
-                _say(f"error: not_found: no upload {upload_id} (see `{PROG} uploads ls`)")
-                status = EXIT_FAILED
-                continue
-            except Conflict as exc:
-                _say(f"error: conflict: {exc.message}")
-                status = EXIT_FAILED
-                continue
-            _say(f"upload {upload_id} deleted")
+        status = _remove_each(
+            upload_ids, delete, lambda upload_id: f"error: not_found: no upload {upload_id} (see `{PROG} uploads ls`)"
+        )
     raise typer.Exit(status)
+
+
+def _remove_each(ids: Sequence[str], delete: Callable[[str], str], unknown: Callable[[str], str]) -> int:
+    """Delete each id in turn, saying what happened; EXIT_FAILED if one was unknown or refused (409)."""
+    status = EXIT_SUCCEEDED
+    for item in ids:
+        try:
+            _say(delete(item))
+        except NotFound:
+            _say(unknown(item))
+            status = EXIT_FAILED
+        except Conflict as exc:
+            _say(f"error: conflict: {exc.message}")
+            status = EXIT_FAILED
+    return status
 
 
 @app.command()
@@ -903,8 +910,12 @@ def models_json(models: Model | Sequence[Model]) -> str:
     return json.dumps(data, indent=2, default=_jsonable)
 
 
+def _no_model_line(model_id: str) -> str:
+    return f"error: not_found: no model {model_id} (see `{PROG} models ls`)"
+
+
 def _no_model(model_id: str) -> None:
-    _say(f"error: not_found: no model {model_id} (see `{PROG} models ls`)")
+    _say(_no_model_line(model_id))
 
 
 @models_app.command("ls")
@@ -978,16 +989,13 @@ def models_rm(
     model_ids: Annotated[list[str], typer.Argument(metavar="MODEL...")],
 ) -> None:
     """Delete trained style models (deleting one again is fine); exits 1 if one is unknown."""
-    status = EXIT_SUCCEEDED
+
+    def delete(model_id: str) -> str:
+        client.delete_model(model_id)
+        return f"model {model_id} deleted"
+
     with _client(ctx) as client:
-        for model_id in model_ids:
-            try:
-                client.delete_model(model_id)
-            except NotFound:
-                _no_model(model_id)
-                status = EXIT_FAILED
-                continue
-            _say(f"model {model_id} deleted")
+        status = _remove_each(model_ids, delete, _no_model_line)
     raise typer.Exit(status)
 
 

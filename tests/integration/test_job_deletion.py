@@ -28,6 +28,7 @@ from tests.support.images import png
 
 pytest.importorskip("torch")
 
+from tests.support.runs import TINY_GAN, in_process_worker, submitted, trained
 from workers import lifecycle
 from workers.engines import execute
 from workers.hooks import StopRequested
@@ -36,15 +37,10 @@ from workers.runtime import JobRunner, WorkerContext, run_job
 
 pytestmark = pytest.mark.integration
 
-TINY: dict[str, Any] = {
-    "dataset": "digits", "image_size": 16, "steps": 6, "batch_size": 16, "ngf": 8, "ndf": 8, "nz": 8,
-    "sample_every": 3, "checkpoint_every": 3, "image_metrics": False,
-}  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings) -> Iterator[WorkerContext]:
-    yield WorkerContext.build(settings.model_copy(update={"worker_name": "deletion-test"}))
+    yield in_process_worker(settings, "deletion-test")
 
 
 def keys(store: S3ObjectStore, job_id: str) -> set[str]:
@@ -62,15 +58,6 @@ def counts(sessions: sessionmaker[Session], job_id: str) -> dict[str, int]:
                 ("jobs", "id"), ("metrics", "job_id"), ("artifacts", "job_id"), ("job_events", "job_id"),
             )
         }  # fmt: skip
-
-
-def trained(client: TestClient, caller: Caller, worker: WorkerContext, **params: Any) -> str:
-    """A tiny gan.train run to the end by the worker runtime: objects, metrics, artifacts and events."""
-    created = client.post("/v1/jobs", json={"type": "gan.train", "params": TINY | params}, headers=caller.headers)
-    assert created.status_code == 201, created.text
-    job_id = created.json()["id"]
-    assert run_job(worker, uuid.UUID(job_id), execute, exact=True) == "succeeded"
-    return str(job_id)
 
 
 def test_a_deleted_job_is_gone_at_once_and_after_the_purge_leaves_no_object_and_no_row(
@@ -121,7 +108,7 @@ def test_a_deleted_queued_job_is_cancelled_never_runs_and_is_purged(
     client: TestClient, alice: Caller, sessions: sessionmaker[Session], worker: WorkerContext
 ) -> None:
     # Given a queued job
-    job_id = client.post("/v1/jobs", json={"type": "gan.train", "params": TINY}, headers=alice.headers).json()["id"]
+    job_id = submitted(client, alice)
     # When it is deleted, Then it was cancelled in the same transaction: no worker can claim it
     assert client.delete(f"/v1/jobs/{job_id}", headers=alice.headers).json()["stopping"] is False
     with transaction(sessions) as session:
@@ -177,7 +164,7 @@ def test_a_worker_whose_job_was_purged_under_it_puts_no_object_back(
 ) -> None:
     # Given a job whose worker froze mid-run (a zombie) while the job was deleted, its lease ran out, the
     # reconciler cancelled it and the purge removed everything
-    job_id = client.post("/v1/jobs", json={"type": "gan.train", "params": TINY}, headers=alice.headers).json()["id"]
+    job_id = submitted(client, alice)
     uploaded: list[str] = []
     refused: list[StopRequested] = []
 
@@ -227,7 +214,7 @@ def test_an_upload_in_use_is_a_409_naming_the_jobs_and_once_free_is_deleted_with
     upload_id = uploaded(client, alice)
     finished = trained(client, alice, worker, dataset=upload_id)
     queued = client.post(
-        "/v1/jobs", json={"type": "gan.train", "params": TINY | {"dataset": upload_id}}, headers=alice.headers
+        "/v1/jobs", json={"type": "gan.train", "params": TINY_GAN | {"dataset": upload_id}}, headers=alice.headers
     ).json()["id"]
     assert len(upload_keys(store, alice, upload_id)) == 4
     prepared = prepared_prefix(alice.tenant_id, upload_id)
@@ -249,7 +236,7 @@ def test_an_upload_in_use_is_a_409_naming_the_jobs_and_once_free_is_deleted_with
     assert deleted.json() == {"id": upload_id, "state": "deleting", "detail": "its files are being removed"}
     assert client.get(f"/v1/uploads/{upload_id}", headers=alice.headers).status_code == 404
     assert upload_id not in {u["id"] for u in client.get("/v1/uploads", headers=alice.headers).json()["items"]}
-    again = client.post("/v1/jobs", json={"type": "gan.train", "params": TINY | {"dataset": upload_id}},
+    again = client.post("/v1/jobs", json={"type": "gan.train", "params": TINY_GAN | {"dataset": upload_id}},
                         headers=alice.headers)  # fmt: skip
     assert again.status_code == 422 and again.json()["error"]["field"] == "params.dataset", again.text
     assert client.delete(f"/v1/uploads/{upload_id}", headers=alice.headers).status_code == 202
@@ -282,7 +269,7 @@ def test_a_submit_racing_an_upload_delete_is_named_by_the_409_or_refused_with_a_
         upload = queries.lock_upload(deleting, tenant_id=alice.tenant_id, upload_id=uuid.UUID(upload_id))
         assert queries.active_jobs(deleting, tenant_id=alice.tenant_id) == []
         # When a submit naming the upload passes its first check and waits for the tenant lock
-        body = {"type": "gan.train", "params": TINY | {"dataset": upload_id}}
+        body = {"type": "gan.train", "params": TINY_GAN | {"dataset": upload_id}}
         racer = threading.Thread(
             target=lambda: results.append(client.post("/v1/jobs", json=body, headers=alice.headers))
         )

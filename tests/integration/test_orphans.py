@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,23 +22,20 @@ from tests.support.images import png
 
 pytest.importorskip("torch")
 
-from workers.engines import execute, prepared_key
+from tests.support.runs import in_process_worker, trained
+from workers.engines import prepared_key
 from workers.gan.features import CLASSIFIER_KEY
 from workers.lifecycle import collect_orphans
-from workers.runtime import WorkerContext, run_job
+from workers.runtime import WorkerContext
 
 pytestmark = pytest.mark.integration
 
 GRACE_S = 3.0
-TINY: dict[str, Any] = {
-    "dataset": "digits", "image_size": 16, "steps": 6, "batch_size": 16, "ngf": 8, "ndf": 8, "nz": 8,
-    "sample_every": 3, "checkpoint_every": 3, "image_metrics": False,
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings) -> Iterator[WorkerContext]:
-    yield WorkerContext.build(settings.model_copy(update={"worker_name": "orphans-test"}))
+    yield in_process_worker(settings, "orphans-test")
 
 
 def everything(store: S3ObjectStore) -> set[str]:
@@ -54,8 +50,7 @@ def test_exactly_the_orphans_older_than_the_grace_are_removed(
     worker: WorkerContext,
 ) -> None:
     # Given a finished job (its pointer moved from the step-3 checkpoint to step 6) and an upload
-    job_id = client.post("/v1/jobs", json={"type": "gan.train", "params": TINY}, headers=alice.headers).json()["id"]
-    assert run_job(worker, uuid.UUID(job_id), execute, exact=True) == "succeeded"
+    job_id = trained(client, alice, worker)
     files = [("files", (f"{i}.png", png(16, 16, (50 * i, 20, 90)))) for i in range(3)]
     upload_id = client.post("/v1/uploads", files=files, headers=alice.headers).json()["id"]
     with transaction(sessions) as session:

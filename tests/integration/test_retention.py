@@ -6,7 +6,6 @@ nothing. Given / When / Then."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,16 +21,12 @@ from tests.conftest import Caller
 
 pytest.importorskip("torch")
 
-from workers.engines import execute
+from tests.support.runs import in_process_worker, trained
 from workers.retention import apply_retention
-from workers.runtime import WorkerContext, run_job
+from workers.runtime import WorkerContext
 
 pytestmark = pytest.mark.integration
 
-TINY: dict[str, Any] = {
-    "dataset": "digits", "image_size": 16, "steps": 6, "batch_size": 16, "ngf": 8, "ndf": 8, "nz": 8,
-    "sample_every": 3, "checkpoint_every": 3, "image_metrics": False,
-}  # fmt: skip
 STEPS = 20_000
 KEPT = 1000
 SERIES = ("d_loss", "g_loss", "d_real")
@@ -39,15 +34,14 @@ SERIES = ("d_loss", "g_loss", "d_real")
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings) -> Iterator[WorkerContext]:
-    yield WorkerContext.build(settings.model_copy(update={"worker_name": "retention-test"}))
+    yield in_process_worker(settings, "retention-test")
 
 
 def finished(
     client: TestClient, caller: Caller, worker: WorkerContext, sessions: sessionmaker[Session], days: int
 ) -> str:
     """A real tiny job, finished ``days`` ago, with a synthetic 20,000-step history in place of its own."""
-    job_id = client.post("/v1/jobs", json={"type": "gan.train", "params": TINY}, headers=caller.headers).json()["id"]
-    assert run_job(worker, uuid.UUID(job_id), execute, exact=True) == "succeeded"
+    job_id = trained(client, caller, worker)
     with transaction(sessions) as session:
         session.execute(text("DELETE FROM metrics WHERE job_id = :j"), {"j": job_id})
         session.execute(

@@ -23,20 +23,16 @@ from tests.support.images import png
 
 pytest.importorskip("torch")
 
+from tests.support.runs import TINY_GAN, in_process_worker, submitted
 from workers.engines import execute
 from workers.runtime import WorkerContext, run_job
 
 pytestmark = pytest.mark.integration
 
-TINY: dict[str, Any] = {
-    "dataset": "digits", "image_size": 16, "steps": 6, "batch_size": 16, "ngf": 8, "ndf": 8, "nz": 8,
-    "sample_every": 3, "checkpoint_every": 3, "image_metrics": False,
-}  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings) -> Iterator[WorkerContext]:
-    yield WorkerContext.build(settings.model_copy(update={"worker_name": "usage-test"}))
+    yield in_process_worker(settings, "usage-test")
 
 
 def bucket_bytes(store: S3ObjectStore, prefix: str, *, sections: tuple[str, ...] | None = None) -> int:
@@ -45,11 +41,10 @@ def bucket_bytes(store: S3ObjectStore, prefix: str, *, sections: tuple[str, ...]
 
 
 def run(client: TestClient, caller: Caller, worker: WorkerContext, **params: Any) -> str:
-    job_id = client.post(
-        "/v1/jobs", json={"type": "gan.train", "params": TINY | params}, headers=caller.headers
-    ).json()["id"]
+    """A tiny job run by the runtime, whatever its outcome (a quota may fail it)."""
+    job_id = submitted(client, caller, **params)
     run_job(worker, uuid.UUID(job_id), execute, exact=True)
-    return str(job_id)
+    return job_id
 
 
 def set_quota(sessions: sessionmaker[Session], caller: Caller, quota: int | None) -> None:
@@ -120,7 +115,7 @@ def test_over_its_quota_a_tenant_gets_clear_4xx_and_a_checkpoint_that_would_pass
         # When the quota is then set below what she stores
         set_quota(sessions, alice, 1000)
         before = {o.key for o in store.listing(f"uploads/{alice.tenant_id}/")}
-        refused_job = client.post("/v1/jobs", json={"type": "gan.train", "params": TINY}, headers=alice.headers)
+        refused_job = client.post("/v1/jobs", json={"type": "gan.train", "params": TINY_GAN}, headers=alice.headers)
         refused_upload = client.post(
             "/v1/uploads", files=[("files", ("a.png", png(16, 16, (1, 2, 3))))], headers=alice.headers
         )
@@ -136,4 +131,7 @@ def test_over_its_quota_a_tenant_gets_clear_4xx_and_a_checkpoint_that_would_pass
     finally:
         set_quota(sessions, alice, None)
     # And with no quota she submits again
-    assert client.post("/v1/jobs", json={"type": "gan.train", "params": TINY}, headers=alice.headers).status_code == 201
+    assert (
+        client.post("/v1/jobs", json={"type": "gan.train", "params": TINY_GAN}, headers=alice.headers).status_code
+        == 201
+    )
