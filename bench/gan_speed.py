@@ -204,10 +204,12 @@ def run_atelier(runtime: AtelierRuntime, config: Config) -> Run:
     if outcome != "succeeded" or state != JobState.SUCCEEDED.value:
         raise RuntimeError(f"the Atelier job ended {outcome} ({state}): {error}")
     checkpoint_dir = runtime.objects_dir / "jobs" / str(job_id) / "checkpoints"
-    checkpoints = len(list(checkpoint_dir.glob("*.pt")))
-    # Both fire at every multiple of their interval and at the last step.
+    kept = sorted(p.name for p in checkpoint_dir.glob("*.pt"))
+    # A job keeps one checkpoint (the runner deletes the one each new pointer replaces): the last step's.
+    checkpoints = len(kept) if kept and kept[-1].endswith(f"step-{config.steps:08d}.pt") else 0
+    # Grids fire at every multiple of their interval and at the last step.
     sample_steps = -(-config.steps // config.sample_every)
-    expected_checkpoints = -(-config.steps // config.checkpoint_every)
+    expected_checkpoints = 1
     expected_metrics = config.steps * len(METRIC_NAMES) + sample_steps  # + one diversity value per grid
     if (metric_rows, grids, checkpoints, checkpoint_step) != (
         expected_metrics,
@@ -217,7 +219,7 @@ def run_atelier(runtime: AtelierRuntime, config: Config) -> Run:
     ):
         raise RuntimeError(
             f"hooks did not all fire: {metric_rows} metric rows (expected {expected_metrics}), {grids} grids "
-            f"({sample_steps}), {checkpoints} checkpoints ({expected_checkpoints}), last at {checkpoint_step}"
+            f"({sample_steps}), {checkpoints} checkpoint kept at the last step ({kept}), pointer at {checkpoint_step}"
         )
     shutil.rmtree(runtime.objects_dir / "jobs" / str(job_id), ignore_errors=True)
     return Run(
