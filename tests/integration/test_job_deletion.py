@@ -289,3 +289,29 @@ def test_a_submit_racing_an_upload_delete_is_named_by_the_409_or_refused_with_a_
     with transaction(sessions) as session:
         named = session.scalar(text("SELECT count(*) FROM jobs WHERE params->>'dataset' = :u"), {"u": upload_id})
     assert named == 0
+
+
+def test_a_sample_drawn_from_a_deleted_generator_keeps_its_own_outputs(
+    client: TestClient, alice: Caller, store: S3ObjectStore, worker: WorkerContext
+) -> None:
+    # Given a gan.sample job that drew from a finished gan.train job's generator
+    source = trained(client, alice, worker)
+    created = client.post(
+        "/v1/jobs", json={"type": "gan.sample", "params": {"source_job": source, "n": 4}}, headers=alice.headers
+    )
+    assert created.status_code == 201, created.text
+    sample = created.json()["id"]
+    assert run_job(worker, uuid.UUID(sample), execute, exact=True) == "succeeded"
+    names = [a["name"] for a in client.get(f"/v1/jobs/{sample}/artifacts", headers=alice.headers).json()["items"]]
+    before = keys(store, sample)
+    assert names and before
+    # When the source job is deleted and purged
+    assert client.delete(f"/v1/jobs/{source}", headers=alice.headers).status_code == 202
+    assert lifecycle.purge_deleted(worker) == 1
+    assert keys(store, source) == set()
+    # Then the sample job still reads whole: its state, its artifacts and their bytes
+    assert client.get(f"/v1/jobs/{sample}", headers=alice.headers).json()["state"] == "succeeded"
+    assert keys(store, sample) == before
+    for name in names:
+        got = client.get(f"/v1/jobs/{sample}/artifacts/{name}", headers=alice.headers)
+        assert got.status_code == 200 and got.content, name
