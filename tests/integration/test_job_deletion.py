@@ -292,7 +292,7 @@ def test_a_submit_racing_an_upload_delete_is_named_by_the_409_or_refused_with_a_
 
 
 def test_a_sample_drawn_from_a_deleted_generator_keeps_its_own_outputs(
-    client: TestClient, alice: Caller, store: S3ObjectStore, worker: WorkerContext
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], store: S3ObjectStore, worker: WorkerContext
 ) -> None:
     # Given a gan.sample job that drew from a finished gan.train job's generator
     source = trained(client, alice, worker)
@@ -307,8 +307,8 @@ def test_a_sample_drawn_from_a_deleted_generator_keeps_its_own_outputs(
     assert names and before
     # When the source job is deleted and purged
     assert client.delete(f"/v1/jobs/{source}", headers=alice.headers).status_code == 202
-    assert lifecycle.purge_deleted(worker) == 1
-    assert keys(store, source) == set()
+    assert lifecycle.purge_deleted(worker) >= 1  # (an upload an earlier test marked may go in the same pass)
+    assert keys(store, source) == set() and counts(sessions, source)["jobs"] == 0
     # Then the sample job still reads whole: its state, its artifacts and their bytes
     assert client.get(f"/v1/jobs/{sample}", headers=alice.headers).json()["state"] == "succeeded"
     assert keys(store, sample) == before
