@@ -115,7 +115,10 @@ CURVE_STEPS = (0, 10, 20, 30, 50, 100, 200)  # Gatys' score after this many step
 THROUGHPUT_TARGET = 1.0  # Atelier images/s / reference images/s, at least
 SPEED_UP_TARGET = 100.0  # Gatys seconds to the applied style loss / stylize seconds, at least
 QUALITY_TARGET = 2.0  # Johnson style loss / Gatys style loss, at most
-MAP_TOLERANCE = 1e-3  # relative: Gatys' style metric against the score on its first image
+# Relative: Gatys' style metric against the score on its first image. On CUDA Gatys' encoder runs under
+# bf16 autocast and the score in fp32: they differed by 1.1e-3 on an H200 (2026-11-30). A wrong
+# scale or layer set is off by factors, far outside this.
+MAP_TOLERANCE = 1e-2
 EXIT_OK, EXIT_MISSED, EXIT_UNMEASURED = 0, 1, 3
 OUT_JOHNSON, OUT_GATYS = "johnson.png", "gatys.png"  # --out
 

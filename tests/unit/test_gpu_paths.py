@@ -22,7 +22,7 @@ from shared.jobs.style_transfer import StyleTransferParams
 from tests.support.resume import stopped_and_resumed
 from workers import training
 from workers.engines import GAN_REMEDY, pick_device
-from workers.gan.data import load_builtin
+from workers.gan.data import load_builtin, load_points
 from workers.gan.loop import GENERATOR_ARTIFACT, train
 from workers.gan.state import DataOrder, Models
 from workers.hooks import InMemoryHooks
@@ -224,6 +224,33 @@ def test_the_compiled_step_trains_like_the_eager_one_and_resumes_exactly(
     # And a compiled run stopped at step 4 and resumed ends bit-identical to the uninterrupted one
     cut = stopped_and_resumed(lambda hooks: train(_params(compile=True), digits, hooks), stop_at=4)
     assert cut.artifacts[GENERATOR_ARTIFACT][0] == compiled.artifacts[GENERATOR_ARTIFACT][0]
+
+
+@pytest.mark.parametrize(
+    ("arch", "dataset"),
+    [("mlp", "ring8"), ("mlp", "digits"), ("dcgan", "digits"), ("progressive", "digits"), ("msg", "digits")],
+)
+def test_the_gpu_speed_path_trains_every_architecture(
+    arch: str, dataset: str, digits: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given CUDA's speed path (bf16 autocast and channels_last) on this CPU, with nearest upsampling
+    # giving fp32 as CUDA's autocast does (the H200's gpu-check found 2-D points sent to channels_last
+    # and the progressive fade-in blending fp32 with bf16, 2026-11-30)
+    cuda_path = SpeedPath(bf16=True, channels_last=True, device_type="cpu")
+    monkeypatch.setattr(SpeedPath, "of", classmethod(lambda cls, precision, device: cuda_path))
+    interpolate = torch.nn.functional.interpolate
+    monkeypatch.setattr(torch.nn.functional, "interpolate", lambda *a, **k: interpolate(*a, **k).float())
+    data = load_points(dataset) if dataset == "ring8" else digits
+    size = {} if dataset == "digits" else {"image_size": 32}
+    params = _params(arch=arch, dataset=dataset, steps=12, **size)  # progressive: 4 steps a size, 2 fading in
+    hooks = InMemoryHooks()
+    # When it trains
+    train(params, data, hooks)
+    # Then every step ran with finite losses, and the generator came out
+    d_loss = hooks.series("d_loss")
+    assert [s for s, _ in d_loss] == list(range(1, params.steps + 1))
+    assert all(math.isfinite(v) for _, v in d_loss + hooks.series("g_loss"))
+    assert GENERATOR_ARTIFACT in hooks.artifacts
 
 
 # -- Style ----------------------------------------------------------------------------------------

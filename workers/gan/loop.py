@@ -248,7 +248,7 @@ def _train(
             net_d.zero_grad(set_to_none=True)
             if objective.needs_real_grad:
                 real.requires_grad_(True)
-            if speed.channels_last:
+            if speed.channels_last and real.dim() == 4:  # images; 2-D points have no channels to reorder
                 real = real.contiguous(memory_format=torch.channels_last)
             z = torch.randn(batch_size, params.nz, 1, 1, generator=models.noise, device=device)
             with speed.autocast():

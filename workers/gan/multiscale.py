@@ -117,7 +117,8 @@ class MultiScaleGenerator(nn.Module):
         image = self.to_rgb[level](h)
         if level > 0 and alpha < 1.0:
             old = F.interpolate(self.to_rgb[level - 1](previous), scale_factor=2, mode="nearest")
-            image = torch.lerp(old, image, alpha)
+            # CUDA's autocast upsamples in fp32 while the convolutions give bf16: blend in the new block's dtype
+            image = torch.lerp(old.to(image.dtype), image, alpha)
         image = torch.tanh(image)
         scale = self.image_size // image.shape[-1]
         return F.interpolate(image, scale_factor=scale, mode="nearest") if scale > 1 else image
@@ -166,7 +167,7 @@ class MultiScaleDiscriminator(nn.Module):
         if level > 0:
             h = self.blocks[level - 1](h)
             if alpha < 1.0:
-                h = torch.lerp(self.from_rgb[level - 1](F.avg_pool2d(x, 2)), h, alpha)
+                h = torch.lerp(self.from_rgb[level - 1](F.avg_pool2d(x, 2)).to(h.dtype), h, alpha)
         for block in reversed(self.blocks[: max(level - 1, 0)]):
             h = block(h)
         return self.final(h).reshape(-1)
