@@ -20,7 +20,12 @@ from shared.jobs.style_train import StyleTrainParams
 from tests.support.peak_memory import ANON_SOURCE, MEASURE_ENV
 
 REPO = Path(__file__).resolve().parents[3]
-MAX_OVER_ESTIMATE = 2.5  # the size-dependent part may be at most this many times the measured peak
+# The size-dependent part may be at most this many times the measured peak. The peak of the same seeded
+# run varies by a fifth from one fresh process to the next (AdaIN at 256 px, batch 4: 0.82 to 0.97 GB over
+# 16 runs on the 2-core VM, sampled RssAnon within 20 MB of the kernel's VmHWM each time), against an
+# estimate of 2.09 GB: 2.2x to 2.55x. Johnson's: 1.30 to 1.40 GB against 2.76 GB, 2.0x to 2.1x. (2.5 failed
+# AdaIN once in CI, 2026-11-30.)
+MAX_OVER_ESTIMATE = 3.0
 
 MEASURE = ANON_SOURCE + textwrap.dedent(
     """
