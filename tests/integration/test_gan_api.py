@@ -119,3 +119,20 @@ def test_coerced_unbounded_and_newline_values_get_422(
     response = submit(client, alice, **params)
     # Then it is a 422 naming the field, never a 201 or a 500
     assert_refused(response, field=field, needle=needle)
+
+
+def test_a_preset_fills_the_budget_its_figures_were_measured_at(client: TestClient, alice: Caller) -> None:
+    # When a user sends a preset and a dataset and nothing else
+    ring = submit(client, alice, dataset="ring8", preset="stable")
+    grid = submit(client, alice, dataset="grid25", preset="stable")
+    digits = submit(client, alice, dataset="digits", preset="lesson")
+    mine = submit(client, alice, dataset="grid25", preset="stable", steps=300)
+    plain = submit(client, alice, dataset="ring8")
+    # Then each job's stored params show the budget of docs/benchmarks.md's figures, and its progress total
+    for response, (steps, batch) in ((ring, (16000, 128)), (grid, (48000, 128)), (digits, (4000, 64))):
+        assert response.status_code == 201, response.text
+        job = response.json()
+        assert (job["params"]["steps"], job["params"]["batch_size"], job["progress"]["total"]) == (steps, batch, steps)
+    # And what the caller gives wins, field by field; without a preset the plain defaults stand
+    assert (mine.json()["params"]["steps"], mine.json()["params"]["batch_size"]) == (300, 128)
+    assert (plain.json()["params"]["steps"], plain.json()["params"]["batch_size"]) == (2000, 64)

@@ -76,6 +76,26 @@ def test_the_stable_preset_on_points_uses_the_point_settings() -> None:
     assert (images.nz, images.ngf, images.ndf, images.g_batchnorm) == (100, 64, 64, True)  # points only
 
 
+def test_presets_carry_the_budget_of_their_documented_figures() -> None:
+    # Given a preset and a dataset only, Then the steps and batch of docs/benchmarks.md's figures are filled in
+    for preset in ("stable", "lesson"):
+        assert (
+            GanTrainParams(preset=preset, dataset="ring8").steps,
+            GanTrainParams(preset=preset, dataset="ring8").batch_size,
+        ) == (16000, 128)
+        assert GanTrainParams(preset=preset, dataset="grid25").steps == 48000
+        assert (GanTrainParams(preset=preset, dataset="digits").steps, GanTrainParams(preset=preset).batch_size) == (
+            4000,
+            64,
+        )
+    # And a long budget spreads its grids and checkpoints within their limits
+    grid = GanTrainParams(preset="stable", dataset="grid25")
+    assert grid.steps // grid.sample_every <= 500 and grid.steps // grid.checkpoint_every <= 1000
+    # And steps or batch given explicitly win; with no preset the plain defaults stand
+    assert GanTrainParams(preset="stable", dataset="grid25", batch_size=32).batch_size == 32
+    assert (GanTrainParams(dataset="grid25").steps, GanTrainParams(dataset="grid25").batch_size) == (2000, 64)
+
+
 def test_the_lesson_preset_adds_nothing() -> None:
     lesson = GanTrainParams(preset="lesson").model_dump()
     assert {k: lesson[k] for k in REMEDIES_OFF} == REMEDIES_OFF
