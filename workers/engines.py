@@ -36,6 +36,15 @@ from shared.jobs.style_train import CONTENT_BUILTIN, MODEL_ARTIFACT, StyleTrainP
 from shared.jobs.style_transfer import StyleTransferParams
 from shared.storage import prepared_prefix, retry_storage
 from workers.gan import data as gan_data
+from workers.gan.coverage import MIN_CLASSES as COVERAGE_MIN_CLASSES
+from workers.gan.coverage import (
+    SET_CLASSIFIER_VERSION,
+    ClassJudge,
+    load_set_classifier,
+    reference_shares,
+    set_classifier_bytes,
+    train_set_classifier,
+)
 from workers.gan.evaluation import EVAL_IMAGES
 from workers.gan.features import (
     CLASSIFIER_KEY,
@@ -69,6 +78,9 @@ RESIDENT_SHARE: Final = 0.25  # of free device memory a dataset may take to live
 log = logging.getLogger(__name__)
 # The digits feature classifier per object store (a worker has one; tests build several).
 _CLASSIFIERS: dict[int, TrainedClassifier] = {}
+# Labelled sets' classifiers (class coverage) by (store, key); a few hundred KB each, oldest dropped first.
+SET_CLASSIFIER_CACHE: Final = 16
+_SET_CLASSIFIERS: dict[tuple[int, str], TrainedClassifier] = {}
 
 
 def pick_device(preference: str) -> torch.device:
@@ -185,7 +197,8 @@ def run_gan_train(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -
     evaluator = None
     if params.image_metrics and not params.points:
         if images.shape[0] >= MIN_EVAL_IMAGES:
-            evaluator = _image_evaluator(ctx, images, seed=params.seed)
+            judge = _class_judge(ctx, claim.tenant_id, params, images, labels, classes, channels=channels)
+            evaluator = _image_evaluator(ctx, images, seed=params.seed, judge=judge)
         else:
             runner.warn(
                 f"image metrics (fd, kid, precision, recall) need at least {MIN_EVAL_IMAGES} images; "
@@ -279,11 +292,59 @@ def _digits_classifier(ctx: WorkerContext) -> TrainedClassifier:
     return cached
 
 
-def _image_evaluator(ctx: WorkerContext, images: torch.Tensor, *, seed: int) -> ImageEvaluator:
+def _image_evaluator(
+    ctx: WorkerContext, images: torch.Tensor, *, seed: int, judge: ClassJudge | None = None
+) -> ImageEvaluator:
     """Scores samples against up to EVAL_IMAGES real images drawn (seeded) from the dataset."""
     generator = torch.Generator().manual_seed(seed)
     pick = torch.randperm(images.shape[0], generator=generator)[:EVAL_IMAGES]
-    return ImageEvaluator(FeatureSpace(_digits_classifier(ctx).model), images.index_select(0, pick))
+    return ImageEvaluator(FeatureSpace(_digits_classifier(ctx).model), images.index_select(0, pick), judge)
+
+
+def set_classifier_key(tenant_id: uuid.UUID, dataset: str, *, image_size: int, channels: int) -> str:
+    """Where a labelled set's classifier is kept: beside an upload's decoded copies (deleted with it), or
+    under assets/ for a built-in or torchvision set."""
+    name = f"classifier-{image_size}px-{channels}ch-v{SET_CLASSIFIER_VERSION}.pt"
+    if is_upload_ref(dataset):
+        return f"{prepared_prefix(tenant_id, dataset)}{name}"
+    return f"assets/classifiers/{dataset}-{name}"
+
+
+def _class_judge(
+    ctx: WorkerContext,
+    tenant_id: uuid.UUID,
+    params: GanTrainParams,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    classes: tuple[str, ...] | list[str],
+    *,
+    channels: int,
+) -> ClassJudge | None:
+    """The class-coverage judge of a labelled dataset (two or more classes), else None: the digits
+    classifier for digits, else the set's own classifier, from this process, the store, or trained and stored."""
+    if labels is None or len(classes) < COVERAGE_MIN_CLASSES:
+        return None
+    reference = reference_shares(labels, len(classes), conditional=params.conditional)
+    if params.dataset == gan_data.DIGITS:
+        return ClassJudge(_digits_classifier(ctx), 1, classes, reference)
+    key = set_classifier_key(tenant_id, params.dataset, image_size=params.image_size, channels=channels)
+    cached = _SET_CLASSIFIERS.get((id(ctx.store), key))
+    if cached is None:
+        try:
+            cached = load_set_classifier(_fetch(ctx, key, "the set's classifier"), channels=channels, names=classes)
+        except (NotFound, ValueError) as exc:  # never stored (or unreadable): train it once, store it
+            log.info("training the classifier of %s for class coverage (%s)", params.dataset, exc)
+            cached = train_set_classifier(images, labels, len(classes), channels=channels)
+            data = set_classifier_bytes(cached, channels=channels, names=classes)
+            retry_storage(
+                lambda: ctx.store.put(key, data),
+                deadline_s=ctx.settings.storage_retry_deadline_s,
+                what="the set's classifier",
+            )
+        if len(_SET_CLASSIFIERS) >= SET_CLASSIFIER_CACHE:
+            _SET_CLASSIFIERS.pop(next(iter(_SET_CLASSIFIERS)))
+        _SET_CLASSIFIERS[(id(ctx.store), key)] = cached
+    return ClassJudge(cached, channels, classes, reference)
 
 
 def run_style_transfer(ctx: WorkerContext, claim: queries.Claim, runner: JobRunner) -> None:

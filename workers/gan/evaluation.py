@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from shared.jobs.gan_train import GanTrainParams
+from workers.gan.coverage import CLASS_DROP_WARNING
 from workers.gan.data import mixture
 from workers.gan.features import ImageEvaluator
 from workers.gan.health import COLLAPSE_MODES, COLLAPSE_WARNING, Monitor, may_warn
@@ -49,8 +50,10 @@ def evaluate_images(
     hooks: TrainHooks,
     step: int,
     classes: int,
+    monitor: Monitor,
 ) -> None:
-    """FD, KID, precision and recall of EVAL_IMAGES fresh samples (own seeded stream), classes in turn."""
+    """FD, KID, precision and recall of EVAL_IMAGES fresh samples (own seeded stream), classes in turn; for a
+    labelled dataset their class coverage, with a warning once when a class gets under a third of its share."""
     seed = stream_seed(params.seed, STREAM_EVAL, step) % 2**63
     z = latents(EVAL_IMAGES, params.nz, seed=seed)
     device = next(sampler.parameters()).device
@@ -59,7 +62,12 @@ def evaluate_images(
     for start in range(0, EVAL_IMAGES, EVAL_CHUNK):
         chunk_labels = None if wanted is None else wanted[start : start + EVAL_CHUNK].to(device)
         parts.append(generate(sampler, z[start : start + EVAL_CHUNK].to(device), chunk_labels))
-    hooks.report_metrics(step, evaluator(torch.cat(parts), seed=seed))
+    metrics, coverage = evaluator.evaluate(torch.cat(parts), seed=seed)
+    hooks.report_metrics(step, metrics)
+    if coverage is not None and coverage.low and evaluator.judge is not None and may_warn(params, step):
+        detail = coverage.detail(evaluator.judge.names)
+        message = CLASS_DROP_WARNING.format(step=step, detail=detail, samples=coverage.samples, kl=coverage.kl)
+        monitor.warn_once(hooks, "class_dropping", message)
 
 
 def evaluate_points(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import scipy.linalg
@@ -28,6 +28,9 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
 from workers.gan.data import load_builtin_labelled, load_versioned
+
+if TYPE_CHECKING:
+    from workers.gan.coverage import ClassCoverage, ClassJudge
 
 CLASSIFIER_VERSION: Final = 1
 CLASSIFIER_KEY: Final = f"assets/digits-classifier-v{CLASSIFIER_VERSION}.pt"  # where executors store it
@@ -49,18 +52,20 @@ SQRTM_EPS: Final = 1e-6
 
 
 class DigitsClassifier(nn.Module):
-    """Three conv blocks (32 -> 16 -> 8 -> 4 px) and a 128-wide feature layer before the logits."""
+    """Three conv blocks (32 -> 16 -> 8 -> 4 px) and a 128-wide feature layer before the logits.
 
-    def __init__(self) -> None:
+    With other ``channels`` and ``classes`` it is a labelled set's classifier (workers/gan/coverage.py)."""
+
+    def __init__(self, channels: int = 1, classes: int = DIGIT_CLASSES) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(),
             nn.Linear(64 * 4 * 4, FEATURE_DIM), nn.ReLU(),
         )  # fmt: skip
-        self.head = nn.Linear(FEATURE_DIM, DIGIT_CLASSES)
+        self.head = nn.Linear(FEATURE_DIM, classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate activations (N, 128) of 32 x 32 gray images in [-1, 1]."""
@@ -73,9 +78,9 @@ class DigitsClassifier(nn.Module):
         return out
 
 
-def to_feature_input(images: torch.Tensor) -> torch.Tensor:
-    """Images (N, C, H, W) in [-1, 1] as the classifier's input: gray, 32 x 32."""
-    gray = images.float().mean(dim=1, keepdim=True) if images.shape[1] != 1 else images.float()
+def to_feature_input(images: torch.Tensor, *, keep_channels: bool = False) -> torch.Tensor:
+    """Images (N, C, H, W) in [-1, 1] as the classifier's input: gray (or their own channels), 32 x 32."""
+    gray = images.float().mean(dim=1, keepdim=True) if images.shape[1] != 1 and not keep_channels else images.float()
     if gray.shape[-1] != FEATURE_SIZE or gray.shape[-2] != FEATURE_SIZE:
         gray = F.interpolate(gray, size=(FEATURE_SIZE, FEATURE_SIZE), mode="bilinear", align_corners=False)
     return gray
@@ -92,15 +97,21 @@ class TrainedClassifier:
 def train_digits_classifier(seed: int = TRAIN_SEED, epochs: int = TRAIN_EPOCHS) -> TrainedClassifier:
     """Train the feature classifier on 80 % of sklearn's digits (seeded); score it on the rest."""
     digits = load_builtin_labelled("digits", image_size=FEATURE_SIZE, channels=1)
+    return train_classifier(digits.images, digits.labels, DIGIT_CLASSES, channels=1, seed=seed, epochs=epochs)
+
+
+def train_classifier(
+    images: torch.Tensor, labels: torch.Tensor, classes: int, *, channels: int, seed: int, epochs: int
+) -> TrainedClassifier:
+    """Train a classifier on 80 % of ``images`` (N, channels, 32, 32) in [-1, 1] (seeded); score it on the rest."""
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(digits.images.shape[0], generator=generator)
+    order = torch.randperm(images.shape[0], generator=generator)
     held = int(len(order) * HELD_OUT_SHARE)
     test_idx, train_idx = order[:held], order[held:]
     with torch.random.fork_rng(devices=[]):  # the layers' default init, seeded, leaving the global RNG alone
         torch.manual_seed(seed)
-        model = DigitsClassifier()
+        model = DigitsClassifier(channels=channels, classes=classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=TRAIN_LR)
-    images, labels = digits.images, digits.labels
     for _ in range(epochs):
         shuffled = train_idx[torch.randperm(len(train_idx), generator=generator)]
         for batch in shuffled.split(TRAIN_BATCH):
@@ -109,7 +120,7 @@ def train_digits_classifier(seed: int = TRAIN_SEED, epochs: int = TRAIN_EPOCHS) 
             optimizer.step()
     model.eval()
     with torch.no_grad():
-        accuracy = float((model(images[test_idx]).argmax(dim=1) == labels[test_idx]).float().mean())
+        accuracy = float((model(images[test_idx]).argmax(dim=1) == labels[test_idx]).float().mean()) if held else 0.0
     return TrainedClassifier(model.requires_grad_(False), accuracy)
 
 
@@ -202,21 +213,29 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, *, k: int = PR_K) -
 
 
 class ImageEvaluator:
-    """FD, KID and precision/recall of generated images against a fixed set of real ones."""
+    """FD, KID and precision/recall of generated images against a fixed set of real ones; with a ``judge``
+    (a labelled dataset's ClassJudge, workers/gan/coverage.py) their class coverage too."""
 
-    def __init__(self, space: FeatureSpace, real_images: torch.Tensor) -> None:
+    def __init__(self, space: FeatureSpace, real_images: torch.Tensor, judge: ClassJudge | None = None) -> None:
         self.space = space
         self.real = space(real_images)
+        self.judge = judge
 
     def __call__(self, fake_images: torch.Tensor, *, seed: int = 0) -> dict[str, float]:
         """The metrics of ``fake_images`` (N, C, H, W) in [-1, 1]."""
+        return self.evaluate(fake_images, seed=seed)[0]
+
+    def evaluate(self, fake_images: torch.Tensor, *, seed: int = 0) -> tuple[dict[str, float], ClassCoverage | None]:
+        """The metrics of ``fake_images``, and their class coverage when the evaluator has a judge."""
         fake = self.space(fake_images)
         if not bool(torch.isfinite(fake).all()):
-            return {"fd": float("inf"), "kid": float("inf"), "precision": 0.0, "recall": 0.0}
+            return {"fd": float("inf"), "kid": float("inf"), "precision": 0.0, "recall": 0.0}, None
         precision, recall = precision_recall(self.real, fake)
-        return {
+        metrics = {
             "fd": frechet_distance(self.real, fake),
             "kid": kernel_inception_distance(self.real, fake, seed=seed),
             "precision": precision,
             "recall": recall,
         }
+        coverage = self.judge(fake_images) if self.judge is not None else None
+        return (metrics | coverage.metrics() if coverage is not None else metrics), coverage

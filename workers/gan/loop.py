@@ -317,7 +317,7 @@ def _train(
         if evaluate and params.points:
             evaluate_points(params, sampler, monitor, hooks, step)
         elif evaluate and evaluator is not None:
-            evaluate_images(params, sampler, evaluator, hooks, step, classes)
+            evaluate_images(params, sampler, evaluator, hooks, step, classes, monitor)
         if saved:
             hooks.save_checkpoint(step, models.checkpoint(step, params, metrics, monitor))
 
