@@ -42,6 +42,7 @@ DEFAULT_GAN_IMAGE_SIZE = 32
 IMAGE_EVAL_EVERY = 500  # default steps between image-quality evaluations (1,000 samples each)
 MAX_N_CRITIC = 20
 MAX_PACK = 8
+MAX_MINIBATCH_STD = 64
 MAX_PENALTY_WEIGHT = 1e4
 MAX_LABEL_SMOOTHING = 0.5
 _LESSON_GAN: dict[str, Any] = {
@@ -196,6 +197,14 @@ class GanTrainParams(JobParams):
         "a generator that repeats itself easy to spot; must divide batch_size (arch mlp or dcgan, "
         "unconditional). 1: off.",
     )
+    minibatch_std: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_MINIBATCH_STD,
+        description="ProGAN's minibatch standard deviation layer in D (arch dcgan): the spread of each feature "
+        "over groups of this many samples joins D's last features, so a generator that repeats itself or keeps "
+        "to a few classes is easy to spot; the group must divide batch_size / pack. 0: off.",
+    )
     nz: int = Field(default=100, ge=1, le=1024, description="Latent size.")
     ngf: int = Field(default=64, ge=4, le=1024, description="Generator width.")
     ndf: int = Field(default=64, ge=4, le=1024, description="Discriminator width.")
@@ -327,6 +336,12 @@ class GanTrainParams(JobParams):
                 problems.append(("pack", f"pack applies to unconditional mlp and dcgan training, not {why}"))
             if self.batch_size % self.pack:
                 problems.append(("pack", f"pack {self.pack} must divide batch_size {self.batch_size}"))
+        if self.minibatch_std:
+            if self.arch != "dcgan":
+                problems.append(("minibatch_std", f"minibatch_std applies to arch 'dcgan', not {self.arch!r}"))
+            elif (self.batch_size // self.pack) % self.minibatch_std:
+                judged = f"batch_size {self.batch_size}" + (f" / pack {self.pack}" if self.pack > 1 else "")
+                problems.append(("minibatch_std", f"minibatch_std {self.minibatch_std} must divide {judged}"))
         if self.label_smoothing and self.loss != "bce":
             problems.append(("label_smoothing", f"label_smoothing applies to the bce loss, not {self.loss!r}"))
         if self.d_skip_threshold is not None and self.loss == "wgan-gp":

@@ -300,7 +300,9 @@ def _dcgan_discriminator(params: GanTrainParams, channels: int, classes: int) ->
         side //= 2
         net.layer(width, width * 2, side, kernel=GAN_KERNEL_AREA, bias=False, norm=norm, kept=2 if norm else 1)
         width *= 2
-    net.layer(width, 1, 1, kernel=GAN_KERNEL_AREA, bias=False, norm=False, kept=1)
+    if params.minibatch_std:  # the group's standard deviation joins the last features as one more map
+        net.saved += (width + 1) * side * side
+    net.layer(width + (1 if params.minibatch_std else 0), 1, 1, kernel=GAN_KERNEL_AREA, bias=False, norm=False, kept=1)
     return _per_pack(net.size(), pack)
 
 

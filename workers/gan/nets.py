@@ -98,6 +98,7 @@ class Discriminator(nn.Module):
         batchnorm: bool = True,
         num_classes: int = 0,
         pack: int = 1,
+        minibatch_std: int = 0,
     ) -> None:
         super().__init__()
         self.image_size = image_size
@@ -121,8 +122,10 @@ class Discriminator(nn.Module):
             ]
             mult *= 2
             # (ndf*mult) x h/2 x w/2, halving the previous h x w
+        if minibatch_std:  # one more constant map: how varied the group of samples is
+            layers.append(MinibatchStd(minibatch_std))
         layers += [
-            nn.Conv2d(ndf * mult, 1, KERNEL, 1, 0, bias=False),
+            nn.Conv2d(ndf * mult + (1 if minibatch_std else 0), 1, KERNEL, 1, 0, bias=False),
             # 1 x 1 x 1: a logit; no Sigmoid, the loop uses BCEWithLogitsLoss
         ]
         self.main = nn.Sequential(*layers)
@@ -134,6 +137,27 @@ class Discriminator(nn.Module):
             maps = _one_hot(labels, self.num_classes, x)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
             x = torch.cat([x, maps], dim=1)
         return self.main(x).reshape(-1)
+
+
+class MinibatchStd(nn.Module):
+    """ProGAN's minibatch standard deviation layer (Karras et al. 2018), as StyleGAN writes it: the standard
+    deviation of every feature over a group of ``group`` samples (samples i, i + N/group, ...), averaged into
+    one number per group, joins the features as one more constant map. D then sees how varied the batch is,
+    so a generator that repeats itself, or keeps to a few classes, is easy to tell from real data."""
+
+    def __init__(self, group: int) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _c, h, w = x.shape
+        group = min(self.group, n)
+        if n % group:
+            raise ValueError(f"a batch of {n} samples does not split into minibatch_std groups of {group}")
+        y = x.float().reshape(group, n // group, *x.shape[1:])
+        y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()  # (N / group, C, H, W)
+        y = y.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1).repeat(group, 1, h, w)  # (N, 1, H, W), in group order
+        return torch.cat([x, y.to(x.dtype)], dim=1)
 
 
 class MLPGenerator(nn.Module):

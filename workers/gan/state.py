@@ -143,6 +143,7 @@ class Models:
                 batchnorm=batchnorm,
                 num_classes=num_classes,
                 pack=params.pack,
+                minibatch_std=params.minibatch_std,
             )
         net_g.apply(partial(weights_init, generator=init))
         net_d.apply(partial(weights_init, generator=init))

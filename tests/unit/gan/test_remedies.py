@@ -16,7 +16,7 @@ from tests.support.resume import stopped_and_resumed
 from workers.gan import health, state
 from workers.gan.data import load_builtin, load_points
 from workers.gan.loop import train
-from workers.gan.nets import MLPGenerator
+from workers.gan.nets import Discriminator, MinibatchStd, MLPGenerator
 from workers.gan.sample import sample
 from workers.hooks import InMemoryHooks, StopRequested
 
@@ -91,6 +91,7 @@ def test_the_dense_gan_on_ring8_reports_mode_coverage_and_samples_points() -> No
         {"r1_gamma": 1.0, "label_smoothing": 0.1, "ema": 0.9},
         {"diffaugment": ["color", "translation", "cutout"], "ema": 0.99, "spectral_norm": True},
         {"arch": "mlp", "loss": "hinge", "ema": 0.9},
+        {"minibatch_std": 4, "pack": 2},
     ],
 )
 def test_every_remedy_trains_and_resumes_bit_identically(digits: torch.Tensor, remedies: dict[str, Any]) -> None:
@@ -224,3 +225,26 @@ def test_the_dense_gan_on_images_samples_image_grids(digits: torch.Tensor) -> No
     assert float(images.min()) >= -1.0 and float(images.max()) <= 1.0
     with Image.open(io.BytesIO(png)) as grid:
         assert grid.format == "PNG"
+
+
+def test_the_minibatch_std_layer_shows_d_how_varied_each_group_is() -> None:
+    # Given a batch of 8 feature maps: group (0, 2, 4, 6) all alike, group (1, 3, 5, 7) varied
+    layer = MinibatchStd(4)
+    same, varied = torch.ones(2, 3, 3), torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(1))
+    x = torch.stack([same if i % 2 == 0 else varied[i // 2] for i in range(8)])
+    # When it runs
+    out = layer(x)
+    # Then one constant map joins the features; it reads about 0 for the alike group, the spread for the other
+    assert out.shape == (8, 3, 3, 3) and torch.equal(out[:, :2], x)
+    assert torch.allclose(out[0::2, 2], torch.full((4, 3, 3), 1e-4), atol=1e-4)
+    spread = varied.std(dim=0, unbiased=False).mean()
+    assert torch.allclose(out[1::2, 2], spread.expand(4, 3, 3), rtol=1e-4)
+    # And a batch that does not split into its groups is refused, naming the option
+    with pytest.raises(ValueError, match="minibatch_std groups of 4"):
+        layer(torch.zeros(6, 2, 3, 3))
+    # And D grows by exactly one input channel of its last convolution
+    plain = Discriminator(image_size=32, ndf=8, channels=1)
+    with_std = Discriminator(image_size=32, ndf=8, channels=1, minibatch_std=4)
+    extra = sum(p.numel() for p in with_std.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == 4 * 4  # one 4 x 4 kernel slice
+    assert with_std(torch.zeros(8, 1, 32, 32)).shape == (8,)

@@ -119,6 +119,7 @@ def _params(**fields: Any) -> GanTrainParams:
         {"arch": "msg", "image_size": 64, "ngf": 16, "ndf": 24, "channels": 3},
         {"conditional": True},
         {"pack": 2},
+        {"minibatch_std": 4, "pack": 2},
         {"loss": "wgan-gp"},
         {"spectral_norm": True},
     ],
