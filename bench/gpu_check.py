@@ -352,6 +352,7 @@ def cases(*, quick: bool, cuda: bool) -> list[Case]:
         gan("remedy/r1_gamma", r1_gamma=1.0),
         gan("remedy/pack", pack=2),
         gan("remedy/minibatch_std", minibatch_std=4),
+        gan("remedy/mode_seeking", mode_seeking=1.0),
         gan("remedy/lr_decay", lr_decay="linear"),
         gan("remedy/g_batchnorm-off", base=points, g_batchnorm=False),
         gan("option/adam", lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.99),

@@ -160,6 +160,14 @@ class GanTrainParams(JobParams):
     r1_gamma: float = Field(
         default=0.0, ge=0, le=MAX_PENALTY_WEIGHT, description="R1 penalty weight on D's gradient at real data; 0: off."
     )
+    mode_seeking: float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_PENALTY_WEIGHT,
+        description="MSGAN's mode-seeking term weight (Mao et al. 2019): G's loss adds this times 1 / (the mean "
+        "distance between the fakes of the batch's two halves / the distance between their latents), so two "
+        "latents far apart must give different samples. 0: off.",
+    )
     label_smoothing: float = Field(
         default=0.0,
         ge=0,

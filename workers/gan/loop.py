@@ -18,6 +18,7 @@ from shared.jobs.params import MIN_CLASSES
 from workers.gan.evaluation import DIVERSITY_METRIC, evaluate_images, evaluate_points, generate, sample_picture
 from workers.gan.features import ImageEvaluator
 from workers.gan.health import COLLAPSE_DIVERSITY, COLLAPSE_WARNING, LOSS_NAMES, Monitor, may_warn, watch_d
+from workers.gan.losses import mode_seeking_loss
 from workers.gan.metrics import diversity
 from workers.gan.multiscale import (
     MSG,
@@ -272,7 +273,10 @@ def _train(
         with speed.autocast():
             out_g = objective.judge(step_d, fake, batch_labels)
         g_loss = objective.generator(out_g)
-        g_loss.backward()
+        if params.mode_seeking:  # reported g_loss stays the adversarial part
+            (g_loss + params.mode_seeking * mode_seeking_loss(fake, z)).backward()
+        else:
+            g_loss.backward()
         net_d.requires_grad_(True)
         grad_norm_g = _grad_norm(net_g) if log else zero
         opt_g.step()

@@ -74,3 +74,17 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, *, gamma: float) -
     """R1: gamma / 2 * E ||grad_x D(x)||^2 at real data; ``real`` must require grad and feed ``real_logits``."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
     return gamma * R1_HALF * grad.reshape(grad.shape[0], -1).pow(2).sum(dim=1).mean()
+
+
+MODE_SEEKING_EPS = 1e-5
+
+
+def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """MSGAN's mode-seeking term (Mao et al. 2019, their code's form): 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2|
+    + eps), the batch's first half against its second; small when distinct latents give distinct samples."""
+    half = fake.shape[0] // 2
+    if half == 0:
+        raise ValueError("the mode-seeking term needs a batch of at least 2")
+    images = fake.float()
+    ratio = (images[:half] - images[half : 2 * half]).abs().mean() / (z[:half] - z[half : 2 * half]).abs().mean()
+    return 1.0 / (ratio + MODE_SEEKING_EPS)

@@ -16,6 +16,7 @@ from tests.support.resume import stopped_and_resumed
 from workers.gan import health, state
 from workers.gan.data import load_builtin, load_points
 from workers.gan.loop import train
+from workers.gan.losses import MODE_SEEKING_EPS, mode_seeking_loss
 from workers.gan.nets import Discriminator, MinibatchStd, MLPGenerator
 from workers.gan.sample import sample
 from workers.hooks import InMemoryHooks, StopRequested
@@ -92,6 +93,7 @@ def test_the_dense_gan_on_ring8_reports_mode_coverage_and_samples_points() -> No
         {"diffaugment": ["color", "translation", "cutout"], "ema": 0.99, "spectral_norm": True},
         {"arch": "mlp", "loss": "hinge", "ema": 0.9},
         {"minibatch_std": 4, "pack": 2},
+        {"mode_seeking": 1.0, "ema": 0.9},
     ],
 )
 def test_every_remedy_trains_and_resumes_bit_identically(digits: torch.Tensor, remedies: dict[str, Any]) -> None:
@@ -248,3 +250,28 @@ def test_the_minibatch_std_layer_shows_d_how_varied_each_group_is() -> None:
     extra = sum(p.numel() for p in with_std.parameters()) - sum(p.numel() for p in plain.parameters())
     assert extra == 4 * 4  # one 4 x 4 kernel slice
     assert with_std(torch.zeros(8, 1, 32, 32)).shape == (8,)
+
+
+def test_the_mode_seeking_term_is_small_when_distinct_latents_give_distinct_samples() -> None:
+    # Given latents, and three generators' outputs for them: all alike, a little apart, far apart
+    z = torch.randn(8, 4, 1, 1, generator=torch.Generator().manual_seed(0))
+    alike = torch.zeros(8, 1, 4, 4)
+    near, far = alike + 0.01 * torch.arange(8.0).reshape(8, 1, 1, 1), alike + torch.arange(8.0).reshape(8, 1, 1, 1)
+    # Then the term is 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + eps): huge, large, small
+    spread = float((z[:4] - z[4:]).abs().mean())
+    assert float(mode_seeking_loss(alike, z)) == pytest.approx(1 / MODE_SEEKING_EPS)
+    assert float(mode_seeking_loss(near, z)) == pytest.approx(1 / (0.04 / spread + MODE_SEEKING_EPS), rel=1e-4)
+    assert float(mode_seeking_loss(far, z)) == pytest.approx(1 / (4.0 / spread + MODE_SEEKING_EPS), rel=1e-4)
+    with pytest.raises(ValueError, match="at least 2"):
+        mode_seeking_loss(alike[:1], z[:1])
+
+
+def test_mode_seeking_changes_the_generators_update_but_not_the_reported_g_loss(digits: torch.Tensor) -> None:
+    # Given the same seeded run with and without the term
+    plain, seeking = InMemoryHooks(), InMemoryHooks()
+    train(_image_params(steps=2), digits, plain)
+    train(_image_params(steps=2, mode_seeking=1.0), digits, seeking)
+    # Then step 1's losses are the same (the term only adds to G's gradient), and G's weights then differ
+    assert seeking.metrics[("g_loss", 1)] == plain.metrics[("g_loss", 1)]
+    assert seeking.metrics[("d_loss", 1)] == plain.metrics[("d_loss", 1)]
+    assert seeking.artifacts["generator.pt"][0] != plain.artifacts["generator.pt"][0]
