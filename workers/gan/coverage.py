@@ -45,7 +45,7 @@ SET_CLASSIFIER_MIN_UPDATES: Final = 600  # small sets train more epochs: at leas
 SET_CLASSIFIER_MAX_EPOCHS: Final = 100
 CLASS_DROP_WARNING: Final = (
     "possible class dropping at step {step}: {detail} of {samples} samples, under a third of their share in the "
-    "data (class_kl {kl:.3f}). Try the stable preset, pack or a longer run"
+    "data (class_kl {kl:.3f}). Try the stable preset, minibatch_std, mode_seeking or a longer run"
 )
 
 

@@ -274,7 +274,8 @@ def _train(
             out_g = objective.judge(step_d, fake, batch_labels)
         g_loss = objective.generator(out_g)
         if params.mode_seeking:  # reported g_loss stays the adversarial part
-            (g_loss + params.mode_seeking * mode_seeking_loss(fake, z)).backward()
+            finest = fake[-1] if isinstance(fake, list) else fake  # msg: the full-size images of its pyramid
+            (g_loss + params.mode_seeking * mode_seeking_loss(finest, z)).backward()
         else:
             g_loss.backward()
         net_d.requires_grad_(True)
