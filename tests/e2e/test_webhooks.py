@@ -35,7 +35,10 @@ FAST_SCHEDULE_S = (0.3, 0.3, 0.3, 0.3, 0.3)  # six attempts in all
 JOB_DEADLINE_S = 240.0
 DELIVERY_DEADLINE_S = 60.0
 HANG_S = 30.0  # far over the attempt's deadline
-MIN_SPEED_RATIO = 0.7
+# The pair shares the host's cores: with a third busy process on two cores the scheduler gave one job two
+# thirds of the other's CPU (ratio 0.65 in a clean-clone CI run beside a benchmark, 2026-11-30). A delivery
+# that blocked the loop would stall it for the 2 s attempt deadline (six attempts) at every event, far below.
+MIN_SPEED_RATIO = 0.5
 MIN_OVERLAP_S = 3.0  # the two jobs must train side by side at least this long
 MIN_PROGRESS_EVENTS = 3
 DAY = timedelta(hours=24)
