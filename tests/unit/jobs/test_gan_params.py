@@ -96,6 +96,22 @@ def test_presets_carry_the_budget_of_their_documented_figures() -> None:
     assert (GanTrainParams(dataset="grid25").steps, GanTrainParams(dataset="grid25").batch_size) == (2000, 64)
 
 
+def test_stable_adds_r1_on_images_where_the_run_can_take_it() -> None:
+    # Given the stable preset on images: R1 0.1 on D's gradient at the real images (docs/benchmarks.md,
+    # "Class coverage on digits")
+    assert GanTrainParams(preset="stable", dataset="digits").r1_gamma == 0.1
+    assert GanTrainParams(preset="stable", dataset="shapes", arch="mlp").r1_gamma == 0.1
+    # But not on the point sets (measured without it), nor where it cannot run, which would make the preset a 422
+    assert GanTrainParams(preset="stable", dataset="ring8").r1_gamma == 0.0
+    assert GanTrainParams(preset="stable", dataset="grid25").r1_gamma == 0.0
+    assert GanTrainParams(preset="stable", arch="progressive", image_size=64).r1_gamma == 0.0
+    assert GanTrainParams(preset="stable", compile=True).r1_gamma == 0.0
+    assert GanTrainParams(preset="stable", loss="wgan-gp").r1_gamma == 0.0
+    # And a caller's own value wins; the lesson preset has none
+    assert GanTrainParams(preset="stable", r1_gamma=1.0).r1_gamma == 1.0
+    assert GanTrainParams(preset="lesson").r1_gamma == 0.0
+
+
 def test_the_lesson_preset_adds_nothing() -> None:
     lesson = GanTrainParams(preset="lesson").model_dump()
     assert {k: lesson[k] for k in REMEDIES_OFF} == REMEDIES_OFF
