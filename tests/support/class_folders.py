@@ -31,7 +31,7 @@ def picture(kind: str, rng: np.random.Generator, size: int = 32) -> Image.Image:
     if kind == "disc":
         draw.ellipse(box, fill=colour)
     elif kind == "ring":
-        draw.ellipse(box, outline=colour, width=max(2, size // 10))
+        draw.ellipse(box, outline=colour, width=max(2, size // 8))
     elif kind == "square":
         draw.rectangle(box, fill=colour)
     elif kind == "triangle":
@@ -42,7 +42,7 @@ def picture(kind: str, rng: np.random.Generator, size: int = 32) -> Image.Image:
         ]
         draw.polygon(corners, fill=colour)
     elif kind == "stripes":
-        period = max(4, size // int(rng.integers(3, 6)))
+        period = size // int(rng.integers(2, 4))  # two or three bands: still stripes when downscaled to 16 px
         for top in range(int(rng.integers(0, period)), size, period):
             draw.rectangle((0, top, size, top + period // 2 - 1), fill=colour)
     else:
