@@ -239,7 +239,9 @@ class GanTrainParams(JobParams):
     eval_every: int | None = every_field(
         default=None,
         description="Quality metrics every N steps and at the end: modes and hq_share on point datasets, "
-        "fd, kid, precision and recall on images (in a digits classifier's feature space). Default: "
+        "fd, kid, precision and recall on images (in a digits classifier's feature space), and on a labelled "
+        "image set (digits, shapes, torchvision sets, uploads with class folders) class_kl and class_confidence "
+        "by a classifier of its classes. Default: "
         f"sample_every on points, max(sample_every, {IMAGE_EVAL_EVERY}) on images.",
     )
     image_metrics: bool = Field(

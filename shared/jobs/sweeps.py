@@ -31,6 +31,8 @@ OBJECTIVE_METRICS: dict[str, dict[str, Literal["min", "max"]]] = {
         "recall": "max",
         "hq_share": "max",
         "modes": "max",
+        "class_kl": "min",
+        "class_confidence": "max",
         "diversity": "max",
         "g_loss": "min",
         "d_loss": "min",

@@ -612,3 +612,24 @@ def test_pages_fit_a_phone_and_every_control_has_a_label(browser: BrowserSession
         assert page.evaluate(unlabelled) == [], path
         screenshot(page, f"phone-{path.strip('#/').replace('/', '-')}")
     browser.assert_clean()
+
+
+def test_a_labelled_runs_page_charts_its_class_coverage(
+    browser: BrowserSession, alice: Caller, worker: services.Proc, api_url: str
+) -> None:
+    # Given a finished digits run with image metrics, evaluated at steps 10 and 20
+    params = TINY_GAN | {"image_metrics": True, "eval_every": 10}
+    job_id = api(api_url, alice, "POST", "/v1/jobs", json={"type": "gan.train", "params": params})["id"]
+    assert wait_done(api_url, alice, job_id)["state"] == "succeeded"
+    names = api(api_url, alice, "GET", f"/v1/jobs/{job_id}/metrics")["names"]
+    assert {"fd", "class_kl", "class_confidence"} <= set(names), names
+    # When its page opens
+    page = browser.page
+    sign_in(page, alice.key, f"#/jobs/{job_id}")
+    # Then the class coverage chart shows class_kl and class_confidence at both ticks, beside FD's
+    wait_for(lambda: points(page, "Class coverage") > 0, 30, "the class coverage points")
+    chart = page.locator('figure.chart[data-chart="Class coverage"]')
+    expect(chart).to_contain_text("class_kl")
+    expect(chart).to_contain_text("class_confidence")
+    assert points(page, "Class coverage") >= 2 and points(page, "Fréchet distance and KID") >= 2
+    browser.assert_clean()

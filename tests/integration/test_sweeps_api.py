@@ -162,8 +162,15 @@ def test_the_best_trial_is_the_succeeded_one_the_objective_ranks_first(
     # And minimising the same values would pick the 0.4 one
     minimised = post(client, alice, sweep_body(grid={"lr_g": [0.0002]}, seeds=[1], objective={"metric": "fd"})).json()
     assert minimised["objective"] == {"metric": "fd", "mode": "min"}
-    cancel_all(client, alice, sweep["id"])
-    cancel_all(client, alice, minimised["id"])
+    # And class coverage can be the objective too: less class KL, more confidence is better
+    by_kl = post(client, alice, sweep_body(grid={"lr_g": [0.0002]}, seeds=[2], objective={"metric": "class_kl"}))
+    by_confidence = post(
+        client, alice, sweep_body(grid={"lr_g": [0.0002]}, seeds=[3], objective={"metric": "class_confidence"})
+    )
+    assert by_kl.json()["objective"] == {"metric": "class_kl", "mode": "min"}, by_kl.text
+    assert by_confidence.json()["objective"] == {"metric": "class_confidence", "mode": "max"}, by_confidence.text
+    for done in (sweep, minimised, by_kl.json(), by_confidence.json()):
+        cancel_all(client, alice, done["id"])
 
 
 def test_a_random_search_draws_log_uniform_rates_reproducibly(client: TestClient, alice: Caller) -> None:

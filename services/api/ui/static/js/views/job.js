@@ -23,6 +23,7 @@ export const CHART_GROUPS = [
   { title: "Mode coverage", names: ["modes", "hq_share"] },
   { title: "Fréchet distance and KID", names: ["fd", "kid"] },
   { title: "Precision and recall", names: ["precision", "recall"] },
+  { title: "Class coverage", names: ["class_kl", "class_confidence"] },
   { title: "Style transfer losses", names: ["total_loss", "content_loss", "style_loss", "tv_loss"] },
 ];
 const GRID_PATTERN = /^(samples|snapshots|previews)\/step-(\d+)\.png$/;
