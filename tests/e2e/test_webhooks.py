@@ -28,8 +28,9 @@ pytestmark = pytest.mark.e2e
 
 # A few seconds of CPU training; logs, samples and checkpoints often enough to make progress and artifact events.
 GAN = {"dataset": "digits", "image_size": 16, "batch_size": 8, "ngf": 8, "ndf": 8, "steps": 60, "seed": 3}
-# Long enough for two of them to train side by side for several progress events.
-GAN_TIMED = {**GAN, "steps": 1500, "sample_every": 500, "checkpoint_every": 750}
+# Long enough that two of them overlap for several seconds even when the second worker's first job starts cold
+# (a clean-clone CI run on 2026-11-30 saw the plain job start 4 s after the hooked one, at 1,500 steps)
+GAN_TIMED = {**GAN, "steps": 4000, "sample_every": 1000, "checkpoint_every": 2000}
 ATTEMPT_TIMEOUT_S = 2.0
 FAST_SCHEDULE_S = (0.3, 0.3, 0.3, 0.3, 0.3)  # six attempts in all
 JOB_DEADLINE_S = 240.0
